@@ -1,0 +1,45 @@
+"""Default hyper-parameters: every field of an snnjax experiment, with the reference training setup.
+
+Experiment configs import this file and change only what differs. Override any field on the command
+line, e.g. ``--config.method=slip_relu --config.levels=8``.
+"""
+
+from ml_collections import config_dict
+
+
+def get_config() -> config_dict.ConfigDict:
+    config = config_dict.ConfigDict()
+    config.seed = 42
+
+    # Data.
+    config.dataset = "digits"  # digits | mnist
+    config.data_dir = config_dict.placeholder(str)  # folder with the dataset's files (mnist)
+
+    # Model and ANN activation.
+    config.model = "small_cnn"  # tiny_cnn | small_cnn | vgg16 | resnet18 | resnet20 | resnet34
+    config.method = "qcfs"  # qcfs | slip_relu | threshold_relu | relu
+    config.levels = 4  # L, quantization steps of QCFS / SlipReLU
+    config.qcfs_shift = 0.5  # φ of QCFS, in [0, 1)
+    config.qcfs_order = "clip_floor"  # clip_floor (revised reference) | floor_clip (original)
+    config.slip_c = 0.5  # SlipReLU weight of the ReLU part, in [0, 1]
+    config.slip_shift1 = 0.0  # SlipReLU shift of the ReLU part (units of λ/L)
+    config.slip_shift2 = 0.5  # SlipReLU shift of the step part; also the SNN's v0
+    config.threshold_init = 8.0  # initial λ of every activation layer
+    config.threshold_parameterization = "identity"  # identity (reference) | softplus (λ > 0)
+    config.per_channel_threshold = False  # one λ per channel instead of per layer
+
+    # Optimization: PyTorch SGD with coupled weight decay on all parameters, cosine per epoch.
+    config.num_epochs = 300
+    config.batch_size = 128
+    config.eval_batch_size = 256
+    config.learning_rate = 0.1
+    config.momentum = 0.9
+    config.weight_decay = 5e-4
+
+    # Conversion and SNN evaluation.
+    config.snn_num_steps = 32  # T: SNN accuracy is reported for every t = 1..T
+    config.snn_v0 = config_dict.placeholder(float)  # v(0)/θ; unset = method default (φ, shift2, ½)
+    config.fold_bn = False  # fold BatchNorm into the convs before simulating
+    config.calibration_percentile = 99.9  # relu method: θ = this percentile of activations
+    config.calibration_examples = 1024  # relu method: training images used for calibration
+    return config

@@ -1,0 +1,156 @@
+"""ANN activations designed for ANN-to-SNN conversion, as pure JAX functions.
+
+Every function here is elementwise: ``x`` may have any shape, and ``threshold`` (λ) is a scalar or any
+array that broadcasts against ``x`` from the right (e.g. one value per channel, shape ``[C]`` for
+``x`` of shape ``[..., C]``). All functions are jit/vmap/grad compatible and need no Flax.
+
+Gradient conventions (these change training, so they are part of the API):
+
+* ``floor`` is straight-through: forward ``floor(u)``, backward identity.
+* Clipping passes the gradient on the **closed** interval, inclusive at both ends, like PyTorch's
+  ``clamp``. ``jnp.clip`` is built from ``maximum``/``minimum`` whose gradient is 0.5 at ties; for
+  QCFS that matters because ``floor(u) / L`` sits *exactly* on 0 or 1 over whole intervals of ``x``.
+* Gradients w.r.t. λ come from autodiff of the forward formula (the λ-derivative printed in the QCFS
+  paper is known to be wrong, so we do not hand-code it).
+"""
+
+from __future__ import annotations
+
+import enum
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "QCFSOrder",
+    "clip_inclusive",
+    "floor_ste",
+    "qcfs",
+    "relu",
+    "slip_relu",
+    "threshold_relu",
+]
+
+
+class QCFSOrder(enum.StrEnum):
+    """Order of clip and floor in QCFS; same forward pass, different gradients.
+
+    ``CLIP_FLOOR`` (the QCFS authors' revised code, our default):
+        ``a = λ · floor(clip(x/λ, 0, 1) · L + φ) / L``. Gradient reaches x only for
+        ``0 <= x <= λ``.
+    ``FLOOR_CLIP`` (the original paper/code):
+        ``a = λ · clip(floor(x·L/λ + φ) / L, 0, 1)``. The mask is taken on the *floored* value, so
+        the gradient also flows for ``x`` in ``[-φλ/L, 0)`` and ``(λ, λ(1 + (1-φ)/L))``, where the
+        floored value is exactly 0 or 1.
+    """
+
+    CLIP_FLOOR = "clip_floor"
+    FLOOR_CLIP = "floor_clip"
+
+
+def floor_ste(u: jax.Array) -> jax.Array:
+    """``floor(u)`` in the forward pass, identity in the backward pass (straight-through)."""
+    return u + jax.lax.stop_gradient(jnp.floor(u) - u)
+
+
+def clip_inclusive(x: jax.Array, lower: jax.Array | float, upper: jax.Array | float) -> jax.Array:
+    """``clip(x, lower, upper)`` whose gradient w.r.t. ``x`` is 1 on the closed ``[lower, upper]``.
+
+    ``jnp.where`` picks ``x`` itself at the bounds, so the mask is inclusive at both ends (PyTorch
+    ``clamp`` semantics). Where ``x`` is clipped the gradient goes to the bound instead, which is how
+    a traced ``upper = λ`` receives its gradient.
+    """
+    x = jnp.where(x < lower, lower, x)
+    return jnp.where(x > upper, upper, x)
+
+
+def _check_levels(levels: int) -> None:
+    if not isinstance(levels, int) or isinstance(levels, bool) or levels <= 0:
+        raise ValueError(f"levels (L) must be a positive int, got {levels!r}.")
+
+
+def relu(x: jax.Array) -> jax.Array:
+    """Plain ReLU, ``max(x, 0)``; the activation of the threshold-balancing baseline."""
+    return jax.nn.relu(x)
+
+
+def threshold_relu(x: jax.Array, threshold: jax.Array | float) -> jax.Array:
+    """Threshold-ReLU (clipped ReLU) ``clip(x, 0, λ)`` with the inclusive gradient mask.
+
+    Args:
+      x: pre-activations, any shape.
+      threshold: λ, a scalar or an array broadcasting against ``x``.
+
+    Returns:
+      Array of ``x``'s shape. Gradient w.r.t. λ is 1 where ``x > λ`` and 0 elsewhere.
+    """
+    return clip_inclusive(x, 0.0, threshold)
+
+
+def qcfs(
+    x: jax.Array,
+    threshold: jax.Array | float,
+    levels: int,
+    shift: float = 0.5,
+    order: QCFSOrder | str = QCFSOrder.CLIP_FLOOR,
+) -> jax.Array:
+    """Quantization-clip-floor-shift activation (Bu et al., ICLR 2022).
+
+    ``a = λ · clip(floor(x·L/λ + φ) / L, 0, 1)``, which equals the average output of an IF neuron with
+    threshold λ and initial membrane φλ over ``T = L`` steps of constant input ``x`` (and, with
+    φ = ½, the expected output for any T).
+
+    Args:
+      x: pre-activations, any shape.
+      threshold: λ > 0, a scalar or an array broadcasting against ``x``.
+      levels: L, the number of quantization steps (a positive int).
+      shift: φ in ``[0, 1)``; ½ is the paper's choice, 0 gives clip-floor (QCFS Theorem 1).
+      order: ``"clip_floor"`` (default, revised reference code) or ``"floor_clip"`` (original);
+        identical forward pass, different gradients, see :class:`QCFSOrder`.
+
+    Returns:
+      Array of ``x``'s shape, values in ``{0, λ/L, ..., λ}``.
+    """
+    _check_levels(levels)
+    order = QCFSOrder(order)
+    if order is QCFSOrder.CLIP_FLOOR:
+        return threshold * floor_ste(clip_inclusive(x / threshold, 0.0, 1.0) * levels + shift) / levels
+    return threshold * clip_inclusive(floor_ste(x * levels / threshold + shift) / levels, 0.0, 1.0)
+
+
+def slip_relu(
+    x: jax.Array,
+    threshold: jax.Array | float,
+    levels: int,
+    c: float,
+    shift1: float = 0.0,
+    shift2: float = 0.5,
+) -> jax.Array:
+    """SlipReLU (Jiang et al., ICML 2023): a weighted sum of threshold-ReLU and a step function.
+
+    ``c · λ·clip(x/λ + shift1/L, 0, 1) + (1 − c) · λ·clip(floor(L·x/λ + shift2)/L, 0, 1)``.
+
+    The first term is written as ``clip(x + shift1·λ/L, 0, λ)`` (the same function and gradient) so
+    that ``c = 1, shift1 = 0`` is *exactly* :func:`threshold_relu`; the second term is exactly
+    :func:`qcfs` in ``floor_clip`` order, so ``c = 0, shift2 = ½`` is QCFS and ``c = 0, shift2 = 0``
+    is clip-floor.
+
+    Args:
+      x: pre-activations, any shape.
+      threshold: λ > 0, a scalar or an array broadcasting against ``x``.
+      levels: L, a positive int.
+      c: slope weight in ``[0, 1]`` (a Python number; checked).
+      shift1: shift of the ReLU part, in units of λ/L.
+      shift2: shift of the step part (φ of QCFS); also the IF initial membrane fraction ``v0``.
+
+    Returns:
+      Array of ``x``'s shape.
+
+    Raises:
+      ValueError: if ``c`` is outside ``[0, 1]`` or ``levels`` is not a positive int.
+    """
+    if not isinstance(c, jax.core.Tracer) and not 0.0 <= float(c) <= 1.0:
+        raise ValueError(f"SlipReLU weight c must lie in [0, 1], got {c!r}.")
+    ramp = clip_inclusive(x + shift1 * threshold / levels, 0.0, threshold)
+    step = qcfs(x, threshold, levels, shift=shift2, order=QCFSOrder.FLOOR_CLIP)
+    return c * ramp + (1.0 - c) * step

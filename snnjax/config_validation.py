@@ -1,0 +1,48 @@
+"""Start-up checks of an experiment config, with messages that name the field and the allowed values."""
+
+from __future__ import annotations
+
+import ml_collections
+
+from snnjax.activations import QCFSOrder
+from snnjax.data import DATASETS
+from snnjax.layers import ThresholdParameterization
+from snnjax.methods import Method
+from snnjax.models import MODELS
+
+__all__ = ["validate_config"]
+
+
+def _choice(config: ml_collections.ConfigDict, field: str, allowed) -> None:
+    allowed = [str(a) for a in allowed]
+    if str(config[field]) not in allowed:
+        raise ValueError(f"config.{field}={config[field]!r} is invalid; allowed: {', '.join(allowed)}.")
+
+
+def _positive_int(config: ml_collections.ConfigDict, field: str) -> None:
+    value = config[field]
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"config.{field} must be a positive int, got {value!r}.")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError naming the first invalid field of ``config``."""
+    _choice(config, "dataset", DATASETS)
+    _choice(config, "model", MODELS)
+    _choice(config, "method", [m.value for m in Method])
+    _choice(config, "qcfs_order", [o.value for o in QCFSOrder])
+    _choice(config, "threshold_parameterization", [p.value for p in ThresholdParameterization])
+    for field in ("levels", "num_epochs", "batch_size", "eval_batch_size", "snn_num_steps"):
+        _positive_int(config, field)
+    if not 0.0 <= config.slip_c <= 1.0:
+        raise ValueError(f"config.slip_c={config.slip_c} must lie in [0, 1].")
+    if not 0.0 <= config.qcfs_shift < 1.0:
+        raise ValueError(f"config.qcfs_shift={config.qcfs_shift} must lie in [0, 1).")
+    if config.threshold_init <= 0:
+        raise ValueError(f"config.threshold_init={config.threshold_init} must be positive.")
+    if config.learning_rate <= 0:
+        raise ValueError(f"config.learning_rate={config.learning_rate} must be positive.")
+    if not 0.0 < config.calibration_percentile <= 100.0:
+        raise ValueError(
+            f"config.calibration_percentile={config.calibration_percentile} must lie in (0, 100]."
+        )

@@ -1,0 +1,85 @@
+"""Conversion methods: which ANN activation each trains with, and the SNN's initial membrane.
+
+This is the glue between config fields and the pure functions; library users can equally build
+``functools.partial(ThresholdActivation, fn=...)`` themselves.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+
+import ml_collections
+
+from snnjax import activations
+from snnjax.layers import Activation, ModuleDef, ThresholdActivation
+
+__all__ = ["Method", "ann_activation", "initial_membrane_fraction"]
+
+
+class Method(enum.StrEnum):
+    """ANN training methods selectable by the config field ``method``."""
+
+    QCFS = "qcfs"
+    SLIP_RELU = "slip_relu"
+    THRESHOLD_RELU = "threshold_relu"
+    RELU = "relu"
+
+
+def _method(config: ml_collections.ConfigDict) -> Method:
+    try:
+        return Method(config.method)
+    except ValueError:
+        allowed = ", ".join(m.value for m in Method)
+        raise ValueError(f"config.method={config.method!r} is unknown; allowed: {allowed}.") from None
+
+
+def ann_activation(config: ml_collections.ConfigDict) -> ModuleDef:
+    """The ANN activation-layer factory for ``config.method``.
+
+    Reads ``levels``, ``qcfs_shift``, ``qcfs_order``, ``slip_c``, ``slip_shift1``, ``slip_shift2``,
+    ``threshold_init``, ``threshold_parameterization`` and ``per_channel_threshold``.
+    """
+    method = _method(config)
+    if method is Method.RELU:
+        return functools.partial(Activation, fn=activations.relu)
+    if method is Method.QCFS:
+        fn = functools.partial(
+            activations.qcfs,
+            levels=config.levels,
+            shift=config.qcfs_shift,
+            order=config.qcfs_order,
+        )
+    elif method is Method.SLIP_RELU:
+        fn = functools.partial(
+            activations.slip_relu,
+            levels=config.levels,
+            c=config.slip_c,
+            shift1=config.slip_shift1,
+            shift2=config.slip_shift2,
+        )
+    else:
+        fn = activations.threshold_relu
+    return functools.partial(
+        ThresholdActivation,
+        fn=fn,
+        threshold_init=config.threshold_init,
+        parameterization=config.threshold_parameterization,
+        per_channel=config.per_channel_threshold,
+    )
+
+
+def initial_membrane_fraction(config: ml_collections.ConfigDict) -> float:
+    """v(0)/θ for the SNN: ``config.snn_v0`` if set, else the method's natural choice.
+
+    QCFS: its shift φ (½); SlipReLU: ``shift2``; threshold-ReLU and ReLU: ½ (the expected-error
+    minimiser for uniform inputs).
+    """
+    if config.snn_v0 is not None:
+        return float(config.snn_v0)
+    method = _method(config)
+    if method is Method.QCFS:
+        return float(config.qcfs_shift)
+    if method is Method.SLIP_RELU:
+        return float(config.slip_shift2)
+    return 0.5

@@ -1,0 +1,167 @@
+"""Architectures whose activation is a constructor argument, so one class builds the ANN and the SNN.
+
+Every model accepts any number of leading batch axes: ``[B, H, W, C]`` for the ANN and time-major
+``[T, B, H, W, C]`` for the SNN (Flax convs/dense/pooling fold the leading axes into one batch, which
+is exactly "layer mode": each synaptic layer runs once on the time-batched tensor, and each IF layer
+scans over axis 0). Images are NHWC. Layers carry explicit names so the variable tree does not depend on
+which activation is plugged in.
+
+Max-pooling is replaced by 2×2 average pooling everywhere, as in the reference conversion code.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from snnjax.layers import BatchNorm, ConvBN, ModuleDef
+
+__all__ = [
+    "MODELS",
+    "VGG16_LAYERS",
+    "ConvNet",
+    "ResNet",
+    "ResNet18",
+    "ResNet20",
+    "ResNet34",
+    "SmallCNN",
+    "TinyCNN",
+    "VGG16",
+    "create_model",
+]
+
+POOL = "P"
+VGG16_LAYERS = (64, 64, POOL, 128, 128, POOL, 256, 256, 256, POOL, 512, 512, 512, POOL, 512, 512,
+                512, POOL)  # fmt: skip
+
+
+def _avg_pool(x: jax.Array) -> jax.Array:
+    return nn.avg_pool(x, (2, 2), strides=(2, 2))
+
+
+class ConvNet(nn.Module):
+    """A plain stack: [conv3×3 → BN → act | avg-pool]* → flatten → [dense → act]* → dense.
+
+    Attributes:
+      layers: conv widths, with ``"P"`` for a 2×2 average pool.
+      hidden: widths of the hidden dense layers of the head.
+      num_classes: logits size.
+      activation: activation factory, called as ``activation(name=...)``.
+      norm: normalization factory (BatchNorm, or FoldedBatchNorm after folding).
+    """
+
+    layers: Sequence[int | str]
+    hidden: Sequence[int]
+    num_classes: int
+    activation: ModuleDef
+    norm: ModuleDef = BatchNorm
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        """Maps images ``[..., H, W, C]`` to logits ``[..., num_classes]``."""
+        conv_index = 0
+        for layer in self.layers:
+            if layer == POOL:
+                x = _avg_pool(x)
+                continue
+            x = ConvBN(layer, norm=self.norm, name=f"conv_bn{conv_index}")(x, train)
+            x = self.activation(name=f"act{conv_index}")(x)
+            conv_index += 1
+        x = x.reshape(*x.shape[:-3], -1)
+        for i, width in enumerate(self.hidden):
+            x = nn.Dense(width, name=f"fc{i}")(x)
+            x = self.activation(name=f"fc_act{i}")(x)
+        return nn.Dense(self.num_classes, name="head")(x)
+
+
+# CIFAR head: 32×32 input leaves a 1×1×512 map, so the first linear is 512→4096; on 224×224 ImageNet
+# input the same class flattens 7·7·512 (flatten order is NHWC).
+VGG16 = functools.partial(ConvNet, layers=VGG16_LAYERS, hidden=(4096, 4096))
+# CPU-sized network for small images (8×8 digits, 28×28 MNIST).
+SmallCNN = functools.partial(ConvNet, layers=(32, 32, POOL, 64, POOL), hidden=(128,))
+# Test-only: a few hundred parameters, for fast unit tests; not a real model.
+TinyCNN = functools.partial(ConvNet, layers=(4, POOL), hidden=(8,))
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: conv-BN-act-conv-BN, plus shortcut, then act after the add."""
+
+    features: int
+    strides: int
+    activation: ModuleDef
+    norm: ModuleDef
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        """Maps ``[..., H, W, C]`` to ``[..., H/strides, W/strides, features]``."""
+        conv = functools.partial(ConvBN, use_bias=False, norm=self.norm)
+        y = conv(self.features, strides=(self.strides,) * 2, name="conv_bn1")(x, train)
+        y = self.activation(name="act1")(y)
+        y = conv(self.features, name="conv_bn2")(y, train)
+        if self.strides != 1 or x.shape[-1] != self.features:
+            x = conv(self.features, (1, 1), strides=(self.strides,) * 2, name="shortcut")(x, train)
+        return self.activation(name="act2")(x + y)
+
+
+class ResNet(nn.Module):
+    """CIFAR-style ResNet: 3×3 stem (stride 1, no max-pool), basic blocks, global avg-pool, linear.
+
+    Attributes:
+      stage_sizes: blocks per stage.
+      widths: channels per stage (the stem uses ``widths[0]``).
+      num_classes: logits size.
+      activation: activation factory.
+      norm: normalization factory.
+    """
+
+    stage_sizes: Sequence[int]
+    widths: Sequence[int]
+    num_classes: int
+    activation: ModuleDef
+    norm: ModuleDef = BatchNorm
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        """Maps images ``[..., H, W, C]`` to logits ``[..., num_classes]``."""
+        if len(self.stage_sizes) != len(self.widths):
+            raise ValueError(
+                f"stage_sizes {self.stage_sizes} and widths {self.widths} must have equal length."
+            )
+        x = ConvBN(self.widths[0], use_bias=False, norm=self.norm, name="stem")(x, train)
+        x = self.activation(name="stem_act")(x)
+        for stage, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.widths, strict=True)):
+            for block in range(num_blocks):
+                strides = 2 if stage > 0 and block == 0 else 1
+                x = BasicBlock(width, strides, self.activation, self.norm, name=f"stage{stage}_block{block}")(
+                    x, train
+                )
+        x = jnp.mean(x, axis=(-3, -2))
+        return nn.Dense(self.num_classes, name="head")(x)
+
+
+ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), widths=(64, 128, 256, 512))
+ResNet34 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), widths=(64, 128, 256, 512))
+ResNet20 = functools.partial(ResNet, stage_sizes=(3, 3, 3), widths=(16, 32, 64))
+
+
+MODELS = {
+    "tiny_cnn": TinyCNN,
+    "small_cnn": SmallCNN,
+    "vgg16": VGG16,
+    "resnet18": ResNet18,
+    "resnet20": ResNet20,
+    "resnet34": ResNet34,
+}
+
+
+def create_model(
+    name: str, num_classes: int, activation: ModuleDef, norm: ModuleDef = BatchNorm
+) -> nn.Module:
+    """Builds the model called ``name`` (a key of ``MODELS``) with the given activation factory."""
+    if name not in MODELS:
+        raise ValueError(f"config.model={name!r} is unknown; allowed: {', '.join(MODELS)}.")
+    return MODELS[name](num_classes=num_classes, activation=activation, norm=norm)

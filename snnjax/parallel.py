@@ -1,0 +1,71 @@
+"""Data parallelism with a 1-D device mesh and NamedSharding (no pmap).
+
+Batches are split along axis 0 over the ``"data"`` mesh axis; parameters are replicated. The same code
+runs on one device or many.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+__all__ = ["data_mesh", "padded_batches", "replicate", "shard_batch"]
+
+DATA_AXIS = "data"
+
+
+def data_mesh(devices: list[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh named ``"data"`` over ``devices`` (default: all devices)."""
+    devices = devices if devices is not None else jax.devices()
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def replicate(mesh: Mesh, tree: Any) -> Any:
+    """Places every leaf of ``tree`` on all devices of ``mesh``."""
+    return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def shard_batch(mesh: Mesh, *arrays: np.ndarray) -> tuple[jax.Array, ...]:
+    """Splits each array along axis 0 over the mesh's data axis.
+
+    Raises:
+      ValueError: if an array's leading size is not divisible by the number of devices.
+    """
+    size = mesh.shape[DATA_AXIS]
+    for array in arrays:
+        if array.shape[0] % size:
+            raise ValueError(
+                f"batch size {array.shape[0]} is not divisible by the {size} devices of the data "
+                "mesh; change config.batch_size / config.eval_batch_size."
+            )
+    sharding = NamedSharding(mesh, P(DATA_AXIS))
+    return tuple(jax.device_put(a, sharding) for a in arrays)
+
+
+def padded_batches(
+    images: np.ndarray, labels: np.ndarray, batch_size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Yields every example once in fixed-size batches, padding the last one.
+
+    Args:
+      images: ``[N, ...]``.
+      labels: ``[N]``.
+      batch_size: size of every yielded batch (keeps one compiled shape).
+
+    Yields:
+      ``(images [batch_size, ...], labels [batch_size], mask [batch_size] bool)``; ``mask`` is False
+      on padding.
+    """
+    for start in range(0, len(images), batch_size):
+        x, y = images[start : start + batch_size], labels[start : start + batch_size]
+        pad = batch_size - len(x)
+        mask = np.arange(batch_size) < len(x)
+        if pad:
+            x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+            y = np.concatenate([y, np.zeros((pad,), y.dtype)])
+        yield x, y, mask

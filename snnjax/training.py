@@ -1,0 +1,289 @@
+"""ANN training: pure jitted steps, Optax SGD as in the reference code, Orbax checkpoints in workdir."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax.training import train_state
+
+from snnjax import data as data_lib
+from snnjax import methods, parallel
+from snnjax.config_validation import validate_config
+from snnjax.models import create_model
+
+__all__ = [
+    "TrainState",
+    "build_ann",
+    "checkpoint_manager",
+    "create_train_state",
+    "epoch_cosine_schedule",
+    "eval_step",
+    "evaluate",
+    "restore_state",
+    "sgd_coupled_weight_decay",
+    "train_and_evaluate",
+    "train_step",
+]
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+class TrainState(train_state.TrainState):
+    """Flax TrainState plus BatchNorm running statistics."""
+
+    batch_stats: Any = None
+
+
+def epoch_cosine_schedule(learning_rate: float, num_epochs: int, steps_per_epoch: int) -> optax.Schedule:
+    """Cosine decay over epochs, constant within an epoch (PyTorch ``CosineAnnealingLR`` per epoch).
+
+    ``lr(step) = lr0 · (1 + cos(π · epoch / num_epochs)) / 2`` with ``epoch = step // steps_per_epoch``.
+    """
+    cosine = optax.cosine_decay_schedule(learning_rate, decay_steps=num_epochs)
+    return lambda step: cosine(step // steps_per_epoch)
+
+
+def sgd_coupled_weight_decay(
+    schedule: optax.ScalarOrSchedule, momentum: float = 0.9, weight_decay: float = 5e-4
+) -> optax.GradientTransformation:
+    """PyTorch ``SGD(momentum, weight_decay)``: decay is added to the gradient *before* momentum.
+
+    Applies to every parameter, thresholds λ included, as the reference training does.
+    """
+    return optax.chain(
+        optax.add_decayed_weights(weight_decay),
+        optax.sgd(schedule, momentum=momentum),
+    )
+
+
+def build_ann(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
+    """The ANN named by ``config.model`` with the activation of ``config.method``."""
+    return create_model(config.model, num_classes, methods.ann_activation(config))
+
+
+def create_train_state(
+    model: nn.Module, rng: jax.Array, image_shape: tuple[int, ...], tx: optax.GradientTransformation
+) -> TrainState:
+    """Initializes parameters from ``rng`` for images of shape ``image_shape = (H, W, C)``."""
+    variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+    return TrainState.create(
+        apply_fn=model.apply,
+        params=variables["params"],
+        batch_stats=variables.get("batch_stats", {}),
+        tx=tx,
+    )
+
+
+def train_step(
+    state: TrainState, images: jax.Array, labels: jax.Array
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One SGD step on a batch.
+
+    Args:
+      state: the train state.
+      images: ``[B, H, W, C]``.
+      labels: ``[B]`` int.
+
+    Returns:
+      ``(new_state, {"loss": scalar, "accuracy": scalar})``.
+    """
+
+    def loss_fn(params):
+        logits, updates = state.apply_fn(
+            {"params": params, "batch_stats": state.batch_stats},
+            images,
+            train=True,
+            mutable=["batch_stats"],
+        )
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        return loss, (logits, updates["batch_stats"])
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+    return state, {"loss": loss, "accuracy": accuracy}
+
+
+def eval_step(
+    state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array
+) -> dict[str, jax.Array]:
+    """Sums of correct predictions and losses over the unmasked examples of a batch.
+
+    Args:
+      state: the train state.
+      images: ``[B, H, W, C]``.
+      labels: ``[B]``.
+      mask: ``[B]`` bool, False on padding.
+
+    Returns:
+      ``{"correct": scalar, "loss": scalar, "count": scalar}`` (sums, not means).
+    """
+    logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, images, train=False)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    return {
+        "correct": jnp.sum((jnp.argmax(logits, -1) == labels) & mask),
+        "loss": jnp.sum(jnp.where(mask, losses, 0.0)),
+        "count": jnp.sum(mask),
+    }
+
+
+_jit_train_step = jax.jit(train_step, donate_argnums=0)
+_jit_eval_step = jax.jit(eval_step)
+
+
+def evaluate(
+    state: TrainState, images: np.ndarray, labels: np.ndarray, batch_size: int, mesh
+) -> dict[str, float]:
+    """Accuracy and mean loss of the ANN over a whole dataset (inference-mode BatchNorm)."""
+    totals = {"correct": 0.0, "loss": 0.0, "count": 0.0}
+    for batch in parallel.padded_batches(images, labels, batch_size):
+        metrics = _jit_eval_step(state, *parallel.shard_batch(mesh, *batch))
+        totals = {k: totals[k] + metrics[k] for k in totals}
+    totals = jax.device_get(totals)
+    return {"accuracy": totals["correct"] / totals["count"], "loss": totals["loss"] / totals["count"]}
+
+
+def checkpoint_manager(workdir: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
+    """The Orbax manager of ``workdir/checkpoints`` (absolute path, created if needed)."""
+    directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    return ocp.CheckpointManager(directory, options=options)
+
+
+def restore_state(manager: ocp.CheckpointManager, template: TrainState, mesh) -> TrainState | None:
+    """Restores the latest checkpoint into the shape of ``template`` (replicated), or None if none.
+
+    The target is abstract (``jax.eval_shape``-like), so nothing is computed for the template's values.
+    """
+    step = manager.latest_step()
+    if step is None:
+        return None
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), template)
+    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+
+def abstract_train_state(
+    config: ml_collections.ConfigDict, dataset: data_lib.Dataset, steps_per_epoch: int
+) -> TrainState:
+    """The train state's structure for ``config`` without computing any parameters."""
+    model = build_ann(config, dataset.num_classes)
+    tx = sgd_coupled_weight_decay(
+        epoch_cosine_schedule(config.learning_rate, config.num_epochs, steps_per_epoch),
+        config.momentum,
+        config.weight_decay,
+    )
+    return jax.eval_shape(
+        lambda rng: create_train_state(model, rng, dataset.image_shape, tx),
+        jax.random.key(config.seed),
+    )
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+    """Trains the ANN described by ``config``, checkpointing to (and resuming from) ``workdir``.
+
+    Prints one line per epoch (loss, accuracies, images/s, ETA) and appends the same metrics to
+    ``workdir/metrics.jsonl``.
+
+    Args:
+      config: an experiment config (see ``configs/default.py``).
+      workdir: output folder; a checkpoint there is resumed automatically.
+
+    Returns:
+      The final train state.
+
+    Raises:
+      FloatingPointError: if the training loss becomes non-finite (the step is named; the last good
+        checkpoint is kept).
+    """
+    validate_config(config)
+    os.makedirs(workdir, exist_ok=True)
+    mesh = parallel.data_mesh()
+    if config.batch_size % mesh.size or config.eval_batch_size % mesh.size:
+        raise ValueError(
+            f"config.batch_size={config.batch_size} and config.eval_batch_size="
+            f"{config.eval_batch_size} must be divisible by the device count {mesh.size}."
+        )
+    dataset = data_lib.load_dataset(config.dataset, config.data_dir, config.seed)
+    steps_per_epoch = len(dataset.train_images) // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"config.batch_size={config.batch_size} exceeds the {len(dataset.train_images)} "
+            "training examples."
+        )
+    model = build_ann(config, dataset.num_classes)
+    schedule = epoch_cosine_schedule(config.learning_rate, config.num_epochs, steps_per_epoch)
+    tx = sgd_coupled_weight_decay(schedule, config.momentum, config.weight_decay)
+
+    manager = checkpoint_manager(workdir)
+    template = abstract_train_state(config, dataset, steps_per_epoch)
+    state = restore_state(manager, template, mesh)
+    if state is None:
+        state = create_train_state(model, jax.random.key(config.seed), dataset.image_shape, tx)
+        state = parallel.replicate(mesh, state)
+        start_epoch = 0
+    else:
+        start_epoch = int(state.step) // steps_per_epoch
+        print(f"Resuming from checkpoint at step {int(state.step)} (epoch {start_epoch}).")
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json(indent=2))
+
+    print(
+        f"Training {config.model} ({config.method}) on {config.dataset}: "
+        f"{len(dataset.train_images)} train / {len(dataset.test_images)} test images, "
+        f"{config.num_epochs} epochs × {steps_per_epoch} steps, {mesh.size} device(s)."
+    )
+    start_time = time.perf_counter()
+    for epoch in range(start_epoch, config.num_epochs):
+        epoch_start = time.perf_counter()
+        step_metrics = []
+        for images, labels in data_lib.train_batches(
+            dataset.train_images, dataset.train_labels, config.batch_size, config.seed, epoch
+        ):
+            state, metrics = _jit_train_step(state, *parallel.shard_batch(mesh, images, labels))
+            step_metrics.append(metrics)  # stays on device until the epoch ends
+        train = jax.device_get(jax.tree.map(lambda *m: np.mean(m), *step_metrics))
+        step = int(state.step)
+        if not np.isfinite(train["loss"]):
+            manager.wait_until_finished()
+            raise FloatingPointError(
+                f"Non-finite training loss {train['loss']} in epoch {epoch + 1} (by step {step}); "
+                f"the last good checkpoint (step {manager.latest_step()}) is kept in {workdir}."
+            )
+        test = evaluate(state, dataset.test_images, dataset.test_labels, config.eval_batch_size, mesh)
+        seconds = time.perf_counter() - epoch_start
+        done = epoch + 1 - start_epoch
+        eta = (time.perf_counter() - start_time) / done * (config.num_epochs - epoch - 1)
+        record = {
+            "epoch": epoch + 1,
+            "step": step,
+            "learning_rate": float(schedule(step - 1)),
+            "train_loss": float(train["loss"]),
+            "train_accuracy": float(train["accuracy"]),
+            "test_loss": float(test["loss"]),
+            "test_accuracy": float(test["accuracy"]),
+            "images_per_second": steps_per_epoch * config.batch_size / seconds,
+        }
+        print(
+            f"epoch {epoch + 1:3d}/{config.num_epochs} step {step:6d} "
+            f"loss {record['train_loss']:.4f} train acc {record['train_accuracy']:.4f} "
+            f"test acc {record['test_accuracy']:.4f} {record['images_per_second']:7.0f} img/s "
+            f"ETA {eta:5.0f}s",
+            flush=True,
+        )
+        with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps(record) + "\n")
+        manager.save(step, args=ocp.args.StandardSave(state))
+    manager.wait_until_finished()
+    manager.close()
+    return state

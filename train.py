@@ -1,0 +1,23 @@
+"""Trains an ANN for conversion: ``python train.py --config configs/quickstart.py --workdir DIR``."""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from snnjax import training
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Folder for checkpoints and metrics (resumed if it has any).")
+config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    """Parses nothing beyond the flags and runs the library function."""
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint step at INFO.
+    training.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+    app.run(main)
