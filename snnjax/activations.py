@@ -64,6 +64,11 @@ def clip_inclusive(x: jax.Array, lower: jax.Array | float, upper: jax.Array | fl
     return jnp.where(x > upper, upper, x)
 
 
+def _broadcast_threshold(threshold: jax.Array | float, x: jax.Array) -> jax.Array:
+    # Explicit broadcast from the right, so per-channel λ works under jax_numpy_rank_promotion="raise".
+    return jnp.broadcast_to(jnp.asarray(threshold, jnp.result_type(x)), jnp.shape(x))
+
+
 def _check_levels(levels: int) -> None:
     if not isinstance(levels, int) or isinstance(levels, bool) or levels <= 0:
         raise ValueError(f"levels (L) must be a positive int, got {levels!r}.")
@@ -84,7 +89,7 @@ def threshold_relu(x: jax.Array, threshold: jax.Array | float) -> jax.Array:
     Returns:
       Array of ``x``'s shape. Gradient w.r.t. λ is 1 where ``x > λ`` and 0 elsewhere.
     """
-    return clip_inclusive(x, 0.0, threshold)
+    return clip_inclusive(x, 0.0, _broadcast_threshold(threshold, x))
 
 
 def qcfs(
@@ -113,6 +118,7 @@ def qcfs(
     """
     _check_levels(levels)
     order = QCFSOrder(order)
+    threshold = _broadcast_threshold(threshold, x)
     if order is QCFSOrder.CLIP_FLOOR:
         return threshold * floor_ste(clip_inclusive(x / threshold, 0.0, 1.0) * levels + shift) / levels
     return threshold * clip_inclusive(floor_ste(x * levels / threshold + shift) / levels, 0.0, 1.0)
@@ -151,6 +157,7 @@ def slip_relu(
     """
     if not isinstance(c, jax.core.Tracer) and not 0.0 <= float(c) <= 1.0:
         raise ValueError(f"SlipReLU weight c must lie in [0, 1], got {c!r}.")
+    threshold = _broadcast_threshold(threshold, x)
     ramp = clip_inclusive(x + shift1 * threshold / levels, 0.0, threshold)
     step = qcfs(x, threshold, levels, shift=shift2, order=QCFSOrder.FLOOR_CLIP)
     return c * ramp + (1.0 - c) * step

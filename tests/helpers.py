@@ -1,0 +1,42 @@
+"""Shared test fixtures: tiny models with non-trivial BatchNorm statistics and thresholds."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import traverse_util
+
+import snnjax
+from snnjax import activations
+
+QCFS4 = functools.partial(snnjax.ThresholdActivation, fn=functools.partial(activations.qcfs, levels=4))
+
+
+def randomize_variables(variables, seed=0, threshold=1.0):
+    """Random BN affine/statistics (so folding is not trivial) and all thresholds set to ``threshold``."""
+    flat = traverse_util.flatten_dict(variables)
+    keys = iter(jax.random.split(jax.random.key(seed), len(flat)))
+    out = {}
+    for path, value in flat.items():
+        key = next(keys)
+        if path[-1] == "threshold":
+            value = jnp.full_like(value, threshold)
+        elif path[-1] == "mean":
+            value = 0.1 * jax.random.normal(key, value.shape)
+        elif path[-1] == "var":
+            value = jax.random.uniform(key, value.shape, minval=0.5, maxval=2.0)
+        elif path[-2:] == ("bn", "scale"):
+            value = jax.random.uniform(key, value.shape, minval=0.5, maxval=1.5)
+        elif path[-2:] == ("bn", "bias") or path[-1] == "bias":
+            value = 0.2 * jax.random.normal(key, value.shape)
+        out[path] = value
+    return traverse_util.unflatten_dict(out)
+
+
+def tiny_resnet(activation, num_classes=3):
+    """Test-only ResNet: one block per stage, 4 and 8 channels, with a projection shortcut."""
+    return snnjax.ResNet(stage_sizes=(1, 1), widths=(4, 8), num_classes=num_classes, activation=activation)
+
+
+def init(model, image_shape, seed=0):
+    return model.init(jax.random.key(seed), jnp.zeros((1, *image_shape)), train=False)

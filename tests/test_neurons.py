@@ -1,0 +1,84 @@
+"""Hand-stepped and independently computed tests of the IF neuron."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from snnjax.neurons import if_neuron, if_neuron_with_state
+
+
+def reference_if(z, theta, v0):
+    """Plain-Python IF with the reference rule, one neuron at a time (independent of the scan)."""
+    z = np.asarray(z, np.float32)
+    theta = np.broadcast_to(np.asarray(theta, np.float32), z.shape[1:])
+    out = np.zeros_like(z)
+    v = (np.float32(v0) * theta).astype(np.float32)
+    for t in range(z.shape[0]):
+        m = v + z[t]
+        fired = m >= theta
+        out[t] = np.where(fired, theta, 0)
+        v = m - out[t]
+    return out, v
+
+
+def test_hand_stepped_sequence():
+    # θ = 1, v(0) = ½: m = 1 (fires, inclusive), .25, 1.125 (fires), -.25, .75.
+    z = jnp.array([0.5, 0.25, 0.875, -0.375, 1.0])
+    out, v = if_neuron_with_state(z, 1.0, v0=0.5)
+    np.testing.assert_array_equal(out, [1.0, 0.0, 1.0, 0.0, 0.0])
+    assert float(v) == 0.75
+
+
+def test_exact_threshold_input_fires():
+    np.testing.assert_array_equal(if_neuron(jnp.array([2.0, 2.0]), 2.0, v0=0.0), [2.0, 2.0])
+
+
+@pytest.mark.parametrize("v0, expected", [(0.0, [0, 0, 1, 0]), (0.5, [0, 1, 0, 1])])
+def test_initial_membrane_fraction(v0, expected):
+    # Constant 0.375, θ = 1. v0=0: .375, .75, 1.125→.125, .5. v0=½: .875, 1.25→.25, .625, 1.0 (fires).
+    np.testing.assert_array_equal(if_neuron(jnp.full((4,), 0.375), 1.0, v0=v0), expected)
+
+
+def test_negative_input_never_fires_and_membrane_goes_negative():
+    out, v = if_neuron_with_state(jnp.full((3, 2), -1.0), 1.0, v0=0.5)
+    np.testing.assert_array_equal(out, np.zeros((3, 2)))
+    np.testing.assert_array_equal(v, [-2.5, -2.5])
+
+
+def test_large_input_fires_every_step_and_keeps_residual():
+    out, v = if_neuron_with_state(jnp.full((4,), 3.0), 1.0, v0=0.0)
+    np.testing.assert_array_equal(out, [1.0] * 4)  # at most one spike per step
+    assert float(v) == 8.0  # 4 · (3 − 1)
+
+
+def test_per_channel_threshold():
+    out = if_neuron(jnp.ones((4, 2)), jnp.array([1.0, 2.0]), v0=0.0)
+    np.testing.assert_array_equal(out, [[1, 0], [1, 2], [1, 0], [1, 2]])
+
+
+def test_matches_independent_loop_on_random_input():
+    z = jax.random.normal(jax.random.key(0), (16, 3, 5, 4)) * 0.7 + 0.2
+    theta = jnp.array([0.5, 1.0, 1.5, 2.0])  # per channel
+    out, v = if_neuron_with_state(z, theta, v0=0.5)
+    ref_out, ref_v = reference_if(z, theta, 0.5)
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_allclose(v, ref_v, rtol=0, atol=1e-6)
+
+
+def test_state_continues_a_run():
+    z = jax.random.normal(jax.random.key(1), (10, 6))
+    full, v_full = if_neuron_with_state(z, 1.0, v0=0.5)
+    first, v_mid = if_neuron_with_state(z[:4], 1.0, v0=0.5)
+    second, v_end = if_neuron_with_state(z[4:], 1.0, membrane=v_mid)
+    np.testing.assert_array_equal(jnp.concatenate([first, second]), full)
+    np.testing.assert_array_equal(v_end, v_full)
+
+
+def test_bad_shapes_rejected():
+    with pytest.raises(ValueError, match="T >= 1"):
+        if_neuron(jnp.zeros((0, 3)), 1.0)
+    with pytest.raises(ValueError, match="T >= 1"):
+        if_neuron(jnp.float32(1.0), 1.0)
+    with pytest.raises(ValueError, match="per-neuron shape"):
+        if_neuron_with_state(jnp.zeros((2, 3)), 1.0, membrane=jnp.zeros((4,)))
