@@ -27,7 +27,7 @@ def _snn_correct_by_step(snn_model, variables, images, labels, mask, num_steps):
     logits = conversion.cumulative_mean_logits(
         conversion.spiking_apply(snn_model, variables, images, num_steps)
     )
-    correct = (jnp.argmax(logits, -1) == labels) & mask  # [T, B]
+    correct = (jnp.argmax(logits, -1) == labels[None]) & mask[None]  # [T, B]
     return jnp.sum(correct, axis=1)
 
 

@@ -149,7 +149,7 @@ def evaluate(
     for batch in parallel.padded_batches(images, labels, batch_size):
         metrics = _jit_eval_step(state, *parallel.shard_batch(mesh, *batch))
         totals = {k: totals[k] + metrics[k] for k in totals}
-    totals = jax.device_get(totals)
+    totals = {k: float(v) for k, v in jax.device_get(totals).items()}  # ratios in float64, on host
     return {"accuracy": totals["correct"] / totals["count"], "loss": totals["loss"] / totals["count"]}
 
 

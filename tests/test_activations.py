@@ -92,9 +92,7 @@ class TestThresholdReLU:
     def test_gradients(self):
         g = grad_x(lambda x: act.threshold_relu(x, 1.0), [-0.5, 0.0, 0.5, 1.0, 1.5])
         np.testing.assert_array_equal(g, [0.0, 1.0, 1.0, 1.0, 0.0])
-        glam = jax.vmap(jax.grad(act.threshold_relu, argnums=1), (0, None))(
-            jnp.array([0.5, 1.0, 1.5]), 1.0
-        )
+        glam = jax.vmap(jax.grad(act.threshold_relu, argnums=1), (0, None))(jnp.array([0.5, 1.0, 1.5]), 1.0)
         np.testing.assert_array_equal(glam, [0.0, 0.0, 1.0])
 
     def test_relu(self):

@@ -37,7 +37,8 @@ def test_parameter_counts(builder, expected):
 
 def test_each_activation_layer_owns_one_threshold():
     shapes = jax.eval_shape(lambda: init(snnjax.ResNet18(num_classes=10, activation=QCFS4), (32, 32, 3)))
-    thresholds = [p for p in jax.tree_util.tree_leaves_with_path(shapes["params"]) if "threshold" in str(p[0])]
+    leaves = jax.tree_util.tree_leaves_with_path(shapes["params"])
+    thresholds = [(path, leaf) for path, leaf in leaves if "threshold" in str(path)]
     assert len(thresholds) == 17  # stem + 8 blocks × 2
     assert all(leaf.shape == () for _, leaf in thresholds)
 

@@ -1,0 +1,95 @@
+"""Optimizer/schedule known answers, config validation, and the end-to-end train → convert run."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import ci_tiny, quickstart
+from snnjax import evaluation, training
+from snnjax.config_validation import validate_config
+
+
+def test_epoch_cosine_schedule_is_constant_within_an_epoch():
+    schedule = training.epoch_cosine_schedule(0.1, num_epochs=4, steps_per_epoch=3)
+    values = [float(schedule(step)) for step in range(12)]
+    expected = [0.1 * (1 + np.cos(np.pi * epoch / 4)) / 2 for epoch in range(4)]
+    np.testing.assert_allclose(values, np.repeat(expected, 3), rtol=1e-6)
+
+
+def test_sgd_applies_coupled_weight_decay_before_momentum():
+    # PyTorch SGD(lr=.1, momentum=.9, weight_decay=.1), grad .5, p0 = 1, by hand:
+    # g1 = .5 + .1·1 = .6, buf = .6, p1 = .94; g2 = .5 + .094 = .594, buf = .54 + .594 = 1.134,
+    # p2 = .94 − .1134 = .8266.
+    tx = training.sgd_coupled_weight_decay(0.1, momentum=0.9, weight_decay=0.1)
+    params = {"w": jnp.array(1.0)}
+    opt_state = tx.init(params)
+    trajectory = []
+    for _ in range(2):
+        updates, opt_state = tx.update({"w": jnp.array(0.5)}, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        trajectory.append(float(params["w"]))
+    np.testing.assert_allclose(trajectory, [0.94, 0.8266], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("method", "spiky", "config.method='spiky' is invalid; allowed: qcfs, slip_relu"),
+        ("model", "vgg99", "config.model"),
+        ("dataset", "imagenet9", "config.dataset"),
+        ("levels", 0, "config.levels must be a positive int"),
+        ("slip_c", 1.5, "config.slip_c"),
+        ("threshold_init", -1.0, "config.threshold_init"),
+        ("snn_num_steps", 0, "config.snn_num_steps"),
+        ("qcfs_order", "random", "config.qcfs_order"),
+    ],
+)
+def test_invalid_config_is_rejected_with_the_field_named(field, value, message):
+    config = quickstart.get_config()
+    config[field] = value
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        validate_config(config)
+
+
+def test_quickstart_config_is_valid():
+    validate_config(quickstart.get_config())
+
+
+def test_convert_without_checkpoint_fails_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run train.py"):
+        evaluation.convert_and_evaluate(ci_tiny.get_config(), str(tmp_path))
+
+
+@pytest.mark.parametrize("method", ["qcfs", "relu"])
+def test_end_to_end_train_convert_writes_valid_report(tmp_path, method, capsys):
+    config = ci_tiny.get_config()
+    config.method = method
+    workdir = str(tmp_path)
+    state = training.train_and_evaluate(config, workdir)
+    assert int(state.step) == 2 * (1437 // 32)  # 2 epochs over the 1,437 training digits
+    assert len(jax.devices()) == 4  # the run above was sharded over the fake devices
+
+    result = evaluation.convert_and_evaluate(config, workdir)
+    with open(tmp_path / "snn_eval.json") as f:
+        written = json.load(f)
+    assert written == result
+    assert set(written) == {"dataset", "method", "T", "ann_accuracy", "snn_accuracy"}
+    assert (written["dataset"], written["method"], written["T"]) == ("digits", method, 8)
+    assert list(written["snn_accuracy"]) == [str(t) for t in range(1, 9)]
+    values = [written["ann_accuracy"], *written["snn_accuracy"].values()]
+    assert all(0.0 <= v <= 1.0 for v in values)
+    # Accuracies are counts over the 360 test images.
+    assert all(abs(v * 360 - round(v * 360)) < 1e-6 for v in values)
+    assert written["ann_accuracy"] > 0.3  # two epochs are far better than chance (0.1)
+    assert (tmp_path / "snn_accuracy.png").stat().st_size > 1000
+    out = capsys.readouterr().out
+    assert "SNN T=8" in out and "ANN" in out
+
+    # Training again in the same workdir resumes from the final checkpoint: no extra steps.
+    resumed = training.train_and_evaluate(config, workdir)
+    assert int(resumed.step) == int(state.step)
+    jax.tree.map(np.testing.assert_array_equal, resumed.params, state.params)
