@@ -17,7 +17,6 @@ def get_config():
     config.num_epochs = 30
     config.batch_size = 64
     config.eval_batch_size = 128
-    config.learning_rate = 0.05
-    config.threshold_init = 2.0
+    config.threshold_init = 2.0  # inputs are in [0, 1]; λ0 = 8 leaves T <= 2 silent
     config.snn_num_steps = 32
     return config
