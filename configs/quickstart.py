@@ -2,7 +2,12 @@
 
 Command: ``bash scripts/quickstart.sh`` (or ``python train.py --config configs/quickstart.py
 --workdir runs/quickstart && python convert.py --config configs/quickstart.py --workdir runs/quickstart``).
-Runtime: TBD. Expected result: TBD.
+Runtime (2-core AVX CPU, 2026-11-22): 84 s for the whole script from a fresh clone, of which ~55 s is
+creating .venv and installing; training 30 epochs ~20 s, conversion + SNN evaluation (T = 1..32) ~3 s.
+Expected result (seed 42, 360 test images, one image = 0.28 points):
+ANN 99.17 %; SNN T=1 97.22, T=2 99.17, T=4 (= L) 98.89, T=8 98.89, T=16 99.17, T=32 99.17.
+Seeds 0, 1, 2 (which also change the split): |SNN − ANN| at T = L: 0.00 / 0.00 / 0.00; at T = 32:
+0.00 / 0.28 / 0.00.
 """
 
 from configs import default

@@ -92,6 +92,8 @@ def _plot(path: str, ann_accuracy: float, snn_accuracy: np.ndarray, title: str) 
     ax.plot(steps, 100 * snn_accuracy, marker="o", markersize=3, label="SNN (mean logits over 1..t)")
     ax.axhline(100 * ann_accuracy, color="k", linestyle="--", label=f"ANN {100 * ann_accuracy:.2f}%")
     ax.set_xscale("log", base=2)
+    ticks = [t for t in REPORTED_STEPS if t <= len(snn_accuracy)]
+    ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.set_xlabel("time steps t")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
@@ -181,7 +183,7 @@ def convert_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dic
         os.path.join(workdir, "snn_accuracy.png"),
         ann["accuracy"],
         snn,
-        f"{config.dataset} / {config.model} / {config.method}: SNN vs ANN",
+        f"{config.dataset} ({len(dataset.test_images)} test images) / {config.model} / {config.method}",
     )
     print(f"Wrote {os.path.join(workdir, 'snn_eval.json')} and snn_accuracy.png")
     return result
