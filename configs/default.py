@@ -14,6 +14,9 @@ def get_config() -> config_dict.ConfigDict:
     # Data.
     config.dataset = "digits"  # digits | mnist
     config.data_dir = config_dict.placeholder(str)  # folder with the dataset's files (mnist)
+    config.augment = ""  # comma-separated, applied in order on device: crop, flip, cutout
+    config.crop_padding = 4  # random crop: zero-padding in pixels
+    config.cutout_size = 16  # Cutout square side in pixels
 
     # Model and ANN activation.
     config.model = "small_cnn"  # tiny_cnn | small_cnn | vgg16 | resnet18 | resnet20 | resnet34
@@ -35,8 +38,10 @@ def get_config() -> config_dict.ConfigDict:
     config.learning_rate = 0.1
     config.momentum = 0.9
     config.weight_decay = 5e-4
+    config.log_every_steps = 100  # pull metrics to the host, print and write summaries this often
 
     # Conversion and SNN evaluation.
+    config.checkpoint = "latest"  # latest | best (highest test accuracy, as the reference keeps)
     config.snn_num_steps = 32  # T: SNN accuracy is reported for every t = 1..T
     config.snn_v0 = config_dict.placeholder(float)  # v(0)/θ; unset = method default (φ, shift2, ½)
     config.fold_bn = False  # fold BatchNorm into the convs before simulating

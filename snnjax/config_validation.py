@@ -32,7 +32,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _choice(config, "method", [m.value for m in Method])
     _choice(config, "qcfs_order", [o.value for o in QCFSOrder])
     _choice(config, "threshold_parameterization", [p.value for p in ThresholdParameterization])
-    for field in ("levels", "num_epochs", "batch_size", "eval_batch_size", "snn_num_steps"):
+    _choice(config, "checkpoint", ["latest", "best"])
+    for field in (
+        "log_every_steps",
+        "levels",
+        "num_epochs",
+        "batch_size",
+        "eval_batch_size",
+        "snn_num_steps",
+    ):
         _positive_int(config, field)
     if not 0.0 <= config.slip_c <= 1.0:
         raise ValueError(f"config.slip_c={config.slip_c} must lie in [0, 1].")

@@ -1,22 +1,47 @@
 """In-memory datasets as NHWC float32 NumPy arrays, and seeded batching.
 
-``digits`` is the real handwritten-digits set bundled with scikit-learn (1,797 images, 8×8, no network
-needed) with a fixed, seeded, stratified train/test split. ``mnist`` reads the published IDX files
-from ``data_dir``.
+Sources, by ``config.dataset`` and ``config.data_dir``:
+
+* ``digits``: the real handwritten-digits set bundled with scikit-learn (1,797 images, 8×8, no network)
+  with a fixed, seeded, stratified 80/20 train/test split.
+* ``mnist`` / ``fashion_mnist`` with ``data_dir``: the published IDX files (``train-images-idx3-ubyte``
+  etc., optionally ``.gz``).
+* ``cifar10`` / ``cifar100`` with ``data_dir``: the published archives, either extracted
+  (``cifar-10-batches-bin/``, ``cifar-10-batches-py/``, ``cifar-100-binary/``, ``cifar-100-python/``)
+  or as the downloaded ``.tar.gz``; or an image-folder layout (below).
+* Any dataset in the image-folder layout ``train/<class>/*.{jpg,png}`` and ``test/<class>/*``
+  (class order = sorted folder names), as a folder or a ``.tar.gz`` holding one (e.g. CIFAR-10 (JPEG),
+  Tiny-ImageNet after moving its val images into class folders).
+* Without ``data_dir``: tensorflow-datasets (``pip install 'snnjax[tfds]' tensorflow``), which
+  downloads and prepares the dataset on first use.
+
+Images are normalized with per-dataset constants (those of the reference code for CIFAR).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import gzip
+import io
 import os
+import pickle
+import tarfile
 from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["Dataset", "load_dataset", "train_batches"]
+__all__ = ["DATASETS", "Dataset", "load_dataset", "train_batches"]
 
-DATASETS = ("digits", "mnist")
+# name: (num_classes, per-channel mean, per-channel std) of pixel values in [0, 1].
+NORMALIZATION = {
+    "digits": (10, (0.0,), (1.0,)),
+    "mnist": (10, (0.1307,), (0.3081,)),
+    "fashion_mnist": (10, (0.2860,), (0.3530,)),
+    "cifar10": (10, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "cifar100": (100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+DATASETS = tuple(NORMALIZATION)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +55,7 @@ class Dataset:
       test_labels: ``[N_test]`` int32.
       num_classes: number of classes.
       name: dataset name.
+      pixel_zero: ``[C]``, the normalized value of a black pixel (padding for random crops).
     """
 
     train_images: np.ndarray
@@ -38,11 +64,32 @@ class Dataset:
     test_labels: np.ndarray
     num_classes: int
     name: str
+    pixel_zero: np.ndarray
 
     @property
     def image_shape(self) -> tuple[int, ...]:
         """``(H, W, C)``."""
         return tuple(self.train_images.shape[1:])
+
+
+def _normalize(name: str, images_uint8: np.ndarray) -> np.ndarray:
+    _, mean, std = NORMALIZATION[name]
+    mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    return (images_uint8.astype(np.float32) / 255.0 - mean) / std
+
+
+def _from_uint8(name: str, x_train, y_train, x_test, y_test) -> Dataset:
+    """Builds a Dataset from uint8 NHWC images and integer labels."""
+    num_classes, mean, std = NORMALIZATION[name]
+    return Dataset(
+        _normalize(name, x_train),
+        np.asarray(y_train, np.int32),
+        _normalize(name, x_test),
+        np.asarray(y_test, np.int32),
+        num_classes=num_classes,
+        name=name,
+        pixel_zero=-np.asarray(mean, np.float32) / np.asarray(std, np.float32),
+    )
 
 
 def _load_digits(seed: int, test_fraction: float) -> Dataset:
@@ -55,7 +102,7 @@ def _load_digits(seed: int, test_fraction: float) -> Dataset:
     x_train, x_test, y_train, y_test = train_test_split(
         images, labels, test_size=test_fraction, random_state=seed, stratify=labels
     )
-    return Dataset(x_train, y_train, x_test, y_test, num_classes=10, name="digits")
+    return Dataset(x_train, y_train, x_test, y_test, 10, "digits", np.zeros((1,), np.float32))
 
 
 def _read_idx(path: str) -> np.ndarray:
@@ -67,59 +114,210 @@ def _read_idx(path: str) -> np.ndarray:
     return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def _load_mnist(data_dir: str | None) -> Dataset:
-    names = {
-        "train_images": "train-images-idx3-ubyte",
-        "train_labels": "train-labels-idx1-ubyte",
-        "test_images": "t10k-images-idx3-ubyte",
-        "test_labels": "t10k-labels-idx1-ubyte",
-    }
-    if not data_dir:
-        raise ValueError(
-            "dataset 'mnist' reads local IDX files: set config.data_dir to a folder holding "
-            f"{', '.join(n + '[.gz]' for n in names.values())}."
-        )
-    arrays = {}
-    for key, name in names.items():
-        candidates = [os.path.join(data_dir, name + ext) for ext in (".gz", "")]
-        path = next((p for p in candidates if os.path.exists(p)), None)
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+             "t10k-labels-idx1-ubyte")  # fmt: skip
+
+
+def _find(data_dir: str, *names: str) -> str | None:
+    for name in names:
+        path = os.path.join(data_dir, name)
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def _load_idx_dir(name: str, data_dir: str) -> Dataset:
+    arrays = []
+    for stem in IDX_FILES:
+        path = _find(data_dir, stem + ".gz", stem)
         if path is None:
-            raise FileNotFoundError(f"MNIST file {name}[.gz] not found in data_dir={data_dir!r}.")
-        arrays[key] = _read_idx(path)
-    mean, std = 0.1307, 0.3081  # the usual MNIST normalization constants
+            raise FileNotFoundError(f"{name}: file {stem}[.gz] not found in data_dir={data_dir!r}.")
+        arrays.append(_read_idx(path))
+    x_train, y_train, x_test, y_test = arrays
+    return _from_uint8(name, x_train[..., None], y_train, x_test[..., None], y_test)
 
-    def images(a):
-        return ((a.astype(np.float32) / 255.0 - mean) / std)[..., None]
 
-    return Dataset(
-        images(arrays["train_images"]),
-        arrays["train_labels"].astype(np.int32),
-        images(arrays["test_images"]),
-        arrays["test_labels"].astype(np.int32),
-        num_classes=10,
-        name="mnist",
-    )
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles the CIFAR python archives without running arbitrary code.
+
+    Only NumPy arrays and plain containers may appear; anything else is refused.
+    """
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR archive")
+
+
+# The published archives and the folder each extracts to.
+CIFAR_ARCHIVES = {
+    "cifar10": {
+        "cifar-10-binary.tar.gz": "cifar-10-batches-bin",
+        "cifar-10-python.tar.gz": "cifar-10-batches-py",
+    },
+    "cifar100": {
+        "cifar-100-binary.tar.gz": "cifar-100-binary",
+        "cifar-100-python.tar.gz": "cifar-100-python",
+    },
+}
+
+
+def _cifar_members(data_dir: str, name: str) -> dict[str, bytes]:
+    """The files of a CIFAR archive (binary or python version), from its folder or its .tar.gz."""
+    for archive, folder in CIFAR_ARCHIVES[name].items():
+        folder = os.path.join(data_dir, folder)
+        if os.path.isdir(folder):
+            files = {}
+            for f in os.listdir(folder):
+                with open(os.path.join(folder, f), "rb") as handle:
+                    files[f] = handle.read()
+            return files
+        archive = os.path.join(data_dir, archive)
+        if os.path.exists(archive):
+            with tarfile.open(archive) as tar:
+                return {
+                    os.path.basename(m.name): tar.extractfile(m).read()
+                    for m in tar.getmembers()
+                    if m.isfile()
+                }
+    return {}
+
+
+def _load_cifar(name: str, data_dir: str) -> Dataset | None:
+    files = _cifar_members(data_dir, name)
+    if not files:
+        return None
+    if "test_batch.bin" in files or "test.bin" in files:  # binary version: label byte(s) + 3072 bytes
+        label_bytes = 1 if name == "cifar10" else 2  # CIFAR-100 stores coarse then fine label
+        record = label_bytes + 3072
+        train_names = [f"data_batch_{i}.bin" for i in range(1, 6)] if name == "cifar10" else ["train.bin"]
+        test_names = ["test_batch.bin"] if name == "cifar10" else ["test.bin"]
+
+        def read(names):
+            raw = np.frombuffer(b"".join(files[n] for n in names), np.uint8).reshape(-1, record)
+            images = raw[:, label_bytes:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+            return images, raw[:, label_bytes - 1]
+
+    else:  # python version: pickled dicts of NumPy arrays
+        train_names = [f"data_batch_{i}" for i in range(1, 6)] if name == "cifar10" else ["train"]
+        test_names = ["test_batch"] if name == "cifar10" else ["test"]
+        label_key = b"labels" if name == "cifar10" else b"fine_labels"
+
+        def read(names):
+            parts = [_NumpyOnlyUnpickler(io.BytesIO(files[n]), encoding="bytes").load() for n in names]
+            images = np.concatenate([np.asarray(p[b"data"], np.uint8) for p in parts])
+            labels = np.concatenate([np.asarray(p[label_key]) for p in parts])
+            return images.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
+
+    return _from_uint8(name, *read(train_names), *read(test_names))
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def _image_folder_entries(data_dir: str) -> dict[str, list[tuple[str, bytes]]] | None:
+    """``{split: [(class_name, encoded image bytes), ...]}`` from a folder or a .tar.gz in data_dir."""
+    entries: dict[str, list[tuple[str, bytes]]] = {"train": [], "test": []}
+    for split in entries:
+        for path in sorted(glob.glob(os.path.join(data_dir, split, "*", "*"))):
+            if path.lower().endswith(IMAGE_SUFFIXES):
+                with open(path, "rb") as f:
+                    entries[split].append((os.path.basename(os.path.dirname(path)), f.read()))
+    if entries["train"]:
+        return entries
+    for archive in sorted(glob.glob(os.path.join(data_dir, "*.tar.gz"))):
+        with tarfile.open(archive) as tar:
+            for member in tar.getmembers():
+                parts = member.name.split("/")
+                if member.isfile() and member.name.lower().endswith(IMAGE_SUFFIXES) and len(parts) >= 3:
+                    split, class_name = parts[-3], parts[-2]
+                    if split in entries:
+                        entries[split].append((class_name, tar.extractfile(member).read()))
+        if entries["train"]:
+            return entries
+    return None
+
+
+def _load_image_folder(name: str, data_dir: str) -> Dataset | None:
+    from PIL import Image
+
+    entries = _image_folder_entries(data_dir)
+    if entries is None:
+        return None
+    classes = sorted({c for c, _ in entries["train"]})
+    index = {c: i for i, c in enumerate(classes)}
+    num_classes = NORMALIZATION[name][0]
+    if len(classes) != num_classes:
+        raise ValueError(
+            f"{name} has {num_classes} classes but {data_dir!r} has {len(classes)} class folders."
+        )
+
+    def decode(items):
+        images = np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for _, b in items])
+        return images, np.asarray([index[c] for c, _ in items])
+
+    return _from_uint8(name, *decode(entries["train"]), *decode(entries["test"]))
+
+
+def _load_tfds(name: str) -> Dataset:
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise ValueError(
+            f"config.data_dir is unset, so {name!r} would come from tensorflow-datasets, which is not "
+            "installed: `pip install 'snnjax[tfds]' tensorflow` (downloads on first use), or set "
+            "config.data_dir to a folder with the dataset's files."
+        ) from None
+    arrays = []
+    for split in ("train", "test"):
+        images, labels = tfds.as_numpy(tfds.load(name, split=split, batch_size=-1, as_supervised=True))
+        arrays += [images, labels]
+    return _from_uint8(name, *arrays)
 
 
 def load_dataset(name: str, data_dir: str | None = None, seed: int = 0) -> Dataset:
-    """Loads a dataset into memory.
+    """Loads a dataset into memory (see the module docstring for the sources).
 
     Args:
-      name: ``"digits"`` or ``"mnist"``.
-      data_dir: folder with the dataset's files (``mnist``); unused for ``digits``.
+      name: one of ``DATASETS``.
+      data_dir: folder with the dataset's files; None = tensorflow-datasets (``digits`` needs none).
       seed: seed of the ``digits`` train/test split (20 % test, stratified).
 
     Returns:
       The :class:`Dataset`.
 
     Raises:
-      ValueError: for an unknown name or a missing ``data_dir``.
+      ValueError: for an unknown name; FileNotFoundError when data_dir holds no known layout.
     """
+    if name not in DATASETS:
+        raise ValueError(f"config.dataset={name!r} is unknown; allowed: {', '.join(DATASETS)}.")
     if name == "digits":
         return _load_digits(seed, test_fraction=0.2)
-    if name == "mnist":
-        return _load_mnist(data_dir)
-    raise ValueError(f"config.dataset={name!r} is unknown; allowed: {', '.join(DATASETS)}.")
+    if not data_dir:
+        return _load_tfds(name)
+    if not os.path.isdir(data_dir):
+        raise FileNotFoundError(f"config.data_dir={data_dir!r} is not a folder.")
+    if name in ("mnist", "fashion_mnist"):
+        return _load_idx_dir(name, data_dir)
+    dataset = (_load_cifar(name, data_dir) if name.startswith("cifar") else None) or _load_image_folder(
+        name, data_dir
+    )
+    if dataset is None:
+        raise FileNotFoundError(
+            f"No {name} files found in data_dir={data_dir!r}: expected the published archive "
+            "(e.g. cifar-10-batches-bin/ or cifar-10-python.tar.gz) or an image folder "
+            "train/<class>/*.jpg + test/<class>/*.jpg (or a .tar.gz holding one)."
+        )
+    return dataset
 
 
 def train_batches(

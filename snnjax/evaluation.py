@@ -125,14 +125,13 @@ def convert_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dic
     mesh = parallel.data_mesh()
     dataset = data_lib.load_dataset(config.dataset, config.data_dir, config.seed)
     steps_per_epoch = len(dataset.train_images) // config.batch_size
-    manager = training.checkpoint_manager(workdir)
+    manager = training.checkpoint_manager(workdir, config.checkpoint)
     template = training.abstract_train_state(config, dataset, steps_per_epoch)
     state = training.restore_state(manager, template, mesh)
     manager.close()
     if state is None:
         raise FileNotFoundError(
-            f"No checkpoint in {os.path.join(workdir, training.CHECKPOINT_DIR)}: run train.py with "
-            "the same --config and --workdir first."
+            f"No checkpoint in {manager.directory}: run train.py with the same --config and --workdir first."
         )
     start = time.perf_counter()
     ann = training.evaluate(state, dataset.test_images, dataset.test_labels, config.eval_batch_size, mesh)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -16,9 +16,11 @@ import optax
 import orbax.checkpoint as ocp
 from flax.training import train_state
 
+from snnjax import augment as augment_lib
 from snnjax import data as data_lib
 from snnjax import methods, parallel
 from snnjax.config_validation import validate_config
+from snnjax.metrics_writer import MetricsWriter
 from snnjax.models import create_model
 
 __all__ = [
@@ -32,10 +34,11 @@ __all__ = [
     "restore_state",
     "sgd_coupled_weight_decay",
     "train_and_evaluate",
+    "make_train_step",
     "train_step",
 ]
 
-CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_KINDS = {"latest": "checkpoints", "best": "best"}
 
 
 class TrainState(train_state.TrainState):
@@ -137,7 +140,28 @@ def eval_step(
     }
 
 
-_jit_train_step = jax.jit(train_step, donate_argnums=0)
+def make_train_step(
+    augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None, seed: int = 0
+) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+    """Jitted :func:`train_step` (state donated), with optional on-device augmentation.
+
+    Args:
+      augment: pure ``augment(images, key) -> images`` applied inside the step; its key is
+        ``fold_in(key(seed), state.step)``, so a resumed run draws the same augmentations.
+      seed: run seed.
+
+    Returns:
+      ``step(state, images, labels) -> (state, metrics)``.
+    """
+
+    def step(state, images, labels):
+        if augment is not None:
+            images = augment(images, jax.random.fold_in(jax.random.key(seed), state.step))
+        return train_step(state, images, labels)
+
+    return jax.jit(step, donate_argnums=0)
+
+
 _jit_eval_step = jax.jit(eval_step)
 
 
@@ -153,10 +177,21 @@ def evaluate(
     return {"accuracy": totals["correct"] / totals["count"], "loss": totals["loss"] / totals["count"]}
 
 
-def checkpoint_manager(workdir: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
-    """The Orbax manager of ``workdir/checkpoints`` (absolute path, created if needed)."""
-    directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+def checkpoint_manager(workdir: str, kind: str = "latest") -> ocp.CheckpointManager:
+    """The Orbax manager of one kind of checkpoint in ``workdir``.
+
+    ``kind="latest"``: ``workdir/checkpoints``, the last 2 epochs, used to resume. ``kind="best"``:
+    ``workdir/best``, the epoch with the highest test accuracy (as the reference code keeps).
+    """
+    if kind not in CHECKPOINT_KINDS:
+        raise ValueError(f"checkpoint kind {kind!r} is unknown; allowed: {', '.join(CHECKPOINT_KINDS)}.")
+    directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_KINDS[kind])
+    if kind == "best":
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=1, best_fn=lambda m: m["test_accuracy"], best_mode="max", create=True
+        )
+    else:
+        options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
     return ocp.CheckpointManager(directory, options=options)
 
 
@@ -189,18 +224,23 @@ def abstract_train_state(
     )
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, devices: list[jax.Device] | None = None
+) -> TrainState:
     """Trains the ANN described by ``config``, checkpointing to (and resuming from) ``workdir``.
 
-    Prints one line per epoch (loss, accuracies, images/s, ETA) and appends the same metrics to
-    ``workdir/metrics.jsonl``.
+    Every ``config.log_every_steps`` steps and at each epoch end the metrics are pulled to the host,
+    printed (loss, accuracy, images/s, ETA) and written to ``workdir/metrics.jsonl`` and TensorBoard
+    (``workdir/tensorboard``). Each epoch ends with a checkpoint in ``workdir/checkpoints`` (latest,
+    used to resume) and ``workdir/best`` (highest test accuracy).
 
     Args:
       config: an experiment config (see ``configs/default.py``).
       workdir: output folder; a checkpoint there is resumed automatically.
+      devices: devices of the data-parallel mesh (default: all).
 
     Returns:
-      The final train state.
+      The final train state (replicated over the mesh).
 
     Raises:
       FloatingPointError: if the training loss becomes non-finite (the step is named; the last good
@@ -208,7 +248,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     """
     validate_config(config)
     os.makedirs(workdir, exist_ok=True)
-    mesh = parallel.data_mesh()
+    mesh = parallel.data_mesh(devices)
     if config.batch_size % mesh.size or config.eval_batch_size % mesh.size:
         raise ValueError(
             f"config.batch_size={config.batch_size} and config.eval_batch_size="
@@ -224,66 +264,88 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     model = build_ann(config, dataset.num_classes)
     schedule = epoch_cosine_schedule(config.learning_rate, config.num_epochs, steps_per_epoch)
     tx = sgd_coupled_weight_decay(schedule, config.momentum, config.weight_decay)
+    step_fn = make_train_step(augment_lib.from_config(config, dataset.pixel_zero), config.seed)
 
-    manager = checkpoint_manager(workdir)
-    template = abstract_train_state(config, dataset, steps_per_epoch)
-    state = restore_state(manager, template, mesh)
+    latest = checkpoint_manager(workdir, "latest")
+    best = checkpoint_manager(workdir, "best")
+    state = restore_state(latest, abstract_train_state(config, dataset, steps_per_epoch), mesh)
     if state is None:
         state = create_train_state(model, jax.random.key(config.seed), dataset.image_shape, tx)
         state = parallel.replicate(mesh, state)
-        start_epoch = 0
     else:
-        start_epoch = int(state.step) // steps_per_epoch
-        print(f"Resuming from checkpoint at step {int(state.step)} (epoch {start_epoch}).")
+        print(f"Resuming from {workdir} at step {int(state.step)}.")
+    start_epoch = int(state.step) // steps_per_epoch
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json(indent=2))
-
     print(
         f"Training {config.model} ({config.method}) on {config.dataset}: "
         f"{len(dataset.train_images)} train / {len(dataset.test_images)} test images, "
-        f"{config.num_epochs} epochs × {steps_per_epoch} steps, {mesh.size} device(s)."
+        f"{config.num_epochs} epochs × {steps_per_epoch} steps of {config.batch_size}, "
+        f"{mesh.size} {jax.default_backend()} device(s)."
     )
-    start_time = time.perf_counter()
-    for epoch in range(start_epoch, config.num_epochs):
-        epoch_start = time.perf_counter()
-        step_metrics = []
-        for images, labels in data_lib.train_batches(
-            dataset.train_images, dataset.train_labels, config.batch_size, config.seed, epoch
-        ):
-            state, metrics = _jit_train_step(state, *parallel.shard_batch(mesh, images, labels))
-            step_metrics.append(metrics)  # stays on device until the epoch ends
-        train = jax.device_get(jax.tree.map(lambda *m: np.mean(m), *step_metrics))
-        step = int(state.step)
-        if not np.isfinite(train["loss"]):
-            manager.wait_until_finished()
+    writer = MetricsWriter(workdir)
+    total_steps = config.num_epochs * steps_per_epoch
+    start_step, start_time = int(state.step), time.perf_counter()
+    epoch_sums: dict[str, float] = {}
+
+    def pull(window: list[dict[str, jax.Array]], step: int) -> dict[str, float]:
+        """Brings a window of step metrics to the host (one transfer) and checks the loss."""
+        means = {k: float(np.mean(v)) for k, v in jax.device_get(_stack(window)).items()}
+        if not np.isfinite(means["loss"]):
             raise FloatingPointError(
-                f"Non-finite training loss {train['loss']} in epoch {epoch + 1} (by step {step}); "
-                f"the last good checkpoint (step {manager.latest_step()}) is kept in {workdir}."
+                f"Non-finite training loss {means['loss']} by step {step} (epoch {epoch + 1}); the "
+                f"last good checkpoint (step {latest.latest_step()}) is kept in {workdir}."
             )
-        test = evaluate(state, dataset.test_images, dataset.test_labels, config.eval_batch_size, mesh)
-        seconds = time.perf_counter() - epoch_start
-        done = epoch + 1 - start_epoch
-        eta = (time.perf_counter() - start_time) / done * (config.num_epochs - epoch - 1)
-        record = {
-            "epoch": epoch + 1,
-            "step": step,
-            "learning_rate": float(schedule(step - 1)),
-            "train_loss": float(train["loss"]),
-            "train_accuracy": float(train["accuracy"]),
-            "test_loss": float(test["loss"]),
-            "test_accuracy": float(test["accuracy"]),
-            "images_per_second": steps_per_epoch * config.batch_size / seconds,
-        }
-        print(
-            f"epoch {epoch + 1:3d}/{config.num_epochs} step {step:6d} "
-            f"loss {record['train_loss']:.4f} train acc {record['train_accuracy']:.4f} "
-            f"test acc {record['test_accuracy']:.4f} {record['images_per_second']:7.0f} img/s "
-            f"ETA {eta:5.0f}s",
-            flush=True,
-        )
-        with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-            f.write(json.dumps(record) + "\n")
-        manager.save(step, args=ocp.args.StandardSave(state))
-    manager.wait_until_finished()
-    manager.close()
+        for k, v in means.items():
+            epoch_sums[k] = epoch_sums.get(k, 0.0) + v * len(window)
+        return means
+
+    try:
+        for epoch in range(start_epoch, config.num_epochs):
+            epoch_sums.clear()
+            window, window_start = [], time.perf_counter()
+            batches = data_lib.train_batches(
+                dataset.train_images, dataset.train_labels, config.batch_size, config.seed, epoch
+            )
+            for index, (images, labels) in enumerate(batches, start=1):
+                state, metrics = step_fn(state, *parallel.shard_batch(mesh, images, labels))
+                window.append(metrics)
+                if len(window) < config.log_every_steps and index < steps_per_epoch:
+                    continue
+                step = start_step + (epoch - start_epoch) * steps_per_epoch + index
+                train = pull(window, step)
+                now = time.perf_counter()
+                speed = len(window) * config.batch_size / (now - window_start)
+                eta = (now - start_time) / (step - start_step) * (total_steps - step)
+                writer.write(step, {f"train_{k}": v for k, v in train.items()} | {"images_per_second": speed})
+                if index < steps_per_epoch:
+                    print(
+                        f"  step {step:7d}/{total_steps} loss {train['loss']:.4f} "
+                        f"acc {train['accuracy']:.4f} {speed:7.0f} img/s ETA {eta:6.0f}s",
+                        flush=True,
+                    )
+                window, window_start = [], time.perf_counter()
+            test = evaluate(state, dataset.test_images, dataset.test_labels, config.eval_batch_size, mesh)
+            step = int(state.step)
+            writer.write(step, {"test_accuracy": test["accuracy"], "test_loss": test["loss"]})
+            print(
+                f"epoch {epoch + 1:3d}/{config.num_epochs} step {step:7d} "
+                f"loss {epoch_sums['loss'] / steps_per_epoch:.4f} "
+                f"train acc {epoch_sums['accuracy'] / steps_per_epoch:.4f} "
+                f"test acc {test['accuracy']:.4f} {speed:7.0f} img/s ETA {eta:6.0f}s",
+                flush=True,
+            )
+            latest.save(step, args=ocp.args.StandardSave(state))
+            best.save(step, args=ocp.args.StandardSave(state), metrics={"test_accuracy": test["accuracy"]})
+    finally:
+        # Also on an interruption: let in-flight async saves finish, so a restart can resume.
+        latest.wait_until_finished()
+        best.wait_until_finished()
+        latest.close()
+        best.close()
+        writer.close()
     return state
+
+
+def _stack(window: list[dict[str, jax.Array]]) -> dict[str, jax.Array]:
+    return {k: jnp.stack([m[k] for m in window]) for k in window[0]}

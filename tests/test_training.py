@@ -9,6 +9,7 @@ import optax
 import pytest
 
 from configs import ci_tiny, quickstart
+from snnjax import data as data_lib
 from snnjax import evaluation, training
 from snnjax.config_validation import validate_config
 
@@ -93,3 +94,70 @@ def test_end_to_end_train_convert_writes_valid_report(tmp_path, method, capsys):
     resumed = training.train_and_evaluate(config, workdir)
     assert int(resumed.step) == int(state.step)
     jax.tree.map(np.testing.assert_array_equal, resumed.params, state.params)
+
+
+def assert_trees_equal(a, b):
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_four_devices_match_one_device(tmp_path):
+    config = ci_tiny.get_config()
+    config.num_epochs = 1
+    one = training.train_and_evaluate(config, str(tmp_path / "one"), devices=jax.devices()[:1])
+    four = training.train_and_evaluate(config, str(tmp_path / "four"))
+    kernel = four.params["conv_bn0"]["conv"]["kernel"]
+    assert len(kernel.sharding.device_set) == 4
+    # Same math, different reduction order across devices: equal to float tolerance.
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5),
+        (one.params, one.batch_stats),
+        (four.params, four.batch_stats),
+    )
+
+
+def test_interrupted_run_resumes_to_identical_parameters(tmp_path, monkeypatch):
+    config = ci_tiny.get_config()
+    config.num_epochs = 3
+    config.augment = "crop"  # the resumed run must also redraw the same augmentations
+    reference = training.train_and_evaluate(config, str(tmp_path / "reference"))
+
+    original = data_lib.train_batches
+
+    def killed_in_second_epoch(images, labels, batch_size, seed, epoch):
+        for index, batch in enumerate(original(images, labels, batch_size, seed, epoch)):
+            if epoch == 1 and index == 5:
+                raise KeyboardInterrupt("simulated kill in epoch 2")
+            yield batch
+
+    monkeypatch.setattr(data_lib, "train_batches", killed_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        training.train_and_evaluate(config, str(tmp_path / "run"))
+    monkeypatch.undo()
+    resumed = training.train_and_evaluate(config, str(tmp_path / "run"))
+    assert int(resumed.step) == int(reference.step)
+    assert_trees_equal(
+        (resumed.params, resumed.batch_stats, resumed.opt_state),
+        (reference.params, reference.batch_stats, reference.opt_state),
+    )
+
+
+def test_best_checkpoint_summaries_and_metrics(tmp_path):
+    config = ci_tiny.get_config()
+    config.num_epochs = 3
+    config.log_every_steps = 10
+    training.train_and_evaluate(config, str(tmp_path))
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    tests = [r for r in records if "test_accuracy" in r]
+    assert [r["step"] for r in tests] == [44, 88, 132]
+    assert sum("train_loss" in r for r in records) == 3 * 5  # steps 10, 20, 30, 40, 44 of each epoch
+    best_step = max(tests, key=lambda r: r["test_accuracy"])["step"]
+    assert [p.name for p in (tmp_path / "best").iterdir() if p.name.isdigit()] == [str(best_step)]
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_non_finite_loss_stops_with_the_step_named(tmp_path):
+    config = ci_tiny.get_config()
+    config.learning_rate = 1e30
+    config.log_every_steps = 1
+    with pytest.raises(FloatingPointError, match=r"Non-finite training loss .* by step \d+ \(epoch 1\)"):
+        training.train_and_evaluate(config, str(tmp_path))
