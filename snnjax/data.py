@@ -40,6 +40,7 @@ NORMALIZATION = {
     "fashion_mnist": (10, (0.2860,), (0.3530,)),
     "cifar10": (10, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
     "cifar100": (100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "imagenet2012": (1000, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 DATASETS = tuple(NORMALIZATION)
 
@@ -302,6 +303,11 @@ def load_dataset(name: str, data_dir: str | None = None, seed: int = 0) -> Datas
         raise ValueError(f"config.dataset={name!r} is unknown; allowed: {', '.join(DATASETS)}.")
     if name == "digits":
         return _load_digits(seed, test_fraction=0.2)
+    if name == "imagenet2012":
+        raise NotImplementedError(
+            "imagenet2012 needs a streaming input pipeline (it does not fit in memory), which snnjax "
+            "does not have yet; the imagenet2012 configs record the intended setup only."
+        )
     if not data_dir:
         return _load_tfds(name)
     if not os.path.isdir(data_dir):

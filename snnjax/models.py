@@ -52,6 +52,7 @@ class ConvNet(nn.Module):
       num_classes: logits size.
       activation: activation factory, called as ``activation(name=...)``.
       norm: normalization factory (BatchNorm, or FoldedBatchNorm after folding).
+      conv_implementation: ``"auto"``, ``"im2col"`` or ``"xla"`` (see ``snnjax.layers.Conv``).
     """
 
     layers: Sequence[int | str]
@@ -59,6 +60,7 @@ class ConvNet(nn.Module):
     num_classes: int
     activation: ModuleDef
     norm: ModuleDef = BatchNorm
+    conv_implementation: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -68,7 +70,12 @@ class ConvNet(nn.Module):
             if layer == POOL:
                 x = _avg_pool(x)
                 continue
-            x = ConvBN(layer, norm=self.norm, name=f"conv_bn{conv_index}")(x, train)
+            x = ConvBN(
+                layer,
+                norm=self.norm,
+                conv_implementation=self.conv_implementation,
+                name=f"conv_bn{conv_index}",
+            )(x, train)
             x = self.activation(name=f"act{conv_index}")(x)
             conv_index += 1
         x = x.reshape(*x.shape[:-3], -1)
@@ -94,11 +101,14 @@ class BasicBlock(nn.Module):
     strides: int
     activation: ModuleDef
     norm: ModuleDef
+    conv_implementation: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         """Maps ``[..., H, W, C]`` to ``[..., H/strides, W/strides, features]``."""
-        conv = functools.partial(ConvBN, use_bias=False, norm=self.norm)
+        conv = functools.partial(
+            ConvBN, use_bias=False, norm=self.norm, conv_implementation=self.conv_implementation
+        )
         y = conv(self.features, strides=(self.strides,) * 2, name="conv_bn1")(x, train)
         y = self.activation(name="act1")(y)
         y = conv(self.features, name="conv_bn2")(y, train)
@@ -116,6 +126,7 @@ class ResNet(nn.Module):
       num_classes: logits size.
       activation: activation factory.
       norm: normalization factory.
+      conv_implementation: ``"auto"``, ``"im2col"`` or ``"xla"`` (see ``snnjax.layers.Conv``).
     """
 
     stage_sizes: Sequence[int]
@@ -123,6 +134,7 @@ class ResNet(nn.Module):
     num_classes: int
     activation: ModuleDef
     norm: ModuleDef = BatchNorm
+    conv_implementation: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -131,7 +143,13 @@ class ResNet(nn.Module):
             raise ValueError(
                 f"stage_sizes {self.stage_sizes} and widths {self.widths} must have equal length."
             )
-        x = ConvBN(self.widths[0], use_bias=False, norm=self.norm, name="stem")(x, train)
+        x = ConvBN(
+            self.widths[0],
+            use_bias=False,
+            norm=self.norm,
+            conv_implementation=self.conv_implementation,
+            name="stem",
+        )(x, train)
         x = self.activation(name="stem_act")(x)
         for stage, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.widths, strict=True)):
             for block in range(num_blocks):
@@ -159,9 +177,15 @@ MODELS = {
 
 
 def create_model(
-    name: str, num_classes: int, activation: ModuleDef, norm: ModuleDef = BatchNorm
+    name: str,
+    num_classes: int,
+    activation: ModuleDef,
+    norm: ModuleDef = BatchNorm,
+    conv_implementation: str = "auto",
 ) -> nn.Module:
     """Builds the model called ``name`` (a key of ``MODELS``) with the given activation factory."""
     if name not in MODELS:
         raise ValueError(f"config.model={name!r} is unknown; allowed: {', '.join(MODELS)}.")
-    return MODELS[name](num_classes=num_classes, activation=activation, norm=norm)
+    return MODELS[name](
+        num_classes=num_classes, activation=activation, norm=norm, conv_implementation=conv_implementation
+    )

@@ -71,7 +71,12 @@ def sgd_coupled_weight_decay(
 
 def build_ann(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
     """The ANN named by ``config.model`` with the activation of ``config.method``."""
-    return create_model(config.model, num_classes, methods.ann_activation(config))
+    return create_model(
+        config.model,
+        num_classes,
+        methods.ann_activation(config),
+        conv_implementation=config.conv_implementation,
+    )
 
 
 def create_train_state(

@@ -1,0 +1,27 @@
+"""CIFAR-100 ResNet-20, QCFS (L = 4): the paper setting.
+
+Command (needs the dataset: tensorflow-datasets, or --config.data_dir with the published archive)::
+
+    python train.py --config configs/cifar100_resnet20_qcfs.py --workdir runs/cifar100_resnet20_qcfs
+    python convert.py --config configs/cifar100_resnet20_qcfs.py --workdir runs/cifar100_resnet20_qcfs
+
+Runtime: 300 epochs × 50,000 images; see benchmarks/results for measured training images/s per
+model and machine (divide 1.5e7 images by it for the estimate).
+Expected result: QCFS paper (Bu et al., ICLR 2022, L = 4), test accuracy % — ANN / SNN T=2 / 4 / 8 / 16 / 32:
+69.94 / 19.96 / 34.14 / 55.37 / 67.33 / 69.82.
+Augmentation: random crop (pad 4), flip, Cutout 16; AutoAugment (CIFAR10Policy) is not implemented yet,
+which may cost a few tenths of a point against the paper.
+"""
+
+from configs import default
+
+
+def get_config():
+    config = default.get_config()
+    config.dataset = "cifar100"
+    config.model = "resnet20"
+    config.method = "qcfs"
+    config.levels = 4
+    config.learning_rate = 0.02
+    config.augment = "crop,flip,cutout"
+    return config

@@ -1,0 +1,27 @@
+"""CIFAR-10 VGG-16, QCFS (L = 4): the paper setting.
+
+Command (needs the dataset: tensorflow-datasets, or --config.data_dir with the published archive)::
+
+    python train.py --config configs/cifar10_vgg16_qcfs.py --workdir runs/cifar10_vgg16_qcfs
+    python convert.py --config configs/cifar10_vgg16_qcfs.py --workdir runs/cifar10_vgg16_qcfs
+
+Runtime: 300 epochs × 50,000 images; see benchmarks/results for measured training images/s per
+model and machine (divide 1.5e7 images by it for the estimate).
+Expected result: QCFS paper (Bu et al., ICLR 2022, L = 4), test accuracy % — ANN / SNN T=2 / 4 / 8 / 16 / 32:
+95.52 / 91.18 / 93.96 / 94.95 / 95.40 / 95.54.
+Augmentation: random crop (pad 4), flip, Cutout 16; AutoAugment (CIFAR10Policy) is not implemented yet,
+which may cost a few tenths of a point against the paper.
+"""
+
+from configs import default
+
+
+def get_config():
+    config = default.get_config()
+    config.dataset = "cifar10"
+    config.model = "vgg16"
+    config.method = "qcfs"
+    config.levels = 4
+    config.learning_rate = 0.1
+    config.augment = "crop,flip,cutout"
+    return config

@@ -1,0 +1,29 @@
+"""CIFAR-10 (JPEG), small CNN, QCFS (L = 4): the CPU-sized CIFAR experiment.
+
+Data: ``../shared/data/cifar10-jpeg`` (all 60,000 CIFAR-10 images re-encoded as JPEG q≈75, so results
+are "CIFAR-10 (JPEG)", not comparable digit for digit with CIFAR-10).
+
+Command::
+
+    python train.py --config configs/cifar10jpeg_cnn_qcfs.py --workdir runs/c10jpeg_cnn --config.data_dir=../shared/data/cifar10-jpeg
+    python convert.py --config configs/cifar10jpeg_cnn_qcfs.py --workdir runs/c10jpeg_cnn --config.data_dir=../shared/data/cifar10-jpeg
+
+Runtime and expected result: RESULT_TBD
+"""
+
+from configs import default
+
+
+def get_config():
+    config = default.get_config()
+    config.dataset = "cifar10"
+    config.model = "small_cnn"
+    config.method = "qcfs"
+    config.levels = 4
+    config.num_epochs = 10
+    config.batch_size = 128
+    config.learning_rate = 0.1
+    config.threshold_init = 4.0
+    config.augment = "crop,flip"
+    config.snn_num_steps = 32
+    return config

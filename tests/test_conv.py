@@ -1,0 +1,54 @@
+"""The im2col convolution equals XLA's convolution in value and gradient, with nn.Conv's variables."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from snnjax.layers import Conv, conv_im2col, conv_xla
+
+
+@pytest.mark.parametrize(
+    "shape, kernel, strides, padding",
+    [
+        ((2, 9, 9, 3), (3, 3, 3, 5), (1, 1), ((1, 1), (1, 1))),
+        ((2, 9, 8, 4), (3, 3, 4, 6), (2, 2), ((1, 1), (1, 1))),  # odd/even sizes, stride 2
+        ((3, 8, 8, 4), (1, 1, 4, 7), (2, 2), ((0, 0), (0, 0))),  # 1×1 projection shortcut
+        ((1, 2, 2, 8), (3, 3, 8, 8), (1, 1), ((1, 1), (1, 1))),  # the tiny maps where XLA:CPU is slow
+        ((2, 7, 7, 2), (5, 3, 2, 3), (1, 2), ((2, 2), (1, 1))),  # non-square kernel, mixed strides
+    ],
+)
+def test_im2col_matches_xla_values_and_gradients(shape, kernel, strides, padding):
+    x = jax.random.normal(jax.random.key(0), shape)
+    k = jax.random.normal(jax.random.key(1), kernel)
+    cotangent = jax.random.normal(jax.random.key(2), conv_xla(x, k, strides, padding).shape)
+
+    def loss(fn):
+        return lambda x, k: jnp.sum(fn(x, k, strides, padding) * cotangent)
+
+    np.testing.assert_allclose(
+        conv_im2col(x, k, strides, padding), conv_xla(x, k, strides, padding), atol=1e-4
+    )
+    grads_im2col = jax.grad(loss(conv_im2col), argnums=(0, 1))(x, k)
+    grads_xla = jax.grad(loss(conv_xla), argnums=(0, 1))(x, k)
+    for a, b in zip(grads_im2col, grads_xla, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_module_has_nn_conv_variables_and_leading_axes():
+    x = jax.random.normal(jax.random.key(3), (2, 6, 6, 3))
+    ours = Conv(4, (3, 3), padding=((1, 1), (1, 1)), implementation="im2col")
+    reference = nn.Conv(4, (3, 3), padding=((1, 1), (1, 1)))
+    v_ours = ours.init(jax.random.key(4), x)
+    v_ref = reference.init(jax.random.key(4), x)
+    jax.tree.map(np.testing.assert_array_equal, v_ours, v_ref)  # same names, shapes and initial values
+    v_ref = jax.tree.map(lambda p: p + 0.1, v_ref)  # a non-zero bias too
+    np.testing.assert_allclose(ours.apply(v_ref, x), reference.apply(v_ref, x), atol=1e-5)
+    time_major = jnp.broadcast_to(x, (3, *x.shape))
+    np.testing.assert_allclose(ours.apply(v_ref, time_major)[1], reference.apply(v_ref, x), atol=1e-5)
+
+
+def test_unknown_implementation_is_rejected():
+    with pytest.raises(ValueError, match="allowed: auto, im2col, xla"):
+        Conv(4, implementation="winograd").init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))
