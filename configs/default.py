@@ -30,7 +30,7 @@ def get_config() -> config_dict.ConfigDict:
     config.threshold_init = 8.0  # initial λ of every activation layer
     config.threshold_parameterization = "identity"  # identity (reference) | softplus (λ > 0)
     config.per_channel_threshold = False  # one λ per channel instead of per layer
-    config.conv_implementation = "auto"  # auto (im2col on CPU for >= 32 channels, else XLA) | im2col | xla
+    config.conv_implementation = "auto"  # auto (by backend and map size) | hybrid | im2col | xla
 
     # Optimization: PyTorch SGD with coupled weight decay on all parameters, cosine per epoch.
     config.num_epochs = 300

@@ -9,6 +9,7 @@ function never changes the variable tree: conversion is a transform of that tree
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,8 @@ __all__ = [
     "ModuleDef",
     "ThresholdActivation",
     "ThresholdParameterization",
+    "auto_conv_implementation",
+    "conv_hybrid",
     "conv_im2col",
     "conv_xla",
     "threshold_from_param",
@@ -163,15 +166,53 @@ def conv_xla(
     )
 
 
-CONV_IMPLEMENTATIONS = {"im2col": conv_im2col, "xla": conv_xla}
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_hybrid(
+    x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: tuple[tuple[int, int], ...]
+) -> jax.Array:
+    """XLA's convolution, except that the kernel gradient is computed as im2col + matmul.
+
+    On XLA:CPU the forward and input-gradient convolutions run near the matmul rate on maps of 8×8
+    and up, but the weight-gradient convolution does not (~3 GFLOP/s measured); this keeps the fast two
+    and replaces the slow one. Same contract and gradients as :func:`conv_xla`.
+    """
+    return conv_xla(x, kernel, strides, padding)
+
+
+def _conv_hybrid_fwd(x, kernel, strides, padding):
+    return conv_xla(x, kernel, strides, padding), (x, kernel)
+
+
+def _conv_hybrid_bwd(strides, padding, residuals, cotangent):
+    x, kernel = residuals
+    _, input_vjp = jax.vjp(lambda x_: conv_xla(x_, kernel, strides, padding), x)
+    _, kernel_vjp = jax.vjp(lambda k_: conv_im2col(x, k_, strides, padding), kernel)
+    return input_vjp(cotangent)[0], kernel_vjp(cotangent)[0]
+
+
+conv_hybrid.defvjp(_conv_hybrid_fwd, _conv_hybrid_bwd)
+
+CONV_IMPLEMENTATIONS = {"im2col": conv_im2col, "xla": conv_xla, "hybrid": conv_hybrid}
+
+
+def auto_conv_implementation(spatial_size: int) -> str:
+    """The fastest convolution for this backend and a map of ``spatial_size = H·W`` input pixels.
+
+    Measured on a 2-core AVX CPU: XLA's forward/input-gradient convolutions are 2–8× faster than
+    im2col on maps of 14×14 and up, its weight gradient 3–4× slower; on maps of 4×4 and below every
+    XLA convolution is slow (2×2: 68× slower forward). GPUs/TPUs: XLA throughout.
+    """
+    if jax.default_backend() != "cpu":
+        return "xla"
+    return "im2col" if spatial_size <= 16 else "hybrid"
 
 
 class Conv(nn.Module):
     """A 2-D convolution with ``nn.Conv``'s variables (``kernel`` HWIO, ``bias``) and a choice of kernel.
 
-    ``implementation="auto"`` uses im2col + matmul on CPU for layers with >= 32 output channels (up
-    to 30x faster training there, see ``benchmarks/``) and XLA's convolution otherwise and on GPU/TPU.
-    Accepts any number of leading batch axes.
+    ``implementation="auto"`` picks by backend and map size (:func:`auto_conv_implementation`): on CPU
+    full im2col on maps up to 4×4 and ``"hybrid"`` (XLA forward, im2col weight gradient) above; XLA's
+    convolution on GPU/TPU. Accepts any number of leading batch axes.
 
     Attributes:
       features: output channels.
@@ -179,7 +220,7 @@ class Conv(nn.Module):
       strides: ``(sh, sw)``.
       padding: ``((top, bottom), (left, right))``.
       use_bias: add a bias.
-      implementation: ``"auto"``, ``"im2col"`` or ``"xla"``.
+      implementation: ``"auto"``, ``"im2col"``, ``"hybrid"`` or ``"xla"``.
     """
 
     features: int
@@ -197,10 +238,7 @@ class Conv(nn.Module):
         )
         implementation = self.implementation
         if implementation == "auto":
-            # Measured on a 2-core AVX CPU (fwd+bwd): im2col is 3-4x faster for 3->64 and 64->64 on 32x32
-            # and 31x on 2x2 maps, but 2x slower for 16->16 (the matmul is too thin); GPUs/TPUs: XLA.
-            on_cpu = jax.default_backend() == "cpu"
-            implementation = "im2col" if on_cpu and self.features >= 32 else "xla"
+            implementation = auto_conv_implementation(x.shape[-3] * x.shape[-2])
         if implementation not in CONV_IMPLEMENTATIONS:
             raise ValueError(
                 f"conv implementation {implementation!r} is unknown; allowed: auto, "

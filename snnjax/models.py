@@ -52,7 +52,7 @@ class ConvNet(nn.Module):
       num_classes: logits size.
       activation: activation factory, called as ``activation(name=...)``.
       norm: normalization factory (BatchNorm, or FoldedBatchNorm after folding).
-      conv_implementation: ``"auto"``, ``"im2col"`` or ``"xla"`` (see ``snnjax.layers.Conv``).
+      conv_implementation: ``"auto"``, ``"hybrid"``, ``"im2col"`` or ``"xla"`` (see ``snnjax.layers.Conv``).
     """
 
     layers: Sequence[int | str]
@@ -126,7 +126,7 @@ class ResNet(nn.Module):
       num_classes: logits size.
       activation: activation factory.
       norm: normalization factory.
-      conv_implementation: ``"auto"``, ``"im2col"`` or ``"xla"`` (see ``snnjax.layers.Conv``).
+      conv_implementation: ``"auto"``, ``"hybrid"``, ``"im2col"`` or ``"xla"`` (see ``snnjax.layers.Conv``).
     """
 
     stage_sizes: Sequence[int]

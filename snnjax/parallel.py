@@ -44,7 +44,18 @@ def shard_batch(mesh: Mesh, *arrays: np.ndarray) -> tuple[jax.Array, ...]:
                 "mesh; change config.batch_size / config.eval_batch_size."
             )
     sharding = NamedSharding(mesh, P(DATA_AXIS))
-    return tuple(jax.device_put(a, sharding) for a in arrays)
+    if jax.process_count() == 1:
+        return tuple(jax.device_put(a, sharding) for a in arrays)
+    # Multi-host: every process holds the same global batch (same seed, same permutation) and
+    # contributes the rows its devices own; assumes devices are ordered process by process.
+    # Not exercised by the tests (one process); see README "Several hosts".
+    count, index = jax.process_count(), jax.process_index()
+    return tuple(
+        jax.make_array_from_process_local_data(
+            sharding, a[index * (len(a) // count) : (index + 1) * (len(a) // count)], a.shape
+        )
+        for a in arrays
+    )
 
 
 def padded_batches(

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from snnjax.layers import Conv, conv_im2col, conv_xla
+from snnjax.layers import Conv, conv_hybrid, conv_im2col, conv_xla
 
 
 @pytest.mark.parametrize(
@@ -19,7 +19,7 @@ from snnjax.layers import Conv, conv_im2col, conv_xla
         ((2, 7, 7, 2), (5, 3, 2, 3), (1, 2), ((2, 2), (1, 1))),  # non-square kernel, mixed strides
     ],
 )
-def test_im2col_matches_xla_values_and_gradients(shape, kernel, strides, padding):
+def test_im2col_and_hybrid_match_xla_values_and_gradients(shape, kernel, strides, padding):
     x = jax.random.normal(jax.random.key(0), shape)
     k = jax.random.normal(jax.random.key(1), kernel)
     cotangent = jax.random.normal(jax.random.key(2), conv_xla(x, k, strides, padding).shape)
@@ -30,10 +30,12 @@ def test_im2col_matches_xla_values_and_gradients(shape, kernel, strides, padding
     np.testing.assert_allclose(
         conv_im2col(x, k, strides, padding), conv_xla(x, k, strides, padding), atol=1e-4
     )
-    grads_im2col = jax.grad(loss(conv_im2col), argnums=(0, 1))(x, k)
+    np.testing.assert_array_equal(conv_hybrid(x, k, strides, padding), conv_xla(x, k, strides, padding))
     grads_xla = jax.grad(loss(conv_xla), argnums=(0, 1))(x, k)
-    for a, b in zip(grads_im2col, grads_xla, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    for fn in (conv_im2col, conv_hybrid):
+        grads = jax.grad(loss(fn), argnums=(0, 1))(x, k)
+        for a, b in zip(grads, grads_xla, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_conv_module_has_nn_conv_variables_and_leading_axes():
@@ -50,5 +52,5 @@ def test_conv_module_has_nn_conv_variables_and_leading_axes():
 
 
 def test_unknown_implementation_is_rejected():
-    with pytest.raises(ValueError, match="allowed: auto, im2col, xla"):
+    with pytest.raises(ValueError, match="allowed: auto, im2col, xla, hybrid"):
         Conv(4, implementation="winograd").init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))
