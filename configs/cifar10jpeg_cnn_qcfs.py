@@ -8,7 +8,10 @@ Command::
     python train.py --config configs/cifar10jpeg_cnn_qcfs.py --workdir runs/c10jpeg_cnn --config.data_dir=../shared/data/cifar10-jpeg
     python convert.py --config configs/cifar10jpeg_cnn_qcfs.py --workdir runs/c10jpeg_cnn --config.data_dir=../shared/data/cifar10-jpeg
 
-Runtime and expected result: RESULT_TBD
+Runtime: ~1 min on one H100 (2026-11-22, 70–95k img/s, data decoding included); on a 2-core AVX CPU
+the train step runs at ~350 img/s (benchmarks/results), so ~25 min for the 10 epochs.
+Expected result (seed 42, measured on the H100): ANN 74.44 %; SNN T=1 64.39, T=2 71.80, T=4 (= L) 74.40,
+T=8 74.65, T=16 75.00, T=32 75.02.
 """
 
 from configs import default
