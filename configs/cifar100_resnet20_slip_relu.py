@@ -10,8 +10,8 @@ model and machine (divide 1.5e7 images by it for the estimate).
 Expected result: SlipReLU paper (Jiang et al., ICML 2023) reports this setting for c in {0.1, ..., 0.9};
 its numbers are not reproduced here yet, so none is quoted. For comparison, QCFS on the same
 setting (ANN / T=2 / 4 / 8 / 16 / 32): 69.94 / 19.96 / 34.14 / 55.37 / 67.33 / 69.82.
-Augmentation: random crop (pad 4), flip, Cutout 16; AutoAugment (CIFAR10Policy) is not implemented yet,
-which may cost a few tenths of a point against the paper.
+Augmentation: random crop (pad 4), flip, Cutout 16 (the reference uses AutoAugment on CIFAR-10 only;
+add it with --config.augment=crop,flip,autoaugment,cutout).
 """
 
 from configs import default

@@ -9,8 +9,8 @@ Runtime: 300 epochs × 50,000 images; see benchmarks/results for measured traini
 model and machine (divide 1.5e7 images by it for the estimate).
 Expected result: QCFS paper (Bu et al., ICLR 2022, L = 4), test accuracy % — ANN / SNN T=2 / 4 / 8 / 16 / 32:
 76.28 / 63.79 / 69.62 / 73.96 / 76.24 / 77.01.
-Augmentation: random crop (pad 4), flip, Cutout 16; AutoAugment (CIFAR10Policy) is not implemented yet,
-which may cost a few tenths of a point against the paper.
+Augmentation: random crop (pad 4), flip, Cutout 16 (the reference uses AutoAugment on CIFAR-10 only;
+add it with --config.augment=crop,flip,autoaugment,cutout).
 """
 
 from configs import default

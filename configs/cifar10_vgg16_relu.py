@@ -20,6 +20,6 @@ def get_config():
     config.model = "vgg16"
     config.method = "relu"
     config.learning_rate = 0.1
-    config.augment = "crop,flip,cutout"
+    config.augment = "crop,flip,autoaugment,cutout"
     config.snn_num_steps = 256
     return config

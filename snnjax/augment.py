@@ -3,8 +3,9 @@
 Each augmentation is ``fn(images, key) -> images`` with ``images: [B, H, W, C]``; :func:`compose`
 chains them with independent keys. They run inside the jitted train step, keyed by the step number,
 so a resumed run draws the same augmentations. As in the reference CIFAR pipeline: random crop with
-4-pixel zero padding (in pixel space, i.e. a black border), horizontal flip, then Cutout 16 applied
-after normalization (the hole is 0 in normalized units).
+4-pixel zero padding (in pixel space, i.e. a black border), horizontal flip, AutoAugment's CIFAR-10
+policy (:mod:`snnjax.autoaugment`), then Cutout 16 applied after normalization (the hole is 0 in
+normalized units).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+
+from snnjax import autoaugment
 
 __all__ = ["AUGMENTATIONS", "compose", "cutout", "from_config", "random_crop", "random_flip"]
 
@@ -84,25 +87,33 @@ def compose(*augmentations: Augmentation) -> Augmentation:
     return apply
 
 
-AUGMENTATIONS = ("crop", "flip", "cutout")
+AUGMENTATIONS = ("crop", "flip", "autoaugment", "cutout")
 
 
 def from_config(
-    config: ml_collections.ConfigDict, pixel_zero: np.ndarray | None = None
+    config: ml_collections.ConfigDict,
+    mean: Sequence[float] = (0.0,),
+    std: Sequence[float] = (1.0,),
 ) -> Augmentation | None:
-    """The augmentation named by ``config.augment`` (comma-separated, in order), or None.
+    """The augmentation named by ``config.augment`` (comma-separated, applied in order), or None.
 
     Args:
-      config: reads ``augment`` (e.g. ``"crop,flip,cutout"``), ``crop_padding`` and ``cutout_size``.
-      pixel_zero: ``[C]`` value of a black pixel after normalization (the crop's padding).
+      config: reads ``augment`` (e.g. ``"crop,flip,autoaugment,cutout"``, the reference CIFAR-10
+        order), ``crop_padding`` and ``cutout_size``.
+      mean: per-channel mean of the dataset's normalization (pixels in [0, 1]).
+      std: per-channel std of the dataset's normalization.
     """
     names = [n.strip() for n in config.augment.split(",") if n.strip()]
     if not names:
         return None
-    fill = (0.0,) if pixel_zero is None else tuple(float(v) for v in pixel_zero)
+    mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
     table = {
-        "crop": functools.partial(random_crop, padding=config.crop_padding, fill=fill),
+        # A black pixel after normalization pads the crop, as torchvision pads the raw image with 0.
+        "crop": functools.partial(random_crop, padding=config.crop_padding, fill=tuple(-mean / std)),
         "flip": random_flip,
+        "autoaugment": functools.partial(
+            autoaugment.cifar10_policy, mean=tuple(mean.tolist()), std=tuple(std.tolist())
+        ),
         "cutout": functools.partial(cutout, size=config.cutout_size),
     }
     unknown = [n for n in names if n not in table]

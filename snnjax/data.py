@@ -56,7 +56,6 @@ class Dataset:
       test_labels: ``[N_test]`` int32.
       num_classes: number of classes.
       name: dataset name.
-      pixel_zero: ``[C]``, the normalized value of a black pixel (padding for random crops).
     """
 
     train_images: np.ndarray
@@ -65,7 +64,6 @@ class Dataset:
     test_labels: np.ndarray
     num_classes: int
     name: str
-    pixel_zero: np.ndarray
 
     @property
     def image_shape(self) -> tuple[int, ...]:
@@ -81,7 +79,7 @@ def _normalize(name: str, images_uint8: np.ndarray) -> np.ndarray:
 
 def _from_uint8(name: str, x_train, y_train, x_test, y_test) -> Dataset:
     """Builds a Dataset from uint8 NHWC images and integer labels."""
-    num_classes, mean, std = NORMALIZATION[name]
+    num_classes = NORMALIZATION[name][0]
     return Dataset(
         _normalize(name, x_train),
         np.asarray(y_train, np.int32),
@@ -89,7 +87,6 @@ def _from_uint8(name: str, x_train, y_train, x_test, y_test) -> Dataset:
         np.asarray(y_test, np.int32),
         num_classes=num_classes,
         name=name,
-        pixel_zero=-np.asarray(mean, np.float32) / np.asarray(std, np.float32),
     )
 
 
@@ -103,7 +100,7 @@ def _load_digits(seed: int, test_fraction: float) -> Dataset:
     x_train, x_test, y_train, y_test = train_test_split(
         images, labels, test_size=test_fraction, random_state=seed, stratify=labels
     )
-    return Dataset(x_train, y_train, x_test, y_test, 10, "digits", np.zeros((1,), np.float32))
+    return Dataset(x_train, y_train, x_test, y_test, 10, "digits")
 
 
 def _read_idx(path: str) -> np.ndarray:

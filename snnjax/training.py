@@ -269,7 +269,8 @@ def train_and_evaluate(
     model = build_ann(config, dataset.num_classes)
     schedule = epoch_cosine_schedule(config.learning_rate, config.num_epochs, steps_per_epoch)
     tx = sgd_coupled_weight_decay(schedule, config.momentum, config.weight_decay)
-    step_fn = make_train_step(augment_lib.from_config(config, dataset.pixel_zero), config.seed)
+    _, mean, std = data_lib.NORMALIZATION[dataset.name]
+    step_fn = make_train_step(augment_lib.from_config(config, mean, std), config.seed)
 
     latest = checkpoint_manager(workdir, "latest")
     best = checkpoint_manager(workdir, "best")

@@ -52,8 +52,8 @@ def test_cutout_zeroes_a_clipped_square():
 
 
 def test_seeded_and_composed():
-    config = ml_collections.ConfigDict({"augment": "crop,flip,cutout", "crop_padding": 4, "cutout_size": 16})
-    fn = jax.jit(augment.from_config(config, np.zeros(3)))
+    fields = {"augment": "crop,flip,autoaugment,cutout", "crop_padding": 4, "cutout_size": 16}
+    fn = jax.jit(augment.from_config(ml_collections.ConfigDict(fields), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)))
     images = jax.random.normal(jax.random.key(3), (8, 32, 32, 3))
     a, b = fn(images, jax.random.key(5)), fn(images, jax.random.key(5))
     np.testing.assert_array_equal(a, b)
