@@ -269,6 +269,11 @@ def train_and_evaluate(
     model = build_ann(config, dataset.num_classes)
     schedule = epoch_cosine_schedule(config.learning_rate, config.num_epochs, steps_per_epoch)
     tx = sgd_coupled_weight_decay(schedule, config.momentum, config.weight_decay)
+    if "autoaugment" in config.augment and dataset.image_shape[-1] != 3:
+        raise ValueError(
+            f"config.augment includes autoaugment, which needs RGB images; {config.dataset} has "
+            f"{dataset.image_shape[-1]} channel(s)."
+        )
     _, mean, std = data_lib.NORMALIZATION[dataset.name]
     step_fn = make_train_step(augment_lib.from_config(config, mean, std), config.seed)
 

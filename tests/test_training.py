@@ -161,3 +161,10 @@ def test_non_finite_loss_stops_with_the_step_named(tmp_path):
     config.log_every_steps = 1
     with pytest.raises(FloatingPointError, match=r"Non-finite training loss .* by step \d+ \(epoch 1\)"):
         training.train_and_evaluate(config, str(tmp_path))
+
+
+def test_autoaugment_on_grey_images_fails_at_start(tmp_path):
+    config = ci_tiny.get_config()
+    config.augment = "crop,autoaugment"
+    with pytest.raises(ValueError, match="autoaugment, which needs RGB"):
+        training.train_and_evaluate(config, str(tmp_path))
