@@ -44,6 +44,7 @@ def get_config() -> config_dict.ConfigDict:
     # Conversion and SNN evaluation.
     config.checkpoint = "latest"  # latest | best (highest test accuracy, as the reference keeps)
     config.snn_num_steps = 32  # T: SNN accuracy is reported for every t = 1..T
+    config.snn_mode = "layer"  # layer (time-batched, one scan per IF layer) | step (one scan, O(1) in T)
     config.snn_v0 = config_dict.placeholder(float)  # v(0)/θ; unset = method default (φ, shift2, ½)
     config.fold_bn = False  # fold BatchNorm into the convs before simulating
     config.calibration_percentile = 99.9  # relu method: θ = this percentile of activations

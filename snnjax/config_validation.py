@@ -33,6 +33,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _choice(config, "qcfs_order", [o.value for o in QCFSOrder])
     _choice(config, "threshold_parameterization", [p.value for p in ThresholdParameterization])
     _choice(config, "checkpoint", ["latest", "best"])
+    _choice(config, "snn_mode", ["layer", "step"])
     _choice(config, "conv_implementation", ["auto", "im2col", "hybrid", "xla"])
     for field in (
         "log_every_steps",

@@ -21,6 +21,7 @@ from flax import traverse_util
 from snnjax.layers import (
     Activation,
     FoldedBatchNorm,
+    SteppedIFActivation,
     ThresholdActivation,
     ThresholdParameterization,
     threshold_from_param,
@@ -161,8 +162,24 @@ def calibrate_thresholds(
     return calibrated
 
 
-def spiking_activation(v0: float = 0.5, per_channel: bool = False) -> Callable[..., nn.Module]:
-    """Activation factory for the SNN: an IF neuron (threshold θ from the variables, v(0)=v0·θ)."""
+SIMULATION_MODES = ("layer", "step")
+
+
+def spiking_activation(
+    v0: float = 0.5, per_channel: bool = False, mode: str = "layer"
+) -> Callable[..., nn.Module]:
+    """Activation factory for the SNN: an IF neuron (threshold θ from the variables, v(0)=v0·θ).
+
+    Args:
+      v0: initial membrane fraction.
+      per_channel: thresholds are per channel.
+      mode: ``"layer"`` (one ``lax.scan`` over time per IF layer, input ``[T, B, ...]``) or ``"step"``
+        (:class:`~snnjax.layers.SteppedIFActivation`, one timestep per call).
+    """
+    if mode not in SIMULATION_MODES:
+        raise ValueError(f"simulation mode {mode!r} is unknown; allowed: {', '.join(SIMULATION_MODES)}.")
+    if mode == "step":
+        return functools.partial(SteppedIFActivation, v0=v0, per_channel=per_channel)
     return functools.partial(
         ThresholdActivation,
         fn=functools.partial(if_neuron, v0=v0),
@@ -172,7 +189,12 @@ def spiking_activation(v0: float = 0.5, per_channel: bool = False) -> Callable[.
 
 
 def spiking_model(
-    ann_model: nn.Module, *, v0: float = 0.5, fold_bn: bool = False, per_channel: bool = False
+    ann_model: nn.Module,
+    *,
+    v0: float = 0.5,
+    fold_bn: bool = False,
+    per_channel: bool = False,
+    mode: str = "layer",
 ) -> nn.Module:
     """The SNN: the same model with its activation swapped for the IF neuron.
 
@@ -181,24 +203,32 @@ def spiking_model(
       v0: initial membrane fraction (½ for QCFS, ``shift2`` for SlipReLU).
       fold_bn: use :class:`FoldedBatchNorm` (pair with ``ann_to_snn_variables(..., fold_bn=True)``).
       per_channel: thresholds are per channel.
+      mode: ``"layer"`` or ``"step"`` simulation (see :func:`spiking_apply`); same outputs.
 
     Returns:
       A clone of ``ann_model`` to be applied with :func:`spiking_apply`.
     """
-    updates: dict[str, Any] = {"activation": spiking_activation(v0, per_channel)}
+    updates: dict[str, Any] = {"activation": spiking_activation(v0, per_channel, mode)}
     if fold_bn:
         updates["norm"] = FoldedBatchNorm
     return ann_model.clone(**updates)
 
 
+def _is_step_mode(snn_model: nn.Module) -> bool:
+    return getattr(snn_model.activation, "func", None) is SteppedIFActivation
+
+
 def spiking_apply(
     snn_model: nn.Module, snn_variables: Variables, images: jax.Array, num_steps: int
 ) -> jax.Array:
-    """Runs the SNN for ``num_steps`` steps in layer mode and returns the logits of every step.
+    """Runs the SNN for ``num_steps`` steps and returns the logits of every step.
 
-    The image is the analog input of the first layer at every step; each synaptic layer runs once on
-    the time-batched tensor and each IF layer is one ``lax.scan`` over time; the last layer stays
-    analog.
+    The image is the analog input of the first layer at every step; the last layer stays analog.
+    Layer mode (``spiking_model(..., mode="layer")``): each synaptic layer runs once on the
+    time-batched ``[T, B, ...]`` tensor and each IF layer is one ``lax.scan`` over time. Step mode
+    (``mode="step"``): the whole network advances one timestep at a time inside one ``lax.scan`` whose
+    carry holds every membrane potential; memory does not grow with T (online/streaming use). Both
+    modes give the same outputs.
 
     Args:
       snn_model: from :func:`spiking_model`.
@@ -212,8 +242,25 @@ def spiking_apply(
     """
     if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 1:
         raise ValueError(f"num_steps (T) must be a positive int, got {num_steps!r}.")
-    inputs = jnp.broadcast_to(images, (num_steps, *images.shape))
-    return snn_model.apply(snn_variables, inputs, train=False)
+    if not _is_step_mode(snn_model):
+        inputs = jnp.broadcast_to(images, (num_steps, *images.shape))
+        return snn_model.apply(snn_variables, inputs, train=False)
+
+    def advance(membranes, variables):
+        return snn_model.apply(
+            {**variables, "membrane": membranes}, images, train=False, mutable=["membrane"]
+        )
+
+    # The first step creates every membrane at v0·θ; the scan carries them through the other steps.
+    first_logits, state = snn_model.apply(snn_variables, images, train=False, mutable=["membrane"])
+
+    def step(membranes, _):
+        variables = {**snn_variables, "membrane": membranes}
+        logits, new_state = snn_model.apply(variables, images, train=False, mutable=["membrane"])
+        return new_state["membrane"], logits
+
+    _, later_logits = jax.lax.scan(step, state["membrane"], None, length=num_steps - 1)
+    return jnp.concatenate([first_logits[None], later_logits], axis=0)
 
 
 def cumulative_mean_logits(logits: jax.Array) -> jax.Array:

@@ -17,9 +17,17 @@ from snnjax import conversion, methods, parallel, training
 from snnjax import data as data_lib
 from snnjax.config_validation import validate_config
 
-__all__ = ["convert_and_evaluate", "format_table", "snn_accuracy_by_step"]
+__all__ = ["convert_and_evaluate", "format_table", "snn_accuracy_by_step", "top_k_correct"]
 
 REPORTED_STEPS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+def top_k_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
+    """Whether each label is among the ``k`` largest logits: ``logits [..., C]``, ``labels [...]``."""
+    k = min(k, logits.shape[-1])
+    label_logit = jnp.take_along_axis(logits, labels[..., None], axis=-1)
+    # Rank = number of classes scoring strictly higher than the label (ties count in its favour).
+    return jnp.sum(logits > label_logit, axis=-1) < k
 
 
 @functools.partial(jax.jit, static_argnames=("snn_model", "num_steps"))
@@ -27,8 +35,10 @@ def _snn_correct_by_step(snn_model, variables, images, labels, mask, num_steps):
     logits = conversion.cumulative_mean_logits(
         conversion.spiking_apply(snn_model, variables, images, num_steps)
     )
-    correct = (jnp.argmax(logits, -1) == labels[None]) & mask[None]  # [T, B]
-    return jnp.sum(correct, axis=1)
+    labels_t = jnp.broadcast_to(labels, logits.shape[:2])
+    top1 = (jnp.argmax(logits, -1) == labels_t) & mask[None]  # [T, B]
+    top5 = top_k_correct(logits, labels_t, 5) & mask[None]
+    return jnp.sum(top1, axis=1), jnp.sum(top5, axis=1)
 
 
 def snn_accuracy_by_step(
@@ -39,11 +49,11 @@ def snn_accuracy_by_step(
     num_steps: int,
     batch_size: int,
     mesh=None,
-) -> np.ndarray:
-    """SNN top-1 accuracy after every step t = 1..T, from one T-step simulation per batch.
+) -> dict[str, np.ndarray]:
+    """SNN top-1 and top-5 accuracy after every step t = 1..T, from one T-step simulation per batch.
 
     Args:
-      snn_model: from :func:`snnjax.spiking_model`.
+      snn_model: from :func:`snnjax.spiking_model` (layer or step mode).
       snn_variables: from :func:`snnjax.ann_to_snn_variables`.
       images: ``[N, H, W, C]``.
       labels: ``[N]``.
@@ -52,17 +62,20 @@ def snn_accuracy_by_step(
       mesh: data mesh (default: all devices).
 
     Returns:
-      ``[T]`` float array; entry ``t-1`` is the accuracy of the mean logits over steps ``1..t``.
+      ``{"top1": [T], "top5": [T]}`` float arrays; entry ``t-1`` is the accuracy of the mean logits
+      over steps ``1..t``.
     """
     mesh = mesh if mesh is not None else parallel.data_mesh()
     snn_variables = parallel.replicate(mesh, snn_variables)
-    correct = np.zeros(num_steps)
+    top1, top5 = np.zeros(num_steps), np.zeros(num_steps)
     batches = parallel.padded_batches(images, labels, batch_size)
     total = -(-len(images) // batch_size)
     for batch in tqdm(batches, total=total, desc=f"SNN T={num_steps}", leave=False, disable=None):
         sharded = parallel.shard_batch(mesh, *batch)
-        correct += np.asarray(_snn_correct_by_step(snn_model, snn_variables, *sharded, num_steps))
-    return correct / len(images)
+        correct1, correct5 = _snn_correct_by_step(snn_model, snn_variables, *sharded, num_steps)
+        top1 += np.asarray(correct1)
+        top5 += np.asarray(correct5)
+    return {"top1": top1 / len(images), "top5": top5 / len(images)}
 
 
 def format_table(ann_accuracy: float, snn_accuracy: np.ndarray, levels: int | None = None) -> str:
@@ -108,8 +121,9 @@ def convert_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dic
     """Restores the ANN trained in ``workdir``, converts it to an SNN and evaluates both.
 
     Prints the accuracy table, and writes ``workdir/snn_eval.json``
-    (``{"dataset", "method", "T", "ann_accuracy", "snn_accuracy": {"1": ..., "T": ...}}``, accuracies as
-    fractions) and ``workdir/snn_accuracy.png``.
+    (``{"dataset", "method", "T", "ann_accuracy", "snn_accuracy": {"1": ..., "T": ...},
+    "ann_top5_accuracy", "snn_top5_accuracy": {...}}``, accuracies as fractions) and
+    ``workdir/snn_accuracy.png``.
 
     Args:
       config: the config the ANN was trained with.
@@ -152,8 +166,9 @@ def convert_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dic
         v0=methods.initial_membrane_fraction(config),
         fold_bn=config.fold_bn,
         per_channel=config.per_channel_threshold and config.method != methods.Method.RELU,
+        mode=config.snn_mode,
     )
-    snn = snn_accuracy_by_step(
+    accuracy = snn_accuracy_by_step(
         snn_model,
         snn_variables,
         dataset.test_images,
@@ -162,12 +177,16 @@ def convert_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dic
         config.eval_batch_size,
         mesh,
     )
+    snn = accuracy["top1"]
     levels = config.levels if config.method in (methods.Method.QCFS, methods.Method.SLIP_RELU) else None
     print(
         f"\n{config.dataset} test set ({len(dataset.test_images)} images), {config.model}, "
-        f"method {config.method}" + (f", L={levels}" if levels else "")
+        f"method {config.method}" + (f", L={levels}" if levels else "") + f", {config.snn_mode} mode"
     )
     print(format_table(ann["accuracy"], snn, levels))
+    print(
+        f"top-5: ANN {100 * ann['top5_accuracy']:.2f}%, SNN at T={len(snn)} {100 * accuracy['top5'][-1]:.2f}%"
+    )
     print(f"(evaluation took {time.perf_counter() - start:.1f}s)")
     result = {
         "dataset": config.dataset,
@@ -175,6 +194,8 @@ def convert_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dic
         "T": int(config.snn_num_steps),
         "ann_accuracy": float(ann["accuracy"]),
         "snn_accuracy": {str(t + 1): float(a) for t, a in enumerate(snn)},
+        "ann_top5_accuracy": float(ann["top5_accuracy"]),
+        "snn_top5_accuracy": {str(t + 1): float(a) for t, a in enumerate(accuracy["top5"])},
     }
     with open(os.path.join(workdir, "snn_eval.json"), "w") as f:
         json.dump(result, f, indent=2)

@@ -17,6 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from snnjax.neurons import if_step, initial_membrane
+
 __all__ = [
     "Activation",
     "BatchNorm",
@@ -24,6 +26,7 @@ __all__ = [
     "ConvBN",
     "FoldedBatchNorm",
     "ModuleDef",
+    "SteppedIFActivation",
     "ThresholdActivation",
     "ThresholdParameterization",
     "auto_conv_implementation",
@@ -94,6 +97,33 @@ class ThresholdActivation(nn.Module):
         param = self.param("threshold", lambda _, s: jnp.full(s, init_value, jnp.float32), shape)
         threshold = threshold_from_param(param, self.parameterization).astype(x.dtype)
         return self.fn(x, threshold)
+
+
+class SteppedIFActivation(nn.Module):
+    """Step-mode IF layer: advances one timestep per call.
+
+    Its membrane lives in the ``"membrane"`` collection, which the caller threads through ``lax.scan``
+    as an explicit carry.
+    Uses the same :func:`snnjax.neurons.if_step` as the layer-mode scan, so both modes do identical
+    arithmetic. The first call (no ``"membrane"`` collection yet) creates ``v(0) = v0·θ``.
+
+    Attributes:
+      v0: initial membrane as a fraction of θ.
+      per_channel: thresholds are per channel.
+    """
+
+    v0: float = 0.5
+    per_channel: bool = False
+
+    @nn.compact
+    def __call__(self, z: jax.Array) -> jax.Array:
+        """Input current ``z: [B, ...]`` of one step; returns the spikes·θ of that step, same shape."""
+        shape = (z.shape[-1],) if self.per_channel else ()
+        threshold = self.param("threshold", nn.initializers.zeros_init(), shape).astype(z.dtype)
+        theta = jnp.broadcast_to(threshold, z.shape)
+        membrane = self.variable("membrane", "v", lambda: initial_membrane(z.shape, theta, self.v0, z.dtype))
+        membrane.value, output = if_step(membrane.value, z, theta)
+        return output
 
 
 class Activation(nn.Module):

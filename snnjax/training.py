@@ -134,12 +134,14 @@ def eval_step(
       mask: ``[B]`` bool, False on padding.
 
     Returns:
-      ``{"correct": scalar, "loss": scalar, "count": scalar}`` (sums, not means).
+      ``{"correct": scalar, "correct_top5": scalar, "loss": scalar, "count": scalar}`` (sums).
     """
     logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, images, train=False)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    top5 = jnp.sum(jax.lax.top_k(logits, min(5, logits.shape[-1]))[1] == labels[:, None], axis=-1) > 0
     return {
         "correct": jnp.sum((jnp.argmax(logits, -1) == labels) & mask),
+        "correct_top5": jnp.sum(top5 & mask),
         "loss": jnp.sum(jnp.where(mask, losses, 0.0)),
         "count": jnp.sum(mask),
     }
@@ -174,12 +176,16 @@ def evaluate(
     state: TrainState, images: np.ndarray, labels: np.ndarray, batch_size: int, mesh
 ) -> dict[str, float]:
     """Accuracy and mean loss of the ANN over a whole dataset (inference-mode BatchNorm)."""
-    totals = {"correct": 0.0, "loss": 0.0, "count": 0.0}
+    totals = {"correct": 0.0, "correct_top5": 0.0, "loss": 0.0, "count": 0.0}
     for batch in parallel.padded_batches(images, labels, batch_size):
         metrics = _jit_eval_step(state, *parallel.shard_batch(mesh, *batch))
         totals = {k: totals[k] + metrics[k] for k in totals}
     totals = {k: float(v) for k, v in jax.device_get(totals).items()}  # ratios in float64, on host
-    return {"accuracy": totals["correct"] / totals["count"], "loss": totals["loss"] / totals["count"]}
+    return {
+        "accuracy": totals["correct"] / totals["count"],
+        "top5_accuracy": totals["correct_top5"] / totals["count"],
+        "loss": totals["loss"] / totals["count"],
+    }
 
 
 def checkpoint_manager(workdir: str, kind: str = "latest") -> ocp.CheckpointManager:
@@ -338,7 +344,7 @@ def train_and_evaluate(
                 window, window_start = [], time.perf_counter()
             test = evaluate(state, dataset.test_images, dataset.test_labels, config.eval_batch_size, mesh)
             step = int(state.step)
-            writer.write(step, {"test_accuracy": test["accuracy"], "test_loss": test["loss"]})
+            writer.write(step, {f"test_{k}": v for k, v in test.items()})
             print(
                 f"epoch {epoch + 1:3d}/{config.num_epochs} step {step:7d} "
                 f"loss {epoch_sums['loss'] / steps_per_epoch:.4f} "

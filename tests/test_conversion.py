@@ -180,3 +180,29 @@ def test_per_channel_thresholds_convert():
     snn_vars = snnjax.ann_to_snn_variables(variables)
     logits = snnjax.spiking_apply(snnjax.spiking_model(model, per_channel=True), snn_vars, images(), 12)
     np.testing.assert_allclose(logits, hand_tiny_cnn_snn(snn_vars, images(), 12), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("build", [tiny_resnet, functools.partial(snnjax.TinyCNN, num_classes=3)])
+@pytest.mark.parametrize(
+    "fold_bn, per_channel, v0", [(False, False, 0.5), (True, False, 0.0), (False, True, 0.5)]
+)
+def test_step_mode_equals_layer_mode(build, fold_bn, per_channel, v0):
+    model = build(activation=functools.partial(QCFS4, per_channel=per_channel))
+    variables = randomize_variables(init(model, IMAGE_SHAPE), seed=5, threshold=0.6)
+    snn_vars = snnjax.ann_to_snn_variables(variables, fold_bn=fold_bn)
+
+    def run(mode, num_steps):
+        snn = snnjax.spiking_model(model, v0=v0, fold_bn=fold_bn, per_channel=per_channel, mode=mode)
+        return jax.jit(lambda v, x: snnjax.spiking_apply(snn, v, x, num_steps))(snn_vars, images())
+
+    layer, step = run("layer", 9), run("step", 9)
+    assert np.ptp(np.asarray(layer), axis=0).max() > 0.1, "test needs spikes that change over time"
+    # Same spikes; logits agree to rounding (XLA may sum a [B] and a [T·B] batch in different orders, a
+    # difference of ~1 ulp, while one differing spike would move a logit by θ·|w| >> 1e-6).
+    np.testing.assert_allclose(step, layer, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(run("step", 1), layer[:1], rtol=1e-6, atol=1e-6)
+
+
+def test_unknown_simulation_mode_rejected():
+    with pytest.raises(ValueError, match="allowed: layer, step"):
+        snnjax.spiking_model(snnjax.TinyCNN(num_classes=3, activation=QCFS4), mode="event")

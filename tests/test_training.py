@@ -65,10 +65,11 @@ def test_convert_without_checkpoint_fails_clearly(tmp_path):
         evaluation.convert_and_evaluate(ci_tiny.get_config(), str(tmp_path))
 
 
-@pytest.mark.parametrize("method", ["qcfs", "relu"])
-def test_end_to_end_train_convert_writes_valid_report(tmp_path, method, capsys):
+@pytest.mark.parametrize("method, snn_mode", [("qcfs", "layer"), ("relu", "step")])
+def test_end_to_end_train_convert_writes_valid_report(tmp_path, method, snn_mode, capsys):
     config = ci_tiny.get_config()
     config.method = method
+    config.snn_mode = snn_mode
     workdir = str(tmp_path)
     state = training.train_and_evaluate(config, workdir)
     assert int(state.step) == 2 * (1437 // 32)  # 2 epochs over the 1,437 training digits
@@ -78,10 +79,17 @@ def test_end_to_end_train_convert_writes_valid_report(tmp_path, method, capsys):
     with open(tmp_path / "snn_eval.json") as f:
         written = json.load(f)
     assert written == result
-    assert set(written) == {"dataset", "method", "T", "ann_accuracy", "snn_accuracy"}
+    assert {"dataset", "method", "T", "ann_accuracy", "snn_accuracy"} <= set(written)
     assert (written["dataset"], written["method"], written["T"]) == ("digits", method, 8)
     assert list(written["snn_accuracy"]) == [str(t) for t in range(1, 9)]
-    values = [written["ann_accuracy"], *written["snn_accuracy"].values()]
+    assert list(written["snn_top5_accuracy"]) == [str(t) for t in range(1, 9)]
+    assert all(written["snn_top5_accuracy"][t] >= written["snn_accuracy"][t] for t in written["snn_accuracy"])
+    assert written["ann_top5_accuracy"] >= written["ann_accuracy"]
+    values = [
+        written["ann_accuracy"],
+        *written["snn_accuracy"].values(),
+        *written["snn_top5_accuracy"].values(),
+    ]
     assert all(0.0 <= v <= 1.0 for v in values)
     # Accuracies are counts over the 360 test images.
     assert all(abs(v * 360 - round(v * 360)) < 1e-6 for v in values)
@@ -168,3 +176,11 @@ def test_autoaugment_on_grey_images_fails_at_start(tmp_path):
     config.augment = "crop,autoaugment"
     with pytest.raises(ValueError, match="autoaugment, which needs RGB"):
         training.train_and_evaluate(config, str(tmp_path))
+
+
+def test_top_k_correct_hand_example():
+    logits = jnp.array([[0.1, 0.5, 0.2, 0.9, 0.3, 0.4, 0.0]])
+    # Descending: 0.9 (3), 0.5 (1), 0.4 (5), 0.3 (4), 0.2 (2), 0.1 (0), 0.0 (6).
+    np.testing.assert_array_equal(evaluation.top_k_correct(logits, jnp.array([0]), 5), [False])
+    np.testing.assert_array_equal(evaluation.top_k_correct(logits, jnp.array([2]), 5), [True])
+    np.testing.assert_array_equal(evaluation.top_k_correct(logits, jnp.array([3]), 1), [True])
