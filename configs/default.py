@@ -13,7 +13,8 @@ def get_config() -> config_dict.ConfigDict:
 
     # Data.
     config.dataset = "digits"  # digits | mnist
-    config.data_dir = config_dict.placeholder(str)  # folder with the dataset's files (mnist)
+    config.data_dir = config_dict.placeholder(str)  # folder with the dataset's files; unset = tfds
+    config.image_size = 224  # network input side of streamed datasets (imagenet2012)
     config.augment = ""  # comma-separated, applied in order on device: crop, flip, cutout
     config.crop_padding = 4  # random crop: zero-padding in pixels
     config.cutout_size = 16  # Cutout square side in pixels

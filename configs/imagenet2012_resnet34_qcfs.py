@@ -1,12 +1,14 @@
-"""ImageNet ResNet-34, QCFS (L = 8): the paper setting. NOT RUNNABLE YET.
+"""ImageNet ResNet-34, QCFS (L = 8), streamed input.
 
-Command::
+Command (ImageNet as image folders ``DIR/train/<wnid>/*.JPEG`` and ``DIR/val/<wnid>/*.JPEG``; without
+``--config.data_dir`` it reads tensorflow-datasets' prepared ``imagenet2012`` through ``data_source``)::
 
-    python train.py --config configs/imagenet2012_resnet34_qcfs.py --workdir runs/imagenet2012_resnet34_qcfs
+    python train.py --config configs/imagenet2012_resnet34_qcfs.py --workdir runs/imagenet2012_resnet34_qcfs --config.data_dir=DIR
+    python convert.py --config configs/imagenet2012_resnet34_qcfs.py --workdir runs/imagenet2012_resnet34_qcfs --config.data_dir=DIR
 
-Status: streaming ImageNet input (tfds data_source, random-resized-crop 224) is not implemented;
-loading stops at start with a message saying so. The config records the intended hyper-parameters.
-Expected result: see the QCFS paper, Table 2 (ImageNet, L = 8).
+Input: random-resized crop 224 + flip for training, resize 256 + centre crop 224 for evaluation, decoded
+on host threads (snnjax.streaming). Runtime and result: not run here (no ImageNet on the development
+machines); see the QCFS paper, Table 2 (ImageNet, L = 8), for the published numbers.
 """
 
 from configs import default
@@ -22,4 +24,5 @@ def get_config():
     config.learning_rate = 0.1
     config.batch_size = 256
     config.snn_num_steps = 64
+    config.image_size = 224
     return config

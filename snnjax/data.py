@@ -12,6 +12,8 @@ Sources, by ``config.dataset`` and ``config.data_dir``:
 * Any dataset in the image-folder layout ``train/<class>/*.{jpg,png}`` and ``test/<class>/*``
   (class order = sorted folder names), as a folder or a ``.tar.gz`` holding one (e.g. CIFAR-10 (JPEG),
   Tiny-ImageNet after moving its val images into class folders).
+* ``imagenet2012`` is streamed (:mod:`snnjax.streaming`): from ``data_dir/train/<class>/`` and
+  ``data_dir/val/<class>/`` image folders, or from tensorflow-datasets' ``data_source``.
 * Without ``data_dir``: tensorflow-datasets (``pip install 'snnjax[tfds]' tensorflow``), which
   downloads and prepares the dataset on first use.
 
@@ -30,6 +32,9 @@ import tarfile
 from collections.abc import Iterator
 
 import numpy as np
+
+from snnjax import streaming
+from snnjax.parallel import padded_batches
 
 __all__ = ["DATASETS", "Dataset", "load_dataset", "train_batches"]
 
@@ -69,6 +74,30 @@ class Dataset:
     def image_shape(self) -> tuple[int, ...]:
         """``(H, W, C)``."""
         return tuple(self.train_images.shape[1:])
+
+    @property
+    def num_train(self) -> int:
+        """Number of training examples."""
+        return len(self.train_images)
+
+    @property
+    def num_test(self) -> int:
+        """Number of test examples."""
+        return len(self.test_images)
+
+    def train_batches(
+        self, batch_size: int, seed: int, epoch: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Shuffled full training batches; see :func:`train_batches`."""
+        return train_batches(self.train_images, self.train_labels, batch_size, seed, epoch)
+
+    def test_batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Every test example once: ``(images, labels, mask)``, the last batch padded."""
+        return padded_batches(self.test_images, self.test_labels, batch_size)
+
+    def calibration_images(self, count: int) -> np.ndarray:
+        """The first ``count`` training images ``[count, H, W, C]``."""
+        return self.train_images[:count]
 
 
 def _normalize(name: str, images_uint8: np.ndarray) -> np.ndarray:
@@ -282,16 +311,40 @@ def _load_tfds(name: str) -> Dataset:
     return _from_uint8(name, *arrays)
 
 
-def load_dataset(name: str, data_dir: str | None = None, seed: int = 0) -> Dataset:
+STREAMED = ("imagenet2012",)  # too large for memory: read record by record (snnjax.streaming)
+
+
+def _streamed(name: str, data_dir: str | None, image_size: int) -> streaming.StreamingDataset:
+    num_classes, mean, std = NORMALIZATION[name]
+    if data_dir:
+        test_dir = next(
+            (d for d in ("val", "validation", "test") if os.path.isdir(os.path.join(data_dir, d))), "val"
+        )
+        train = streaming.ImageFolderSource(os.path.join(data_dir, "train"))
+        test = streaming.ImageFolderSource(os.path.join(data_dir, test_dir))
+        if len(train.classes) != num_classes:
+            raise ValueError(
+                f"{name} has {num_classes} classes but {data_dir!r}/train has {len(train.classes)}."
+            )
+    else:
+        train = streaming.TfdsSource(name, "train")
+        test = streaming.TfdsSource(name, "validation")
+    return streaming.StreamingDataset(train, test, num_classes, name, image_size, mean, std)
+
+
+def load_dataset(
+    name: str, data_dir: str | None = None, seed: int = 0, image_size: int = 224
+) -> Dataset | streaming.StreamingDataset:
     """Loads a dataset into memory (see the module docstring for the sources).
 
     Args:
       name: one of ``DATASETS``.
       data_dir: folder with the dataset's files; None = tensorflow-datasets (``digits`` needs none).
       seed: seed of the ``digits`` train/test split (20 % test, stratified).
+      image_size: network input side for streamed datasets (``imagenet2012``).
 
     Returns:
-      The :class:`Dataset`.
+      The :class:`Dataset` (in memory) or a :class:`snnjax.streaming.StreamingDataset`.
 
     Raises:
       ValueError: for an unknown name; FileNotFoundError when data_dir holds no known layout.
@@ -300,11 +353,8 @@ def load_dataset(name: str, data_dir: str | None = None, seed: int = 0) -> Datas
         raise ValueError(f"config.dataset={name!r} is unknown; allowed: {', '.join(DATASETS)}.")
     if name == "digits":
         return _load_digits(seed, test_fraction=0.2)
-    if name == "imagenet2012":
-        raise NotImplementedError(
-            "imagenet2012 needs a streaming input pipeline (it does not fit in memory), which snnjax "
-            "does not have yet; the imagenet2012 configs record the intended setup only."
-        )
+    if name in STREAMED:
+        return _streamed(name, data_dir, image_size)
     if not data_dir:
         return _load_tfds(name)
     if not os.path.isdir(data_dir):

@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import time
+from collections.abc import Iterable
 
 import jax
 import jax.numpy as jnp
@@ -42,24 +43,18 @@ def _snn_correct_by_step(snn_model, variables, images, labels, mask, num_steps):
 
 
 def snn_accuracy_by_step(
-    snn_model,
-    snn_variables,
-    images: np.ndarray,
-    labels: np.ndarray,
-    num_steps: int,
-    batch_size: int,
-    mesh=None,
+    snn_model, snn_variables, batches: Iterable, num_steps: int, mesh=None, num_batches: int | None = None
 ) -> dict[str, np.ndarray]:
     """SNN top-1 and top-5 accuracy after every step t = 1..T, from one T-step simulation per batch.
 
     Args:
       snn_model: from :func:`snnjax.spiking_model` (layer or step mode).
       snn_variables: from :func:`snnjax.ann_to_snn_variables`.
-      images: ``[N, H, W, C]``.
-      labels: ``[N]``.
+      batches: ``(images [B, H, W, C], labels [B], mask [B])`` tuples (``dataset.test_batches(B)``), B
+        divisible by the device count.
       num_steps: T.
-      batch_size: images per simulated batch (divisible by the device count).
       mesh: data mesh (default: all devices).
+      num_batches: for the progress bar.
 
     Returns:
       ``{"top1": [T], "top5": [T]}`` float arrays; entry ``t-1`` is the accuracy of the mean logits
@@ -67,15 +62,14 @@ def snn_accuracy_by_step(
     """
     mesh = mesh if mesh is not None else parallel.data_mesh()
     snn_variables = parallel.replicate(mesh, snn_variables)
-    top1, top5 = np.zeros(num_steps), np.zeros(num_steps)
-    batches = parallel.padded_batches(images, labels, batch_size)
-    total = -(-len(images) // batch_size)
-    for batch in tqdm(batches, total=total, desc=f"SNN T={num_steps}", leave=False, disable=None):
+    top1, top5, count = np.zeros(num_steps), np.zeros(num_steps), 0
+    for batch in tqdm(batches, total=num_batches, desc=f"SNN T={num_steps}", leave=False, disable=None):
         sharded = parallel.shard_batch(mesh, *batch)
         correct1, correct5 = _snn_correct_by_step(snn_model, snn_variables, *sharded, num_steps)
         top1 += np.asarray(correct1)
         top5 += np.asarray(correct5)
-    return {"top1": top1 / len(images), "top5": top5 / len(images)}
+        count += int(np.sum(batch[2]))
+    return {"top1": top1 / count, "top5": top5 / count}
 
 
 def format_table(ann_accuracy: float, snn_accuracy: np.ndarray, levels: int | None = None) -> str:
@@ -137,8 +131,8 @@ def convert_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dic
     """
     validate_config(config)
     mesh = parallel.data_mesh()
-    dataset = data_lib.load_dataset(config.dataset, config.data_dir, config.seed)
-    steps_per_epoch = len(dataset.train_images) // config.batch_size
+    dataset = data_lib.load_dataset(config.dataset, config.data_dir, config.seed, config.image_size)
+    steps_per_epoch = dataset.num_train // config.batch_size
     manager = training.checkpoint_manager(workdir, config.checkpoint)
     template = training.abstract_train_state(config, dataset, steps_per_epoch)
     state = training.restore_state(manager, template, mesh)
@@ -148,11 +142,11 @@ def convert_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dic
             f"No checkpoint in {manager.directory}: run train.py with the same --config and --workdir first."
         )
     start = time.perf_counter()
-    ann = training.evaluate(state, dataset.test_images, dataset.test_labels, config.eval_batch_size, mesh)
+    ann = training.evaluate(state, dataset.test_batches(config.eval_batch_size), mesh)
     ann_variables = {"params": state.params, "batch_stats": state.batch_stats}
     ann_model = training.build_ann(config, dataset.num_classes)
     if config.method == methods.Method.RELU:
-        calibration = dataset.train_images[: config.calibration_examples]
+        calibration = dataset.calibration_images(config.calibration_examples)
         ann_variables = conversion.calibrate_thresholds(
             ann_model, ann_variables, calibration, config.calibration_percentile
         )
@@ -171,16 +165,15 @@ def convert_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dic
     accuracy = snn_accuracy_by_step(
         snn_model,
         snn_variables,
-        dataset.test_images,
-        dataset.test_labels,
+        dataset.test_batches(config.eval_batch_size),
         config.snn_num_steps,
-        config.eval_batch_size,
         mesh,
+        num_batches=-(-dataset.num_test // config.eval_batch_size),
     )
     snn = accuracy["top1"]
     levels = config.levels if config.method in (methods.Method.QCFS, methods.Method.SLIP_RELU) else None
     print(
-        f"\n{config.dataset} test set ({len(dataset.test_images)} images), {config.model}, "
+        f"\n{config.dataset} test set ({dataset.num_test} images), {config.model}, "
         f"method {config.method}" + (f", L={levels}" if levels else "") + f", {config.snn_mode} mode"
     )
     print(format_table(ann["accuracy"], snn, levels))
@@ -203,7 +196,7 @@ def convert_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dic
         os.path.join(workdir, "snn_accuracy.png"),
         ann["accuracy"],
         snn,
-        f"{config.dataset} ({len(dataset.test_images)} test images) / {config.model} / {config.method}",
+        f"{config.dataset} ({dataset.num_test} test images) / {config.model} / {config.method}",
     )
     print(f"Wrote {os.path.join(workdir, 'snn_eval.json')} and snn_accuracy.png")
     return result

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import flax.linen as nn
@@ -172,12 +172,16 @@ def make_train_step(
 _jit_eval_step = jax.jit(eval_step)
 
 
-def evaluate(
-    state: TrainState, images: np.ndarray, labels: np.ndarray, batch_size: int, mesh
-) -> dict[str, float]:
-    """Accuracy and mean loss of the ANN over a whole dataset (inference-mode BatchNorm)."""
+def evaluate(state: TrainState, batches: Iterable, mesh) -> dict[str, float]:
+    """Top-1/top-5 accuracy and mean loss of the ANN over ``batches`` (inference-mode BatchNorm).
+
+    Args:
+      state: the train state.
+      batches: ``(images [B, H, W, C], labels [B], mask [B])`` tuples, e.g. ``dataset.test_batches(B)``.
+      mesh: the data mesh.
+    """
     totals = {"correct": 0.0, "correct_top5": 0.0, "loss": 0.0, "count": 0.0}
-    for batch in parallel.padded_batches(images, labels, batch_size):
+    for batch in batches:
         metrics = _jit_eval_step(state, *parallel.shard_batch(mesh, *batch))
         totals = {k: totals[k] + metrics[k] for k in totals}
     totals = {k: float(v) for k, v in jax.device_get(totals).items()}  # ratios in float64, on host
@@ -219,9 +223,7 @@ def restore_state(manager: ocp.CheckpointManager, template: TrainState, mesh) ->
     return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
 
-def abstract_train_state(
-    config: ml_collections.ConfigDict, dataset: data_lib.Dataset, steps_per_epoch: int
-) -> TrainState:
+def abstract_train_state(config: ml_collections.ConfigDict, dataset, steps_per_epoch: int) -> TrainState:
     """The train state's structure for ``config`` without computing any parameters."""
     model = build_ann(config, dataset.num_classes)
     tx = sgd_coupled_weight_decay(
@@ -265,12 +267,11 @@ def train_and_evaluate(
             f"config.batch_size={config.batch_size} and config.eval_batch_size="
             f"{config.eval_batch_size} must be divisible by the device count {mesh.size}."
         )
-    dataset = data_lib.load_dataset(config.dataset, config.data_dir, config.seed)
-    steps_per_epoch = len(dataset.train_images) // config.batch_size
+    dataset = data_lib.load_dataset(config.dataset, config.data_dir, config.seed, config.image_size)
+    steps_per_epoch = dataset.num_train // config.batch_size
     if steps_per_epoch == 0:
         raise ValueError(
-            f"config.batch_size={config.batch_size} exceeds the {len(dataset.train_images)} "
-            "training examples."
+            f"config.batch_size={config.batch_size} exceeds the {dataset.num_train} training examples."
         )
     model = build_ann(config, dataset.num_classes)
     schedule = epoch_cosine_schedule(config.learning_rate, config.num_epochs, steps_per_epoch)
@@ -296,7 +297,7 @@ def train_and_evaluate(
         f.write(config.to_json(indent=2))
     print(
         f"Training {config.model} ({config.method}) on {config.dataset}: "
-        f"{len(dataset.train_images)} train / {len(dataset.test_images)} test images, "
+        f"{dataset.num_train} train / {dataset.num_test} test images, "
         f"{config.num_epochs} epochs × {steps_per_epoch} steps of {config.batch_size}, "
         f"{mesh.size} {jax.default_backend()} device(s)."
     )
@@ -321,9 +322,7 @@ def train_and_evaluate(
         for epoch in range(start_epoch, config.num_epochs):
             epoch_sums.clear()
             window, window_start = [], time.perf_counter()
-            batches = data_lib.train_batches(
-                dataset.train_images, dataset.train_labels, config.batch_size, config.seed, epoch
-            )
+            batches = dataset.train_batches(config.batch_size, config.seed, epoch)
             for index, (images, labels) in enumerate(batches, start=1):
                 state, metrics = step_fn(state, *parallel.shard_batch(mesh, images, labels))
                 window.append(metrics)
@@ -342,7 +341,7 @@ def train_and_evaluate(
                         flush=True,
                     )
                 window, window_start = [], time.perf_counter()
-            test = evaluate(state, dataset.test_images, dataset.test_labels, config.eval_batch_size, mesh)
+            test = evaluate(state, dataset.test_batches(config.eval_batch_size), mesh)
             step = int(state.step)
             writer.write(step, {f"test_{k}": v for k, v in test.items()})
             print(

@@ -1,0 +1,219 @@
+"""Streaming input for datasets that do not fit in memory (ImageNet): decode and augment on host threads.
+
+A source gives random access to ``(uint8 image [H, W, 3], label)`` records: :class:`ImageFolderSource`
+(``split/<class>/*.jpg``) or :class:`TfdsSource` (tensorflow-datasets ``data_source``, ArrayRecord files,
+no TensorFlow graph). :class:`StreamingDataset` turns two sources into the batch interface the training
+loop uses (the same as :class:`snnjax.data.Dataset`): seeded, shuffled training batches with the
+standard ImageNet augmentation (random-resized crop, scale 0.08–1, aspect 3/4–4/3, horizontal flip) and
+deterministic evaluation batches (resize the shorter side to ``size·256/224``, centre crop). Images are
+decoded by a thread pool (Pillow releases the GIL) and the next batch is prepared while the device
+works on the current one.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import math
+import os
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["ImageFolderSource", "StreamingDataset", "TfdsSource", "center_crop", "random_resized_crop"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+class ImageFolderSource:
+    """Records from ``root/<class>/*.{jpg,jpeg,png}``; labels are the sorted class folder indices."""
+
+    def __init__(self, root: str):
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"image folder {root!r} does not exist (expected {root}/<class>/*.jpg).")
+        self.classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+        self.items = [
+            (os.path.join(root, c, f), label)
+            for label, c in enumerate(self.classes)
+            for f in sorted(os.listdir(os.path.join(root, c)))
+            if f.lower().endswith(IMAGE_SUFFIXES)
+        ]
+        if not self.items:
+            raise FileNotFoundError(f"no images in {root!r} (expected {root}/<class>/*.jpg).")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        path, label = self.items[index]
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB")), label
+
+
+class TfdsSource:
+    """Records from a prepared tensorflow-datasets dataset through ``tfds.data_source`` (random access)."""
+
+    def __init__(self, name: str, split: str, data_dir: str | None = None):
+        try:
+            import tensorflow_datasets as tfds
+        except ImportError:
+            raise ValueError(
+                f"streaming {name!r} from tensorflow-datasets needs `pip install 'snnjax[tfds]'` and the "
+                "dataset prepared in ArrayRecord format (imagenet2012 must be downloaded manually, see the "
+                "tfds catalog); or set config.data_dir to an image folder with train/ and val/."
+            ) from None
+        self._source = tfds.data_source(name, split=split, data_dir=data_dir)
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        record = self._source[index]
+        return np.asarray(record["image"]), int(record["label"])
+
+
+def random_resized_crop(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    size: int,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> np.ndarray:
+    """Random area/aspect crop resized (bilinear) to ``size``², as torchvision's RandomResizedCrop.
+
+    Args:
+      image: ``[H, W, 3]`` uint8.
+      rng: NumPy generator.
+      size: output side.
+      scale: range of the crop area as a fraction of the image.
+      ratio: range of the crop aspect ratio.
+
+    Returns:
+      ``[size, size, 3]`` uint8.
+    """
+    height, width = image.shape[:2]
+    area = height * width
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top, left = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
+            break
+    else:  # fall back to a centre crop of the whole image, as torchvision does
+        h, w = height, width
+        top, left = 0, 0
+    crop = Image.fromarray(image[top : top + h, left : left + w])
+    return np.asarray(crop.resize((size, size), Image.BILINEAR))
+
+
+def center_crop(image: np.ndarray, size: int, resize_ratio: float = 256 / 224) -> np.ndarray:
+    """Resizes the shorter side to ``size·resize_ratio`` (bilinear) and takes the centre ``size``²."""
+    height, width = image.shape[:2]
+    short = round(size * resize_ratio)
+    scale = short / min(height, width)
+    new_h, new_w = max(size, round(height * scale)), max(size, round(width * scale))
+    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    return resized[top : top + size, left : left + size]
+
+
+@dataclasses.dataclass
+class StreamingDataset:
+    """A dataset read record by record, with the training loop's batch interface.
+
+    Attributes:
+      train: training source.
+      test: evaluation source.
+      num_classes: number of classes.
+      name: dataset name.
+      image_size: side of the square network input.
+      mean: per-channel normalization mean (pixels in [0, 1]).
+      std: per-channel normalization std.
+      threads: decoding threads.
+    """
+
+    train: Sequence
+    test: Sequence
+    num_classes: int
+    name: str
+    image_size: int = 224
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    threads: int = 8
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(H, W, C)`` of the network input."""
+        return (self.image_size, self.image_size, 3)
+
+    @property
+    def num_train(self) -> int:
+        """Number of training examples."""
+        return len(self.train)
+
+    @property
+    def num_test(self) -> int:
+        """Number of evaluation examples."""
+        return len(self.test)
+
+    def _normalize(self, images: np.ndarray) -> np.ndarray:
+        mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
+        return (images.astype(np.float32) / 255.0 - mean) / std
+
+    def _train_example(self, index: int, seed: int, epoch: int) -> tuple[np.ndarray, int]:
+        rng = np.random.default_rng([seed, epoch, index])  # per example: independent of thread timing
+        image, label = self.train[index]
+        crop = random_resized_crop(image, rng, self.image_size)
+        return (crop[:, ::-1] if rng.random() < 0.5 else crop), label
+
+    def _test_example(self, index: int) -> tuple[np.ndarray, int]:
+        image, label = self.test[index]
+        return center_crop(image, self.image_size), label
+
+    def _prefetched(self, tasks: Iterator[list], load) -> Iterator[tuple[np.ndarray, np.ndarray, list]]:
+        """Decodes batches of indices on the pool, keeping the next batch in flight."""
+        with concurrent.futures.ThreadPoolExecutor(self.threads) as pool:
+            queue: collections.deque = collections.deque()
+            for indices in tasks:
+                queue.append((indices, [pool.submit(load, i) for i in indices]))
+                if len(queue) > 1:
+                    yield self._collect(*queue.popleft())
+            while queue:
+                yield self._collect(*queue.popleft())
+
+    def _collect(self, indices, futures):
+        examples = [f.result() for f in futures]
+        images = self._normalize(np.stack([e[0] for e in examples]))
+        return images, np.asarray([e[1] for e in examples], np.int32), indices
+
+    def train_batches(
+        self, batch_size: int, seed: int, epoch: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Shuffled full batches ``(images [B, S, S, 3], labels [B])``; depends only on (seed, epoch)."""
+        order = np.random.default_rng([seed, epoch]).permutation(self.num_train)
+        tasks = (order[s : s + batch_size] for s in range(0, self.num_train - batch_size + 1, batch_size))
+        for images, labels, _ in self._prefetched(tasks, lambda i: self._train_example(int(i), seed, epoch)):
+            yield images, labels
+
+    def test_batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Every evaluation example once: ``(images, labels, mask)``, the last batch padded (mask False)."""
+        tasks = (
+            list(range(s, min(s + batch_size, self.num_test))) for s in range(0, self.num_test, batch_size)
+        )
+        for images, labels, indices in self._prefetched(tasks, self._test_example):
+            pad = batch_size - len(indices)
+            mask = np.arange(batch_size) < len(indices)
+            if pad:
+                images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
+                labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)])
+            yield images, labels, mask
+
+    def calibration_images(self, count: int) -> np.ndarray:
+        """The first ``count`` training images, centre-cropped: ``[count, S, S, 3]``."""
+        count = min(count, self.num_train)
+        crops = [center_crop(self.train[i][0], self.image_size) for i in range(count)]
+        return self._normalize(np.stack(crops))

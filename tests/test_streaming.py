@@ -1,0 +1,100 @@
+"""Streaming input: crops, determinism, evaluation coverage, and a training run on a streamed folder."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import ci_tiny
+from snnjax import data as data_lib
+from snnjax import evaluation, streaming, training
+
+RNG = np.random.default_rng(0)
+
+
+def make_folder(root, classes=3, per_class=(6, 2), sizes=((40, 50), (64, 36), (33, 33))):
+    for split, count in zip(("train", "val"), per_class, strict=True):
+        for c in range(classes):
+            folder = root / split / f"n{c:03d}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                h, w = sizes[(c + i) % len(sizes)]
+                pixels = np.full((h, w, 3), 40 * c + 10, np.uint8) + RNG.integers(
+                    0, 5, (h, w, 3), dtype=np.uint8
+                )
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+
+
+def folder_dataset(root, size=16):
+    return streaming.StreamingDataset(
+        streaming.ImageFolderSource(str(root / "train")),
+        streaming.ImageFolderSource(str(root / "val")),
+        num_classes=3,
+        name="imagenet2012",
+        image_size=size,
+        threads=3,
+    )
+
+
+def test_random_resized_crop_and_center_crop_shapes():
+    image = RNG.integers(0, 256, (50, 80, 3), dtype=np.uint8)
+    crop = streaming.random_resized_crop(image, np.random.default_rng(1), 24)
+    assert crop.shape == (24, 24, 3) and crop.dtype == np.uint8
+    center = streaming.center_crop(image, 24)
+    assert center.shape == (24, 24, 3)
+    # Shorter side resized to 24·256/224 ≈ 27, so the centre crop drops ~1-2 pixels of each border.
+    constant = np.full((50, 80, 3), 77, np.uint8)
+    np.testing.assert_array_equal(streaming.center_crop(constant, 24), 77)
+
+
+def test_training_batches_are_seeded_and_normalized(tmp_path):
+    make_folder(tmp_path)
+    ds = folder_dataset(tmp_path)
+    first = list(ds.train_batches(4, seed=1, epoch=0))
+    again = list(ds.train_batches(4, seed=1, epoch=0))
+    other = list(ds.train_batches(4, seed=1, epoch=1))
+    assert len(first) == 18 // 4 and first[0][0].shape == (4, 16, 16, 3)
+    for (a, la), (b, lb) in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(la, lb)
+    assert not all(np.array_equal(a[1], b[1]) for a, b in zip(first, other, strict=True))
+    # A class-c image is ≈ 40c + 12 everywhere: check the normalization with the ImageNet constants.
+    images, labels = first[0]
+    expected = ((40 * labels + 12)[:, None, None, None] / 255 - np.asarray(ds.mean)) / np.asarray(ds.std)
+    np.testing.assert_allclose(images, np.broadcast_to(expected, images.shape), atol=0.05)
+
+
+def test_evaluation_batches_cover_every_example_once(tmp_path):
+    make_folder(tmp_path)
+    ds = folder_dataset(tmp_path)
+    batches = list(ds.test_batches(4))
+    masks = np.concatenate([m for _, _, m in batches])
+    labels = np.concatenate([lab for _, lab, _ in batches])[masks]
+    assert masks.sum() == 6 and len(batches) == 2
+    np.testing.assert_array_equal(labels, [0, 0, 1, 1, 2, 2])
+
+
+def test_missing_folder_says_what_to_put_where(tmp_path):
+    with pytest.raises(FileNotFoundError, match="<class>"):
+        streaming.ImageFolderSource(str(tmp_path / "train"))
+
+
+def test_imagenet_folder_with_wrong_class_count_is_rejected(tmp_path):
+    make_folder(tmp_path)
+    with pytest.raises(ValueError, match="1000 classes"):
+        data_lib.load_dataset("imagenet2012", str(tmp_path))
+
+
+def test_train_and_convert_on_a_streamed_dataset(tmp_path, monkeypatch):
+    make_folder(tmp_path / "data", per_class=(8, 4))
+    dataset = folder_dataset(tmp_path / "data", size=8)
+    monkeypatch.setattr(data_lib, "load_dataset", lambda *args, **kwargs: dataset)
+    config = ci_tiny.get_config()
+    config.batch_size, config.eval_batch_size, config.num_epochs = 8, 8, 2
+    config.model, config.method = "tiny_cnn", "relu"  # relu also exercises calibration_images
+    state = training.train_and_evaluate(config, str(tmp_path / "run"))
+    assert int(state.step) == 2 * (24 // 8)
+    result = evaluation.convert_and_evaluate(config, str(tmp_path / "run"))
+    assert result == json.loads((tmp_path / "run" / "snn_eval.json").read_text())
+    assert all(abs(v * 12 - round(v * 12)) < 1e-6 for v in result["snn_accuracy"].values())  # 12 images
