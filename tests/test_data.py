@@ -145,3 +145,15 @@ def test_shared_mnist_matches_published_sizes():
     ds = data.load_dataset("mnist", str(SHARED / "mnist"))
     assert ds.train_images.shape == (60000, 28, 28, 1) and ds.test_images.shape == (10000, 28, 28, 1)
     assert np.bincount(ds.test_labels).tolist()[:3] == [980, 1135, 1032]  # published class counts
+
+
+def test_tfds_path_explains_how_to_install_when_missing():
+    try:
+        import tensorflow_datasets  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match=r"pip install 'snnjax\[tfds\]'"):
+            data.load_dataset("cifar10")
+        with pytest.raises(ValueError, match="tensorflow-datasets"):
+            data.load_dataset("imagenet2012")
+    else:
+        pytest.skip("tensorflow-datasets is installed; the download path needs network")

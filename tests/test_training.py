@@ -184,3 +184,10 @@ def test_top_k_correct_hand_example():
     np.testing.assert_array_equal(evaluation.top_k_correct(logits, jnp.array([0]), 5), [False])
     np.testing.assert_array_equal(evaluation.top_k_correct(logits, jnp.array([2]), 5), [True])
     np.testing.assert_array_equal(evaluation.top_k_correct(logits, jnp.array([3]), 1), [True])
+
+
+def test_batch_size_must_divide_over_the_devices(tmp_path):
+    config = ci_tiny.get_config()
+    config.batch_size = 30  # 4 fake devices
+    with pytest.raises(ValueError, match="divisible by the device count 4"):
+        training.train_and_evaluate(config, str(tmp_path))
