@@ -223,17 +223,20 @@ def restore_state(manager: ocp.CheckpointManager, template: TrainState, mesh) ->
     return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
 
+def build_model_and_optimizer(
+    config: ml_collections.ConfigDict, num_classes: int, steps_per_epoch: int
+) -> tuple[nn.Module, optax.GradientTransformation, optax.Schedule]:
+    """The ANN, its optimizer and learning-rate schedule for ``config``."""
+    schedule = epoch_cosine_schedule(config.learning_rate, config.num_epochs, steps_per_epoch)
+    tx = sgd_coupled_weight_decay(schedule, config.momentum, config.weight_decay)
+    return build_ann(config, num_classes), tx, schedule
+
+
 def abstract_train_state(config: ml_collections.ConfigDict, dataset, steps_per_epoch: int) -> TrainState:
     """The train state's structure for ``config`` without computing any parameters."""
-    model = build_ann(config, dataset.num_classes)
-    tx = sgd_coupled_weight_decay(
-        epoch_cosine_schedule(config.learning_rate, config.num_epochs, steps_per_epoch),
-        config.momentum,
-        config.weight_decay,
-    )
+    model, tx, _ = build_model_and_optimizer(config, dataset.num_classes, steps_per_epoch)
     return jax.eval_shape(
-        lambda rng: create_train_state(model, rng, dataset.image_shape, tx),
-        jax.random.key(config.seed),
+        lambda rng: create_train_state(model, rng, dataset.image_shape, tx), jax.random.key(config.seed)
     )
 
 
@@ -273,9 +276,7 @@ def train_and_evaluate(
         raise ValueError(
             f"config.batch_size={config.batch_size} exceeds the {dataset.num_train} training examples."
         )
-    model = build_ann(config, dataset.num_classes)
-    schedule = epoch_cosine_schedule(config.learning_rate, config.num_epochs, steps_per_epoch)
-    tx = sgd_coupled_weight_decay(schedule, config.momentum, config.weight_decay)
+    model, tx, schedule = build_model_and_optimizer(config, dataset.num_classes, steps_per_epoch)
     if "autoaugment" in config.augment and dataset.image_shape[-1] != 3:
         raise ValueError(
             f"config.augment includes autoaugment, which needs RGB images; {config.dataset} has "
