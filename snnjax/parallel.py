@@ -14,7 +14,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-__all__ = ["data_mesh", "padded_batches", "replicate", "shard_batch"]
+__all__ = ["data_mesh", "pad_batch", "padded_batches", "replicate", "shard_batch"]
 
 DATA_AXIS = "data"
 
@@ -58,25 +58,32 @@ def shard_batch(mesh: Mesh, *arrays: np.ndarray) -> tuple[jax.Array, ...]:
     )
 
 
+def pad_batch(
+    images: np.ndarray, labels: np.ndarray, batch_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pads a partial batch with zeros to ``batch_size`` (one compiled shape for every batch).
+
+    Returns:
+      ``(images [batch_size, ...], labels [batch_size], mask [batch_size] bool)``; ``mask`` is False on
+      padding.
+    """
+    pad = batch_size - len(images)
+    mask = np.arange(batch_size) < len(images)
+    if pad:
+        images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
+        labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)])
+    return images, labels, mask
+
+
 def padded_batches(
     images: np.ndarray, labels: np.ndarray, batch_size: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Yields every example once in fixed-size batches, padding the last one.
+    """Yields every example once in fixed-size batches, padding the last one (see :func:`pad_batch`).
 
     Args:
       images: ``[N, ...]``.
       labels: ``[N]``.
-      batch_size: size of every yielded batch (keeps one compiled shape).
-
-    Yields:
-      ``(images [batch_size, ...], labels [batch_size], mask [batch_size] bool)``; ``mask`` is False
-      on padding.
+      batch_size: size of every yielded batch.
     """
     for start in range(0, len(images), batch_size):
-        x, y = images[start : start + batch_size], labels[start : start + batch_size]
-        pad = batch_size - len(x)
-        mask = np.arange(batch_size) < len(x)
-        if pad:
-            x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
-            y = np.concatenate([y, np.zeros((pad,), y.dtype)])
-        yield x, y, mask
+        yield pad_batch(images[start : start + batch_size], labels[start : start + batch_size], batch_size)

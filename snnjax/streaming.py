@@ -22,6 +22,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from PIL import Image
 
+from snnjax.parallel import pad_batch
+
 __all__ = ["ImageFolderSource", "StreamingDataset", "TfdsSource", "center_crop", "random_resized_crop"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -204,13 +206,8 @@ class StreamingDataset:
         tasks = (
             list(range(s, min(s + batch_size, self.num_test))) for s in range(0, self.num_test, batch_size)
         )
-        for images, labels, indices in self._prefetched(tasks, self._test_example):
-            pad = batch_size - len(indices)
-            mask = np.arange(batch_size) < len(indices)
-            if pad:
-                images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
-                labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)])
-            yield images, labels, mask
+        for images, labels, _ in self._prefetched(tasks, self._test_example):
+            yield pad_batch(images, labels, batch_size)
 
     def calibration_images(self, count: int) -> np.ndarray:
         """The first ``count`` training images, centre-cropped: ``[count, S, S, 3]``."""
