@@ -18,17 +18,9 @@ from snnjax import conversion, methods, parallel, training
 from snnjax import data as data_lib
 from snnjax.config_validation import validate_config
 
-__all__ = ["convert_and_evaluate", "format_table", "snn_accuracy_by_step", "top_k_correct"]
+__all__ = ["convert_and_evaluate", "format_table", "snn_accuracy_by_step"]
 
 REPORTED_STEPS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-
-
-def top_k_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
-    """Whether each label is among the ``k`` largest logits: ``logits [..., C]``, ``labels [...]``."""
-    k = min(k, logits.shape[-1])
-    label_logit = jnp.take_along_axis(logits, labels[..., None], axis=-1)
-    # Rank = number of classes scoring strictly higher than the label (ties count in its favour).
-    return jnp.sum(logits > label_logit, axis=-1) < k
 
 
 @functools.partial(jax.jit, static_argnames=("snn_model", "num_steps"))
@@ -38,7 +30,7 @@ def _snn_correct_by_step(snn_model, variables, images, labels, mask, num_steps):
     )
     labels_t = jnp.broadcast_to(labels, logits.shape[:2])
     top1 = (jnp.argmax(logits, -1) == labels_t) & mask[None]  # [T, B]
-    top5 = top_k_correct(logits, labels_t, 5) & mask[None]
+    top5 = training.top_k_correct(logits, labels_t, 5) & mask[None]
     return jnp.sum(top1, axis=1), jnp.sum(top5, axis=1)
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "evaluate",
     "restore_state",
     "sgd_coupled_weight_decay",
+    "top_k_correct",
     "train_and_evaluate",
     "make_train_step",
     "train_step",
@@ -122,6 +123,14 @@ def train_step(
     return state, {"loss": loss, "accuracy": accuracy}
 
 
+def top_k_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
+    """Whether each label is among the ``k`` largest logits: ``logits [..., C]``, ``labels [...]``."""
+    k = min(k, logits.shape[-1])
+    label_logit = jnp.take_along_axis(logits, labels[..., None], axis=-1)
+    # Rank = number of classes scoring strictly higher than the label (ties count in its favour).
+    return jnp.sum(logits > label_logit, axis=-1) < k
+
+
 def eval_step(
     state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array
 ) -> dict[str, jax.Array]:
@@ -138,10 +147,9 @@ def eval_step(
     """
     logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, images, train=False)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    top5 = jnp.sum(jax.lax.top_k(logits, min(5, logits.shape[-1]))[1] == labels[:, None], axis=-1) > 0
     return {
         "correct": jnp.sum((jnp.argmax(logits, -1) == labels) & mask),
-        "correct_top5": jnp.sum(top5 & mask),
+        "correct_top5": jnp.sum(top_k_correct(logits, labels, 5) & mask),
         "loss": jnp.sum(jnp.where(mask, losses, 0.0)),
         "count": jnp.sum(mask),
     }

@@ -181,9 +181,9 @@ def test_autoaugment_on_grey_images_fails_at_start(tmp_path):
 def test_top_k_correct_hand_example():
     logits = jnp.array([[0.1, 0.5, 0.2, 0.9, 0.3, 0.4, 0.0]])
     # Descending: 0.9 (3), 0.5 (1), 0.4 (5), 0.3 (4), 0.2 (2), 0.1 (0), 0.0 (6).
-    np.testing.assert_array_equal(evaluation.top_k_correct(logits, jnp.array([0]), 5), [False])
-    np.testing.assert_array_equal(evaluation.top_k_correct(logits, jnp.array([2]), 5), [True])
-    np.testing.assert_array_equal(evaluation.top_k_correct(logits, jnp.array([3]), 1), [True])
+    np.testing.assert_array_equal(training.top_k_correct(logits, jnp.array([0]), 5), [False])
+    np.testing.assert_array_equal(training.top_k_correct(logits, jnp.array([2]), 5), [True])
+    np.testing.assert_array_equal(training.top_k_correct(logits, jnp.array([3]), 1), [True])
 
 
 def test_batch_size_must_divide_over_the_devices(tmp_path):
