@@ -9,9 +9,11 @@ Command::
     python convert.py --config configs/cifar10jpeg_cnn_qcfs.py --workdir runs/c10jpeg_cnn --config.data_dir=../shared/data/cifar10-jpeg
 
 Runtime: ~1 min on one H100 (2026-11-22, 70–95k img/s, data decoding included); on a 2-core AVX CPU
-the train step runs at ~350 img/s (benchmarks/results), so ~25 min for the 10 epochs.
-Expected result (seed 42, measured on the H100): ANN 74.44 %; SNN T=1 64.39, T=2 71.80, T=4 (= L) 74.40,
-T=8 74.65, T=16 75.00, T=32 75.02.
+the train step runs at ~300–340 img/s: 28 min for the 10 epochs plus 6.5 min for the SNN evaluation
+(measured 2026-11-22).
+Expected result (seed 42): H100: ANN 74.44 %; SNN T=1 64.39, T=2 71.80, T=4 (= L) 74.40, T=8 74.65,
+T=16 75.00, T=32 75.02. 2-core CPU: ANN 75.21 %; SNN 60.88 / 71.27 / 74.71 / 75.56 / 75.93 / 75.79
+(GPU and CPU differ in float summation order and in the data order of the shuffled batches.)
 """
 
 from configs import default
