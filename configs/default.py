@@ -21,8 +21,8 @@ def get_config() -> config_dict.ConfigDict:
 
     # Model and ANN activation.
     config.model = "small_cnn"  # tiny_cnn | small_cnn | vgg16 | resnet18 | resnet20 | resnet34
-    config.method = "qcfs"  # qcfs | slip_relu | threshold_relu | relu
-    config.levels = 4  # L, quantization steps of QCFS / SlipReLU
+    config.method = "qcfs"  # qcfs | slip_relu | spikeconverter | threshold_relu | relu
+    config.levels = 4  # L, quantization steps of QCFS / SlipReLU; SpikeConverter's window T
     config.qcfs_shift = 0.5  # φ of QCFS, in [0, 1)
     config.qcfs_order = "clip_floor"  # clip_floor (revised reference) | floor_clip (original)
     config.slip_c = 0.5  # SlipReLU weight of the ReLU part, in [0, 1]
@@ -32,6 +32,7 @@ def get_config() -> config_dict.ConfigDict:
     config.threshold_parameterization = "identity"  # identity (reference) | softplus (λ > 0)
     config.per_channel_threshold = False  # one λ per channel instead of per layer
     config.conv_implementation = "auto"  # auto (by backend and map size) | hybrid | im2col | xla
+    config.pooling = "avg"  # 2×2 pooling of ConvNets: avg (reference) | max
 
     # Optimization: PyTorch SGD with coupled weight decay on all parameters, cosine per epoch.
     config.num_epochs = 300
@@ -47,7 +48,18 @@ def get_config() -> config_dict.ConfigDict:
     config.snn_num_steps = 32  # T: SNN accuracy is reported for every t = 1..T
     config.snn_mode = "layer"  # layer (time-batched, one scan per IF layer) | step (one scan, O(1) in T)
     config.snn_v0 = config_dict.placeholder(float)  # v(0)/θ; unset = method default (φ, shift2, ½)
+    # Neuron: if | integrate_then_fire | signed_if; unset = integrate_then_fire for spikeconverter, else if.
+    config.snn_neuron = config_dict.placeholder(str)
+    config.snn_max_pool = "avg"  # a max-pool ANN's SNN: avg (replace, reference) | max_gate (spiking gate)
+    config.snn_dtype = "float32"  # float32 | bfloat16 (SNN variables, input and membranes)
     config.fold_bn = False  # fold BatchNorm into the convs before simulating
+    config.balancing = "threshold"  # threshold (θ = λ) | weights (W·λ_{l-1}/λ_l, θ = 1; ConvNets, fold_bn)
     config.calibration_percentile = 99.9  # relu method: θ = this percentile of activations
     config.calibration_examples = 1024  # relu method: training images used for calibration
+
+    # Reports written by convert.py next to snn_eval.json.
+    config.report_examples = 256  # test images for the layer-wise error and firing statistics
+    config.report_steps = (4, 32)  # t at which layer errors are reported (clipped to snn_num_steps)
+    config.energy_pj_per_mac = 4.6  # 45 nm, 32-bit float multiply-accumulate (Horowitz 2014)
+    config.energy_pj_per_ac = 0.9  # 45 nm, 32-bit float accumulate (one synaptic operation)
     return config

@@ -7,8 +7,9 @@ import ml_collections
 from snnjax.activations import QCFSOrder
 from snnjax.data import DATASETS
 from snnjax.layers import ThresholdParameterization
-from snnjax.methods import Method
+from snnjax.methods import Method, snn_neuron
 from snnjax.models import MODELS
+from snnjax.neurons import NEURONS
 
 __all__ = ["validate_config"]
 
@@ -35,6 +36,23 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _choice(config, "checkpoint", ["latest", "best"])
     _choice(config, "snn_mode", ["layer", "step"])
     _choice(config, "conv_implementation", ["auto", "im2col", "hybrid", "xla"])
+    _choice(config, "pooling", ["avg", "max"])
+    _choice(config, "snn_max_pool", ["avg", "max_gate"])
+    _choice(config, "snn_dtype", ["float32", "bfloat16"])
+    _choice(config, "balancing", ["threshold", "weights"])
+    if config.snn_neuron is not None:
+        _choice(config, "snn_neuron", NEURONS)
+    if config.snn_mode == "step" and snn_neuron(config) != "if":
+        raise ValueError(
+            f"config.snn_mode='step' runs the 'if' neuron only; method {config.method!r} uses "
+            f"{snn_neuron(config)!r} (config.snn_neuron): use config.snn_mode='layer'."
+        )
+    if config.snn_max_pool == "max_gate" and config.snn_mode == "step":
+        raise ValueError("config.snn_max_pool='max_gate' needs config.snn_mode='layer'.")
+    if config.balancing == "weights" and not config.fold_bn:
+        raise ValueError(
+            "config.balancing='weights' needs config.fold_bn=True (BN would undo the rescaling)."
+        )
     for field in (
         "log_every_steps",
         "levels",
@@ -42,6 +60,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         "batch_size",
         "eval_batch_size",
         "snn_num_steps",
+        "report_examples",
     ):
         _positive_int(config, field)
     if not 0.0 <= config.slip_c <= 1.0:

@@ -26,10 +26,12 @@ from snnjax.layers import (
     ThresholdParameterization,
     threshold_from_param,
 )
-from snnjax.neurons import if_neuron
+from snnjax.neurons import NEURONS
 
 __all__ = [
+    "CONVERTIBLE_ACTIVATIONS",
     "ann_to_snn_variables",
+    "balance_weights",
     "calibrate_thresholds",
     "cumulative_mean_logits",
     "fold_batchnorm",
@@ -125,22 +127,28 @@ def ann_to_snn_variables(
 
 
 def calibrate_thresholds(
-    model: nn.Module, variables: Variables, images: jax.Array, percentile: float = 99.9
+    model: nn.Module,
+    variables: Variables,
+    images: jax.Array,
+    percentile: float = 99.9,
+    per_channel: bool = False,
 ) -> dict[str, Any]:
     """Data-based threshold balancing for a plain-ReLU ANN: θ = a percentile of each layer's output.
 
     Runs ``images`` through the ANN (inference mode) and, for every parameter-free
-    :class:`~snnjax.layers.Activation` layer, sets θ to the ``percentile`` of its outputs over the
-    batch (100 = the max, the classic rule).
+    :class:`~snnjax.layers.Activation` layer, sets θ to the ``percentile`` of its outputs (100 = the
+    max, the classic rule), over everything (per layer) or over all axes but the channel axis.
 
     Args:
       model: the ANN, built with ``Activation`` layers.
       variables: its variables.
       images: calibration inputs ``[N, H, W, C]`` (training data).
       percentile: in ``(0, 100]``.
+      per_channel: one θ per channel (last axis) instead of one per layer; build the SNN with
+        ``per_channel=True``. A channel that never activates gets θ = the layer's θ, not 0.
 
     Returns:
-      ``variables`` with a scalar ``threshold`` leaf added for each activation layer.
+      ``variables`` with a ``threshold`` leaf (``[]`` or ``[C]``) added for each activation layer.
     """
     if not 0.0 < percentile <= 100.0:
         raise ValueError(f"percentile must lie in (0, 100], got {percentile}.")
@@ -156,36 +164,137 @@ def calibrate_thresholds(
         # Keys look like (..., "act0", "__call__"); the value is a tuple of outputs.
         layer_path = key[:-1]
         activations = np.asarray(value[0] if isinstance(value, tuple) else value)
-        params[layer_path + ("threshold",)] = jnp.asarray(np.percentile(activations, percentile), jnp.float32)
+        threshold = np.percentile(activations, percentile)
+        if per_channel:
+            by_channel = np.percentile(activations.reshape(-1, activations.shape[-1]), percentile, axis=0)
+            # θ = 0 would make a silent channel fire on any positive input; fall back to the layer's θ.
+            threshold = np.where(by_channel > 0, by_channel, threshold)
+        params[layer_path + ("threshold",)] = jnp.asarray(threshold, jnp.float32)
     calibrated = dict(variables)
     calibrated["params"] = traverse_util.unflatten_dict(params)
     return calibrated
+
+
+def _chain_layers(params: Mapping[tuple[str, ...], Any]) -> list[tuple[tuple[str, ...], str | None]]:
+    """``[(linear layer path, activation name after it)]`` of a :class:`~snnjax.models.ConvNet` chain."""
+    names = {k[0] for k in params}
+    if any(name.startswith(("stem", "stage")) for name in names):
+        raise ValueError(
+            "Weight rescaling needs a plain chain of layers (ConvNet: VGG-16, SmallCNN); a ResNet's "
+            "identity shortcuts carry no weights to rescale, so keep the thresholds (threshold form)."
+        )
+    convs = sorted((n for n in names if n.startswith("conv_bn")), key=lambda n: int(n[len("conv_bn") :]))
+    dense = sorted((n for n in names if n.startswith("fc") and not n.startswith("fc_act")),
+                   key=lambda n: int(n[len("fc") :]))  # fmt: skip
+    chain: list[tuple[tuple[str, ...], str | None]] = [
+        ((n, "conv"), f"act{n[len('conv_bn') :]}") for n in convs
+    ]
+    chain += [((n,), f"fc_act{n[len('fc') :]}") for n in dense]
+    return [*chain, (("head",), None)]
+
+
+def balance_weights(snn_variables: Variables) -> dict[str, Any]:
+    """The weight form of threshold balancing: rescale weights so every threshold becomes 1.
+
+    For each linear layer ``l`` of the chain, ``W ← W·λ_{l−1}/λ_l`` and ``b ← b/λ_l`` (per channel
+    when the thresholds are: ``λ_{l−1}`` scales the input channels, ``λ_l`` the output channels); the
+    head gets ``W ← W·λ_last`` and keeps its bias. Every membrane is then the original one divided by
+    its θ, so the SNN fires exactly the same spikes and computes the same logits (up to float
+    rounding); a test checks it.
+
+    Args:
+      snn_variables: SNN variables from :func:`ann_to_snn_variables` with ``fold_bn=True`` (a
+        BatchNorm after the conv would undo the rescaling) of a :class:`~snnjax.models.ConvNet`.
+
+    Returns:
+      New variables with every ``threshold`` leaf equal to 1.
+
+    Raises:
+      ValueError: for unfolded BatchNorm or a model that is not a plain chain.
+    """
+    params = _flat(snn_variables["params"])
+    if any(k[-2:] == ("bn", "scale") for k in params):
+        raise ValueError("balance_weights needs folded BatchNorm: convert with fold_bn=True first.")
+    input_scale = jnp.ones(())
+    for path, activation in _chain_layers(params):
+        kernel = params[path + ("kernel",)]
+        in_features = kernel.shape[-2]
+        # After a flatten (NHWC, channels fastest) a per-channel scale repeats over the positions.
+        scale_in = jnp.tile(input_scale, in_features // input_scale.size) if input_scale.ndim else input_scale
+        kernel = kernel * jnp.broadcast_to(scale_in.reshape(-1, 1), kernel.shape)
+        if activation is None:
+            params[path + ("kernel",)] = kernel
+            break
+        threshold = params[(activation, "threshold")]
+        out_scale = jnp.broadcast_to(threshold, (kernel.shape[-1],))
+        params[path + ("kernel",)] = kernel / jnp.broadcast_to(out_scale, kernel.shape)
+        bias_paths = [path + ("bias",), (path[0], "bn", "bias")]
+        for bias_path in bias_paths:
+            if bias_path in params:
+                params[bias_path] = params[bias_path] / out_scale
+        params[(activation, "threshold")] = jnp.ones_like(threshold)
+        input_scale = threshold
+    balanced = dict(snn_variables)
+    balanced["params"] = traverse_util.unflatten_dict(params)
+    return balanced
 
 
 SIMULATION_MODES = ("layer", "step")
 
 
 def spiking_activation(
-    v0: float = 0.5, per_channel: bool = False, mode: str = "layer"
+    v0: float = 0.5, per_channel: bool = False, mode: str = "layer", neuron: str = "if"
 ) -> Callable[..., nn.Module]:
-    """Activation factory for the SNN: an IF neuron (threshold θ from the variables, v(0)=v0·θ).
+    """Activation factory for the SNN: a spiking neuron (threshold θ from the variables, v(0)=v0·θ).
 
     Args:
       v0: initial membrane fraction.
       per_channel: thresholds are per channel.
-      mode: ``"layer"`` (one ``lax.scan`` over time per IF layer, input ``[T, B, ...]``) or ``"step"``
-        (:class:`~snnjax.layers.SteppedIFActivation`, one timestep per call).
+      mode: ``"layer"`` (one pass per layer over the time-batched ``[T, B, ...]`` input) or ``"step"``
+        (:class:`~snnjax.layers.SteppedIFActivation`, one timestep per call; IF neuron only).
+      neuron: a key of :data:`snnjax.neurons.NEURONS`: ``"if"`` (reference IF),
+        ``"integrate_then_fire"`` or ``"signed_if"`` (SpikeConverter).
+
+    Raises:
+      ValueError: for an unknown mode or neuron, or a neuron that step mode cannot run.
     """
     if mode not in SIMULATION_MODES:
         raise ValueError(f"simulation mode {mode!r} is unknown; allowed: {', '.join(SIMULATION_MODES)}.")
+    if neuron not in NEURONS:
+        raise ValueError(f"neuron {neuron!r} is unknown; allowed: {', '.join(NEURONS)}.")
     if mode == "step":
+        if neuron != "if":
+            raise ValueError(
+                f"step mode runs the IF neuron only; neuron {neuron!r} needs mode='layer' "
+                "(integrate_then_fire sees its whole window before firing)."
+            )
         return functools.partial(SteppedIFActivation, v0=v0, per_channel=per_channel)
     return functools.partial(
         ThresholdActivation,
-        fn=functools.partial(if_neuron, v0=v0),
+        fn=functools.partial(NEURONS[neuron], v0=v0),
         parameterization=ThresholdParameterization.IDENTITY,
         per_channel=per_channel,
     )
+
+
+# The ANN activation layers the converter knows how to turn into spiking neurons.
+CONVERTIBLE_ACTIVATIONS = (ThresholdActivation, Activation)
+
+
+def _check_convertible(ann_model: nn.Module) -> None:
+    activation = getattr(ann_model, "activation", None)
+    if activation is None:
+        raise ValueError(
+            f"{type(ann_model).__name__} has no 'activation' attribute: the converter swaps that factory "
+            "for the spiking neuron, so build the model with one (see snnjax.models)."
+        )
+    layer = getattr(activation, "func", activation)
+    if layer not in CONVERTIBLE_ACTIVATIONS:
+        known = ", ".join(cls.__name__ for cls in CONVERTIBLE_ACTIVATIONS)
+        raise ValueError(
+            f"The model's activation {activation!r} is not one the converter knows ({known}, or a "
+            "functools.partial of one); refusing to convert rather than skipping it."
+        )
 
 
 def spiking_model(
@@ -195,8 +304,9 @@ def spiking_model(
     fold_bn: bool = False,
     per_channel: bool = False,
     mode: str = "layer",
+    neuron: str = "if",
 ) -> nn.Module:
-    """The SNN: the same model with its activation swapped for the IF neuron.
+    """The SNN: the same model with its activation swapped for the spiking neuron.
 
     Args:
       ann_model: an unbound model with ``activation`` (and ``norm``) attributes.
@@ -204,11 +314,16 @@ def spiking_model(
       fold_bn: use :class:`FoldedBatchNorm` (pair with ``ann_to_snn_variables(..., fold_bn=True)``).
       per_channel: thresholds are per channel.
       mode: ``"layer"`` or ``"step"`` simulation (see :func:`spiking_apply`); same outputs.
+      neuron: see :func:`spiking_activation`.
 
     Returns:
       A clone of ``ann_model`` to be applied with :func:`spiking_apply`.
+
+    Raises:
+      ValueError: if the model's activation is not a :data:`CONVERTIBLE_ACTIVATIONS` layer.
     """
-    updates: dict[str, Any] = {"activation": spiking_activation(v0, per_channel, mode)}
+    _check_convertible(ann_model)
+    updates: dict[str, Any] = {"activation": spiking_activation(v0, per_channel, mode, neuron)}
     if fold_bn:
         updates["norm"] = FoldedBatchNorm
     return ann_model.clone(**updates)
@@ -245,11 +360,6 @@ def spiking_apply(
     if not _is_step_mode(snn_model):
         inputs = jnp.broadcast_to(images, (num_steps, *images.shape))
         return snn_model.apply(snn_variables, inputs, train=False)
-
-    def advance(membranes, variables):
-        return snn_model.apply(
-            {**variables, "membrane": membranes}, images, train=False, mutable=["membrane"]
-        )
 
     # The first step creates every membrane at v0·θ; the scan carries them through the other steps.
     first_logits, state = snn_model.apply(snn_variables, images, train=False, mutable=["membrane"])

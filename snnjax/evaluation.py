@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -14,19 +15,20 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from snnjax import conversion, methods, parallel, training
+from snnjax import conversion, methods, parallel, reports, training
 from snnjax import data as data_lib
 from snnjax.config_validation import validate_config
+from snnjax.neurons import WINDOWED_NEURONS
 
 __all__ = ["convert_and_evaluate", "format_table", "snn_accuracy_by_step"]
 
 REPORTED_STEPS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
-@functools.partial(jax.jit, static_argnames=("snn_model", "num_steps"))
-def _snn_correct_by_step(snn_model, variables, images, labels, mask, num_steps):
+@functools.partial(jax.jit, static_argnames=("snn_model", "num_steps", "dtype"))
+def _snn_correct_by_step(snn_model, variables, images, labels, mask, num_steps, dtype=jnp.float32):
     logits = conversion.cumulative_mean_logits(
-        conversion.spiking_apply(snn_model, variables, images, num_steps)
+        conversion.spiking_apply(snn_model, variables, images.astype(dtype), num_steps)
     )
     labels_t = jnp.broadcast_to(labels, logits.shape[:2])
     top1 = (jnp.argmax(logits, -1) == labels_t) & mask[None]  # [T, B]
@@ -34,8 +36,23 @@ def _snn_correct_by_step(snn_model, variables, images, labels, mask, num_steps):
     return jnp.sum(top1, axis=1), jnp.sum(top5, axis=1)
 
 
+def reported_steps(num_steps: int, levels: int | None = None) -> list[int]:
+    """The t shown in tables: 1, 2, 4, ... up to T, plus T itself and L (when ≤ T)."""
+    steps = {t for t in REPORTED_STEPS if t <= num_steps} | {num_steps}
+    if levels is not None and levels <= num_steps:
+        steps.add(levels)
+    return sorted(steps)
+
+
 def snn_accuracy_by_step(
-    snn_model, snn_variables, batches: Iterable, num_steps: int, mesh=None, num_batches: int | None = None
+    snn_model,
+    snn_variables,
+    batches: Iterable,
+    num_steps: int,
+    mesh=None,
+    num_batches: int | None = None,
+    windows: Sequence[int] | None = None,
+    dtype=jnp.float32,
 ) -> dict[str, np.ndarray]:
     """SNN top-1 and top-5 accuracy after every step t = 1..T, from one T-step simulation per batch.
 
@@ -47,29 +64,39 @@ def snn_accuracy_by_step(
       num_steps: T.
       mesh: data mesh (default: all devices).
       num_batches: for the progress bar.
+      windows: for a windowed neuron (``integrate_then_fire``), whose result exists only at the end
+        of its window: simulate each of these window lengths separately; other t stay NaN.
+      dtype: simulation dtype (``jnp.float32`` or ``jnp.bfloat16``); variables are cast to it.
 
     Returns:
       ``{"top1": [T], "top5": [T]}`` float arrays; entry ``t-1`` is the accuracy of the mean logits
-      over steps ``1..t``.
+      over steps ``1..t`` (NaN where not simulated).
     """
     mesh = mesh if mesh is not None else parallel.data_mesh()
-    snn_variables = parallel.replicate(mesh, snn_variables)
+    snn_variables = parallel.replicate(mesh, jax.tree.map(lambda x: x.astype(dtype), snn_variables))
+    simulations = [num_steps] if windows is None else sorted(set(windows))
     top1, top5, count = np.zeros(num_steps), np.zeros(num_steps), 0
     for batch in tqdm(batches, total=num_batches, desc=f"SNN T={num_steps}", leave=False, disable=None):
         sharded = parallel.shard_batch(mesh, *batch)
-        correct1, correct5 = _snn_correct_by_step(snn_model, snn_variables, *sharded, num_steps)
-        top1 += np.asarray(correct1)
-        top5 += np.asarray(correct5)
+        for steps in simulations:
+            correct1, correct5 = _snn_correct_by_step(snn_model, snn_variables, *sharded, steps, dtype)
+            if windows is None:
+                top1 += np.asarray(correct1)
+                top5 += np.asarray(correct5)
+            else:
+                top1[steps - 1] += float(correct1[-1])
+                top5[steps - 1] += float(correct5[-1])
         count += int(np.sum(batch[2]))
+    if windows is not None:
+        unsimulated = np.ones(num_steps, bool)
+        unsimulated[np.asarray(simulations) - 1] = False
+        top1[unsimulated] = top5[unsimulated] = np.nan
     return {"top1": top1 / count, "top5": top5 / count}
 
 
 def format_table(ann_accuracy: float, snn_accuracy: np.ndarray, levels: int | None = None) -> str:
     """A text table of ANN accuracy and SNN accuracy at T = 1, 2, 4, ... (and T = L)."""
-    num_steps = len(snn_accuracy)
-    steps = sorted({t for t in REPORTED_STEPS if t <= num_steps} | {num_steps})
-    if levels is not None and levels <= num_steps:
-        steps = sorted(set(steps) | {levels})
+    steps = [t for t in reported_steps(len(snn_accuracy), levels) if np.isfinite(snn_accuracy[t - 1])]
     lines = [f"{'':>10}  {'accuracy':>9}  {'Δ vs ANN':>9}", f"{'ANN':>10}  {100 * ann_accuracy:8.2f}%"]
     for t in steps:
         acc = snn_accuracy[t - 1]
@@ -80,15 +107,28 @@ def format_table(ann_accuracy: float, snn_accuracy: np.ndarray, levels: int | No
     return "\n".join(lines)
 
 
-def _plot(path: str, ann_accuracy: float, snn_accuracy: np.ndarray, title: str) -> None:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_accuracy(path: str, ann_accuracy: float, snn_accuracy: np.ndarray, title: str) -> None:
+    """Accuracy vs T: the SNN curve (simulated t only) and the ANN as a dashed line."""
+    plt = _pyplot()
     steps = np.arange(1, len(snn_accuracy) + 1)
+    simulated = np.isfinite(snn_accuracy)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    ax.plot(steps, 100 * snn_accuracy, marker="o", markersize=3, label="SNN (mean logits over 1..t)")
+    ax.plot(
+        steps[simulated],
+        100 * snn_accuracy[simulated],
+        marker="o",
+        markersize=3,
+        label="SNN (mean logits over 1..t)",
+    )
     ax.axhline(100 * ann_accuracy, color="k", linestyle="--", label=f"ANN {100 * ann_accuracy:.2f}%")
     ax.set_xscale("log", base=2)
     ticks = [t for t in REPORTED_STEPS if t <= len(snn_accuracy)]
@@ -103,16 +143,97 @@ def _plot(path: str, ann_accuracy: float, snn_accuracy: np.ndarray, title: str) 
     plt.close(fig)
 
 
-def convert_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Restores the ANN trained in ``workdir``, converts it to an SNN and evaluates both.
+def plot_layers(path: str, layer_report: dict, title: str) -> None:
+    """Two panels over the activation layers, in network order.
 
-    Prints the accuracy table, and writes ``workdir/snn_eval.json``
-    (``{"dataset", "method", "T", "ann_accuracy", "snn_accuracy": {"1": ..., "T": ...},
-    "ann_top5_accuracy", "snn_top5_accuracy": {...}}``, accuracies as fractions) and
-    ``workdir/snn_accuracy.png``.
+    Top: relative L2 error (ANN vs SNN rate·θ) at each reported t. Bottom: mean firing rate (spikes per
+    neuron per step) and the fraction of silent neurons.
+    """
+    plt = _pyplot()
+    layers = layer_report["layers"]
+    names = [layer["name"] for layer in layers]
+    index = np.arange(len(layers))
+    fig, (ax_error, ax_rate) = plt.subplots(
+        2, 1, figsize=(max(6, 0.45 * len(layers) + 2), 7), dpi=120, sharex=True
+    )
+    for t in layers[0]["errors"]:
+        ax_error.plot(
+            index, [layer["errors"][t]["relative_l2"] for layer in layers], marker="o", label=f"t = {t}"
+        )
+    ax_error.set_ylabel("relative L2 error ‖r·θ − a‖/‖a‖")
+    ax_error.set_title(title)
+    ax_error.grid(True, alpha=0.3)
+    ax_error.legend()
+    ax_rate.bar(index, [layer["mean_rate"] for layer in layers], color="tab:orange", label="mean firing rate")
+    ax_rate.plot(index, [layer["fraction_silent"] for layer in layers], "k.", label="fraction silent")
+    ax_rate.set_ylabel(f"spikes / neuron / step (t ≤ {layer_report['firing_steps']})")
+    ax_rate.set_ylim(0, 1)
+    ax_rate.grid(True, axis="y", alpha=0.3)
+    ax_rate.legend()
+    ax_rate.set_xticks(index, names, rotation=60, ha="right", fontsize=8)
+    ax_rate.set_xlabel("activation layer (network order)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def format_layer_table(layer_report: dict, energy: dict) -> str:
+    """Per-layer error at the largest reported t, firing statistics, and the operation/energy totals."""
+    t = str(layer_report["firing_steps"])
+    lines = [
+        f"layer-wise ANN vs SNN at t={t} ({layer_report['images']} test images):",
+        f"{'layer':>26} {'rel L2':>7} {'cosine':>7} {'clip':>7} {'quant':>7} {'uneven':>7} {'v<0':>5} "
+        f"{'rate':>6} {'silent':>6}",
+    ]
+    for layer in layer_report["layers"]:
+        e = layer["errors"][t]
+        lines.append(
+            f"{layer['name'][-26:]:>26} {e['relative_l2']:7.4f} {e['cosine']:7.4f} {e['clipping']:7.4f} "
+            f"{e['quantization']:7.4f} {e['unevenness']:7.4f} {e['negative_residual']:5.2f} "
+            f"{layer['mean_rate']:6.3f} {layer['fraction_silent']:6.2f}"
+        )
+    lines.append(
+        f"per image: ANN {energy['ann_macs'] / 1e6:.3f} M MACs = {energy['ann_energy_uj']:.3f} µJ; "
+        f"SNN (t={t}) {energy['snn_macs'] / 1e6:.3f} M MACs + {energy['snn_sops'] / 1e6:.3f} M SOPs "
+        f"({layer_report['spikes_per_image']:.0f} spikes) = {energy['snn_energy_uj']:.3f} µJ "
+        f"({energy['pj_per_mac']} pJ/MAC, {energy['pj_per_ac']} pJ/AC)"
+    )
+    return "\n".join(lines)
+
+
+def _restore(config: ml_collections.ConfigDict, workdir: str, dataset, mesh) -> training.TrainState:
+    steps_per_epoch = dataset.num_train // config.batch_size
+    manager = training.checkpoint_manager(workdir, config.checkpoint)
+    template = training.abstract_train_state(config, dataset, steps_per_epoch)
+    try:
+        state = training.restore_state(manager, template, mesh)
+    except Exception as error:  # Orbax raises several types for a tree/shape mismatch.
+        raise ValueError(
+            f"The checkpoint in {manager.directory} does not match the config (model={config.model!r}, "
+            f"method={config.method!r}, dataset={config.dataset!r}, per_channel_threshold="
+            f"{config.per_channel_threshold}, pooling={config.pooling!r}): pass the config it was trained "
+            f"with. Orbax said: {str(error)[:500]}"
+        ) from error
+    finally:
+        manager.close()
+    if state is None:
+        raise FileNotFoundError(
+            f"No checkpoint in {manager.directory}: run train.py with the same --config and --workdir first."
+        )
+    return state
+
+
+def convert_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Restores the ANN trained in ``workdir``, converts it to an SNN, evaluates and reports both.
+
+    Prints the accuracy table and the layer-wise report, and writes to ``workdir``:
+    ``snn_eval.json`` (``{"dataset", "method", "T", "ann_accuracy", "snn_accuracy": {"1": ..., "T": ...},
+    "ann_top5_accuracy", "snn_top5_accuracy": {...}, "neuron", "snn_dtype", "latency_steps": {...},
+    "layers": <reports.spiking_layer_report>, "energy": <reports.energy_report>}``, accuracies as
+    fractions), ``snn_accuracy.png`` and ``snn_layers.png``.
 
     Args:
-      config: the config the ANN was trained with.
+      config: the config the ANN was trained with (plus conversion fields).
       workdir: the training workdir.
 
     Returns:
@@ -120,75 +241,127 @@ def convert_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dic
 
     Raises:
       FileNotFoundError: if ``workdir`` holds no checkpoint.
+      ValueError: if the checkpoint does not match the config's architecture.
     """
     validate_config(config)
     mesh = parallel.data_mesh()
     dataset = data_lib.load_dataset(config.dataset, config.data_dir, config.seed, config.image_size)
-    steps_per_epoch = dataset.num_train // config.batch_size
-    manager = training.checkpoint_manager(workdir, config.checkpoint)
-    template = training.abstract_train_state(config, dataset, steps_per_epoch)
-    state = training.restore_state(manager, template, mesh)
-    manager.close()
-    if state is None:
-        raise FileNotFoundError(
-            f"No checkpoint in {manager.directory}: run train.py with the same --config and --workdir first."
-        )
+    state = _restore(config, workdir, dataset, mesh)
     start = time.perf_counter()
     ann = training.evaluate(state, dataset.test_batches(config.eval_batch_size), mesh)
     ann_variables = {"params": state.params, "batch_stats": state.batch_stats}
     ann_model = training.build_ann(config, dataset.num_classes)
+    per_channel = config.per_channel_threshold
     if config.method == methods.Method.RELU:
         calibration = dataset.calibration_images(config.calibration_examples)
         ann_variables = conversion.calibrate_thresholds(
-            ann_model, ann_variables, calibration, config.calibration_percentile
+            ann_model, ann_variables, calibration, config.calibration_percentile, per_channel
         )
     snn_variables = conversion.ann_to_snn_variables(
         ann_variables,
         threshold_parameterization=config.threshold_parameterization,
         fold_bn=config.fold_bn,
     )
-    snn_model = conversion.spiking_model(
-        ann_model,
-        v0=methods.initial_membrane_fraction(config),
-        fold_bn=config.fold_bn,
-        per_channel=config.per_channel_threshold and config.method != methods.Method.RELU,
-        mode=config.snn_mode,
-    )
+    neuron = methods.snn_neuron(config)
+    v0 = methods.initial_membrane_fraction(config)
+
+    def snn_model(mode):
+        model = conversion.spiking_model(
+            ann_model, v0=v0, fold_bn=config.fold_bn, per_channel=per_channel, mode=mode, neuron=neuron
+        )
+        return model.clone(pooling=config.snn_max_pool) if hasattr(model, "pooling") else model
+
+    levels = methods.levels(config)
+    windowed = neuron in WINDOWED_NEURONS
+    windows = reported_steps(config.snn_num_steps, levels) if windowed else None
+    simulated_variables = snn_variables
+    if config.balancing == "weights":
+        simulated_variables = conversion.balance_weights(snn_variables)
     accuracy = snn_accuracy_by_step(
-        snn_model,
-        snn_variables,
+        snn_model(config.snn_mode),
+        simulated_variables,
         dataset.test_batches(config.eval_batch_size),
         config.snn_num_steps,
         mesh,
         num_batches=-(-dataset.num_test // config.eval_batch_size),
+        windows=windows,
+        dtype=jnp.dtype(config.snn_dtype),
     )
     snn = accuracy["top1"]
-    levels = config.levels if config.method in (methods.Method.QCFS, methods.Method.SLIP_RELU) else None
     print(
-        f"\n{config.dataset} test set ({dataset.num_test} images), {config.model}, "
-        f"method {config.method}" + (f", L={levels}" if levels else "") + f", {config.snn_mode} mode"
+        f"\n{config.dataset} test set ({dataset.num_test} images), {config.model}, method {config.method}"
+        + (f", L={levels}" if levels else "")
+        + f", {neuron} neuron, {config.snn_mode} mode, {config.snn_dtype}"
     )
     print(format_table(ann["accuracy"], snn, levels))
-    print(
-        f"top-5: ANN {100 * ann['top5_accuracy']:.2f}%, SNN at T={len(snn)} {100 * accuracy['top5'][-1]:.2f}%"
+    last = max(t for t in range(1, len(snn) + 1) if np.isfinite(snn[t - 1]))
+    top5 = accuracy["top5"][last - 1]
+    print(f"top-5: ANN {100 * ann['top5_accuracy']:.2f}%, SNN at T={last} {100 * top5:.2f}%")
+    # The layer-wise report compares rate·θ with the ANN, so it runs the threshold form in float32 and
+    # layer mode (same spikes as weight balancing and step mode; bfloat16 is reported by accuracy only).
+    report_steps = sorted({min(int(t), config.snn_num_steps) for t in config.report_steps})
+    if windowed:
+        report_steps = sorted({min(levels, config.snn_num_steps), *report_steps})
+    report_batch = min(config.eval_batch_size, 32 * mesh.size)
+    layer_report = reports.spiking_layer_report(
+        ann_model,
+        ann_variables,
+        snn_model("layer"),
+        snn_variables,
+        itertools.islice(dataset.test_batches(report_batch), -(-config.report_examples // report_batch)),
+        report_steps,
+        v0,
+        windowed=windowed,
+        mesh=mesh,
     )
+    energy = reports.energy_report(
+        reports.linear_layer_costs(ann_model, ann_variables, dataset.image_shape),
+        {layer["name"]: layer["spikes_per_image"] for layer in layer_report["layers"]},
+        config.energy_pj_per_mac,
+        config.energy_pj_per_ac,
+    )
+    print(format_layer_table(layer_report, energy))
+    num_spiking = len(layer_report["layers"])  # all on the longest path (shortcuts are shorter)
+    if windowed:
+        print(
+            f"latency: {neuron} separates the layers in time; an output needs ({num_spiking} spiking "
+            f"layers + 1) × T steps: T={levels} → {(num_spiking + 1) * levels} steps."
+        )
     print(f"(evaluation took {time.perf_counter() - start:.1f}s)")
+
+    def by_step(values):
+        return {str(t + 1): float(a) for t, a in enumerate(values) if np.isfinite(a)}
+
     result = {
         "dataset": config.dataset,
         "method": config.method,
         "T": int(config.snn_num_steps),
         "ann_accuracy": float(ann["accuracy"]),
-        "snn_accuracy": {str(t + 1): float(a) for t, a in enumerate(snn)},
+        "snn_accuracy": by_step(snn),
         "ann_top5_accuracy": float(ann["top5_accuracy"]),
-        "snn_top5_accuracy": {str(t + 1): float(a) for t, a in enumerate(accuracy["top5"])},
+        "snn_top5_accuracy": by_step(accuracy["top5"]),
+        "neuron": neuron,
+        "snn_mode": config.snn_mode,
+        "snn_dtype": config.snn_dtype,
+        "balancing": config.balancing,
+        "spiking_layers": num_spiking,
+        # Steps from the first input to the output for each simulated T: T for the IF neuron (all
+        # layers run concurrently), (spiking layers + 1)·T with temporal separation.
+        "latency_steps": {t: int(t) * (num_spiking + 1 if windowed else 1) for t in by_step(snn)},
+        "layers": layer_report,
+        "energy": energy,
     }
     with open(os.path.join(workdir, "snn_eval.json"), "w") as f:
         json.dump(result, f, indent=2)
-    _plot(
+    title = f"{config.dataset} / {config.model} / {config.method} ({neuron})"
+    plot_accuracy(
         os.path.join(workdir, "snn_accuracy.png"),
         ann["accuracy"],
         snn,
-        f"{config.dataset} ({dataset.num_test} test images) / {config.model} / {config.method}",
+        f"{title}, {dataset.num_test} test images",
     )
-    print(f"Wrote {os.path.join(workdir, 'snn_eval.json')} and snn_accuracy.png")
+    plot_layers(
+        os.path.join(workdir, "snn_layers.png"), layer_report, f"{title}, {layer_report['images']} images"
+    )
+    print(f"Wrote {os.path.join(workdir, 'snn_eval.json')}, snn_accuracy.png and snn_layers.png")
     return result

@@ -14,7 +14,7 @@ import ml_collections
 from snnjax import activations
 from snnjax.layers import Activation, ModuleDef, ThresholdActivation
 
-__all__ = ["Method", "ann_activation", "initial_membrane_fraction"]
+__all__ = ["Method", "ann_activation", "initial_membrane_fraction", "levels", "snn_neuron"]
 
 
 class Method(enum.StrEnum):
@@ -22,6 +22,9 @@ class Method(enum.StrEnum):
 
     QCFS = "qcfs"
     SLIP_RELU = "slip_relu"
+    # Liu et al. (AAAI 2022): trains the T-level quantized clipped ReLU (QCFS with L = T, φ = v0) that
+    # its integrate-then-fire SNN equals exactly.
+    SPIKECONVERTER = "spikeconverter"
     THRESHOLD_RELU = "threshold_relu"
     RELU = "relu"
 
@@ -43,7 +46,7 @@ def ann_activation(config: ml_collections.ConfigDict) -> ModuleDef:
     method = _method(config)
     if method is Method.RELU:
         return functools.partial(Activation, fn=activations.relu)
-    if method is Method.QCFS:
+    if method in (Method.QCFS, Method.SPIKECONVERTER):
         fn = functools.partial(
             activations.qcfs,
             levels=config.levels,
@@ -72,14 +75,30 @@ def ann_activation(config: ml_collections.ConfigDict) -> ModuleDef:
 def initial_membrane_fraction(config: ml_collections.ConfigDict) -> float:
     """v(0)/θ for the SNN: ``config.snn_v0`` if set, else the method's natural choice.
 
-    QCFS: its shift φ (½); SlipReLU: ``shift2``; threshold-ReLU and ReLU: ½ (the expected-error
-    minimiser for uniform inputs).
+    QCFS and SpikeConverter: the shift φ (½); SlipReLU: ``shift2``; threshold-ReLU and ReLU: ½ (the
+    expected-error minimiser for uniform inputs).
     """
     if config.snn_v0 is not None:
         return float(config.snn_v0)
     method = _method(config)
-    if method is Method.QCFS:
+    if method in (Method.QCFS, Method.SPIKECONVERTER):
         return float(config.qcfs_shift)
     if method is Method.SLIP_RELU:
         return float(config.slip_shift2)
     return 0.5
+
+
+def snn_neuron(config: ml_collections.ConfigDict) -> str:
+    """The SNN's neuron: ``config.snn_neuron`` if set, else the method's.
+
+    ``integrate_then_fire`` for SpikeConverter, the reference ``if`` neuron for every other method.
+    """
+    if config.snn_neuron is not None:
+        return config.snn_neuron
+    return "integrate_then_fire" if _method(config) is Method.SPIKECONVERTER else "if"
+
+
+def levels(config: ml_collections.ConfigDict) -> int | None:
+    """L of a quantized method (QCFS, SlipReLU, SpikeConverter: its window T), else None."""
+    quantized = (Method.QCFS, Method.SLIP_RELU, Method.SPIKECONVERTER)
+    return int(config.levels) if _method(config) in quantized else None

@@ -6,7 +6,8 @@ is exactly "layer mode": each synaptic layer runs once on the time-batched tenso
 scans over axis 0). Images are NHWC. Layers carry explicit names so the variable tree does not depend on
 which activation is plugged in.
 
-Max-pooling is replaced by 2×2 average pooling everywhere, as in the reference conversion code.
+ConvNets pool with 2×2 average pooling by default, as in the reference conversion code; a max-pool
+ANN (``pooling="max"``) converts with max → avg replaced or with a spiking max-pool gate.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ __all__ = [
     "SmallCNN",
     "TinyCNN",
     "VGG16",
+    "POOLINGS",
     "create_model",
+    "spiking_max_pool_gate",
 ]
 
 POOL = "P"
@@ -41,6 +44,38 @@ VGG16_LAYERS = (64, 64, POOL, 128, 128, POOL, 256, 256, 256, POOL, 512, 512, 512
 
 def _avg_pool(x: jax.Array) -> jax.Array:
     return nn.avg_pool(x, (2, 2), strides=(2, 2))
+
+
+def _max_pool(x: jax.Array) -> jax.Array:
+    return nn.max_pool(x, (2, 2), strides=(2, 2))
+
+
+def spiking_max_pool_gate(x: jax.Array) -> jax.Array:
+    """2×2 max-pooling for spikes: pass the spikes of the window's most active neuron so far.
+
+    At step t each 2×2 window forwards the output at t of the neuron with the largest cumulative
+    output over steps 1..t (ties: the first in row-major order), the gate of Rueckauer et al. (2017).
+    Over time the window's count tracks the maximum count, while an output is still one spike.
+
+    Args:
+      x: spikes·θ, time-major ``[T, ..., H, W, C]`` (layer mode), H and W even.
+
+    Returns:
+      ``[T, ..., H/2, W/2, C]``.
+    """
+    *lead, height, width, channels = x.shape
+    windows = x.reshape(*lead, height // 2, 2, width // 2, 2, channels)
+    n = windows.ndim
+    # [..., H/2, 2, W/2, 2, C] -> [..., H/2, W/2, C, 2, 2] -> [..., H/2, W/2, C, 4]
+    windows = jnp.transpose(windows, (*range(n - 5), n - 5, n - 3, n - 1, n - 4, n - 2))
+    windows = windows.reshape(*windows.shape[:-2], 4)
+    winner = jnp.argmax(jnp.cumsum(windows, axis=0), axis=-1, keepdims=True)
+    return jnp.take_along_axis(windows, winner, axis=-1)[..., 0]
+
+
+# 2×2 pooling of ConvNet: "avg" (reference ANNs and their SNNs), "max" (ANN only), and the spiking
+# replacement of a max-pool ("max_gate", layer-mode SNN only).
+POOLINGS = {"avg": _avg_pool, "max": _max_pool, "max_gate": spiking_max_pool_gate}
 
 
 class ConvNet(nn.Module):
@@ -53,6 +88,7 @@ class ConvNet(nn.Module):
       activation: activation factory, called as ``activation(name=...)``.
       norm: normalization factory (BatchNorm, or FoldedBatchNorm after folding).
       conv_implementation: ``"auto"``, ``"hybrid"``, ``"im2col"`` or ``"xla"`` (see ``snnjax.layers.Conv``).
+      pooling: a key of ``POOLINGS`` (``"avg"``, ``"max"``; ``"max_gate"`` in a converted SNN).
     """
 
     layers: Sequence[int | str]
@@ -61,14 +97,17 @@ class ConvNet(nn.Module):
     activation: ModuleDef
     norm: ModuleDef = BatchNorm
     conv_implementation: str = "auto"
+    pooling: str = "avg"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """Maps images ``[..., H, W, C]`` to logits ``[..., num_classes]``."""
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling {self.pooling!r} is unknown; allowed: {', '.join(POOLINGS)}.")
         conv_index = 0
         for layer in self.layers:
             if layer == POOL:
-                x = _avg_pool(x)
+                x = POOLINGS[self.pooling](x)
                 continue
             x = ConvBN(
                 layer,
@@ -182,10 +221,20 @@ def create_model(
     activation: ModuleDef,
     norm: ModuleDef = BatchNorm,
     conv_implementation: str = "auto",
+    pooling: str = "avg",
 ) -> nn.Module:
-    """Builds the model called ``name`` (a key of ``MODELS``) with the given activation factory."""
+    """Builds the model called ``name`` (a key of ``MODELS``) with the given activation factory.
+
+    ``pooling`` applies to ConvNets (VGG-16, SmallCNN, TinyCNN); ResNets pool globally by a mean and
+    accept only ``"avg"``.
+    """
     if name not in MODELS:
         raise ValueError(f"config.model={name!r} is unknown; allowed: {', '.join(MODELS)}.")
-    return MODELS[name](
-        num_classes=num_classes, activation=activation, norm=norm, conv_implementation=conv_implementation
-    )
+    kwargs = {"num_classes": num_classes, "activation": activation, "norm": norm}
+    kwargs["conv_implementation"] = conv_implementation
+    if name.startswith("resnet"):
+        if pooling != "avg":
+            raise ValueError(f"config.pooling={pooling!r}: {name} has no 2×2 pooling layers; use 'avg'.")
+    else:
+        kwargs["pooling"] = pooling
+    return MODELS[name](**kwargs)

@@ -12,6 +12,11 @@ Reference semantics (QCFS / SlipReLU code), per step ``t``::
     out[t] = s·θ            # a spike carries the threshold's value
 
 with ``v(0) = v0·θ`` (``v0 = ½`` for QCFS, ``shift2`` for SlipReLU).
+
+Two further neurons serve SpikeConverter (Liu et al., AAAI 2022): :func:`integrate_then_fire`
+(temporal separation: a layer integrates its whole window before firing, which makes the SNN equal a
+T-level quantized ANN exactly) and :func:`signed_if_neuron` (firing overlaps integration; negative
+spikes take back excess positive ones). Both are our reconstruction from the paper's description.
 """
 
 from __future__ import annotations
@@ -19,7 +24,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["if_neuron", "if_neuron_with_state", "if_step", "initial_membrane"]
+__all__ = [
+    "NEURONS",
+    "WINDOWED_NEURONS",
+    "if_neuron",
+    "if_neuron_with_state",
+    "if_step",
+    "initial_membrane",
+    "integrate_then_fire",
+    "signed_if_neuron",
+]
 
 
 def if_step(membrane: jax.Array, z_t: jax.Array, threshold: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -101,3 +115,83 @@ def if_neuron(z: jax.Array, threshold: jax.Array | float, v0: float = 0.5) -> ja
       Outputs ``s·θ`` of shape ``[T, ...]``.
     """
     return if_neuron_with_state(z, threshold, v0)[0]
+
+
+def _time_major(z: jax.Array, name: str) -> jax.Array:
+    z = jnp.asarray(z)
+    if z.ndim < 1 or z.shape[0] < 1:
+        raise ValueError(f"{name} expects time-major input [T, ...] with T >= 1, got shape {z.shape}.")
+    return z
+
+
+def integrate_then_fire(z: jax.Array, threshold: jax.Array | float, v0: float = 0.5) -> jax.Array:
+    """SpikeConverter's temporally separated neuron: integrate the whole window, then fire.
+
+    Over a window of T steps the neuron first integrates every input without firing,
+    ``V = v0·θ + Σ_t z[t]``; in the following T steps it fires one spike per step while ``V ≥ θ``
+    (inclusive), resetting by subtraction. Spike ``k`` (0-based) is fired iff ``V ≥ (k+1)·θ``, so the
+    count is ``clip(floor(V/θ), 0, T)`` whatever the order of the inputs, and the mean output over the
+    window is ``θ/T · clip(floor(Σ_t z[t]/θ + v0), 0, T)``: QCFS with ``L = T`` and shift ``φ = v0``
+    applied to the mean input. A network of these neurons therefore equals a T-level quantized
+    clipped-ReLU ANN layer by layer.
+
+    The firing phase of layer ``l`` is the integration phase of layer ``l+1``: the output is returned
+    on the same ``[T, ...]`` window axis, and an SNN of ``n`` such layers has a latency of
+    ``(n + 1)·T`` steps (the last, analog layer integrates for one more window).
+
+    Args:
+      z: input currents of one window, time-major ``[T, ...]``.
+      threshold: θ, a scalar or an array broadcasting against ``z.shape[1:]`` from the right.
+      v0: initial membrane as a fraction of θ.
+
+    Returns:
+      ``[T, ...]`` outputs in ``{0, θ}``; the spikes occupy the first ``count`` steps.
+    """
+    z = _time_major(z, "integrate_then_fire")
+    num_steps = z.shape[0]
+    theta = jnp.broadcast_to(jnp.asarray(threshold, z.dtype), z.shape[1:])
+    potential = initial_membrane(z.shape[1:], theta, v0, z.dtype) + jnp.sum(z, axis=0)
+    ordinal = jnp.arange(1, num_steps + 1, dtype=z.dtype).reshape((num_steps,) + (1,) * (z.ndim - 1))
+    fires = potential[None] >= ordinal * theta[None]
+    return jnp.where(fires, theta[None], jnp.zeros_like(theta)[None])
+
+
+def signed_if_neuron(z: jax.Array, threshold: jax.Array | float, v0: float = 0.5) -> jax.Array:
+    """IF neuron with signed spikes, for firing that starts before integration ends.
+
+    Per step: ``m = v + z[t]``; if ``m ≥ θ`` a +θ spike (``v = m − θ``); else if ``m ≤ −θ`` and the
+    neuron's net output so far is positive, a −θ spike (``v = m + θ``) that takes back an earlier
+    one; else no spike. Once the input stops the net count ``n`` satisfies ``V = v0·θ + Σz − n·θ``
+    with ``V ∈ (−θ, θ)`` (unless a bound binds), i.e. ``n`` is ``floor(V/θ)`` or one more; a plain IF
+    neuron instead keeps every early spike whatever arrives later.
+
+    Args:
+      z: input currents ``[T, ...]``.
+      threshold: θ, broadcasting against ``z.shape[1:]`` from the right.
+      v0: initial membrane as a fraction of θ.
+
+    Returns:
+      ``[T, ...]`` outputs in ``{−θ, 0, θ}``.
+    """
+    z = _time_major(z, "signed_if_neuron")
+    theta = jnp.broadcast_to(jnp.asarray(threshold, z.dtype), z.shape[1:])
+    zero = jnp.zeros_like(theta)
+
+    def step(carry, z_t):
+        membrane, net_count = carry
+        potential = membrane + z_t
+        positive = potential >= theta
+        negative = ~positive & (potential <= -theta) & (net_count > 0)
+        output = jnp.where(positive, theta, jnp.where(negative, -theta, zero))
+        net_count = net_count + positive.astype(jnp.int32) - negative.astype(jnp.int32)
+        return (potential - output, net_count), output
+
+    start = (initial_membrane(z.shape[1:], theta, v0, z.dtype), jnp.zeros(z.shape[1:], jnp.int32))
+    _, outputs = jax.lax.scan(step, start, z)
+    return outputs
+
+
+# Neuron models selectable as ``config.snn_neuron``; windowed ones give a result only at the end of a
+# window (no per-step readout: each window length T is a separate simulation).
+NEURONS = {"if": if_neuron, "integrate_then_fire": integrate_then_fire, "signed_if": signed_if_neuron}
+WINDOWED_NEURONS = ("integrate_then_fire",)

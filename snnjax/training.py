@@ -77,6 +77,7 @@ def build_ann(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
         num_classes,
         methods.ann_activation(config),
         conv_implementation=config.conv_implementation,
+        pooling=config.pooling,
     )
 
 

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from snnjax.neurons import if_neuron, if_neuron_with_state
+from snnjax.activations import qcfs
+from snnjax.neurons import if_neuron, if_neuron_with_state, integrate_then_fire, signed_if_neuron
 
 
 def reference_if(z, theta, v0):
@@ -82,3 +83,59 @@ def test_bad_shapes_rejected():
         if_neuron(jnp.float32(1.0), 1.0)
     with pytest.raises(ValueError, match="per-neuron shape"):
         if_neuron_with_state(jnp.zeros((2, 3)), 1.0, membrane=jnp.zeros((4,)))
+
+
+# --- SpikeConverter neurons -------------------------------------------------------------------------
+
+
+def test_integrate_then_fire_hand_sequence():
+    # θ = 1, v0 = ½: V = ½ + (2 + 0 − 2 + ½) = 1 → one spike, fired in the first step of the window.
+    z = jnp.array([2.0, 0.0, -2.0, 0.5])
+    np.testing.assert_array_equal(integrate_then_fire(z, 1.0, v0=0.5), [1.0, 0.0, 0.0, 0.0])
+    # The plain IF neuron fires twice on the same input (the early surplus is never taken back).
+    np.testing.assert_array_equal(if_neuron(z, 1.0, v0=0.5), [1.0, 1.0, 0.0, 0.0])
+
+
+def test_integrate_then_fire_inclusive_and_clipped():
+    # V = 0 + 2·1 = 2 = 2θ exactly → 2 spikes (inclusive); V = 10θ → T = 3 spikes; V < 0 → none.
+    np.testing.assert_array_equal(integrate_then_fire(jnp.array([1.0, 1.0, 0.0]), 1.0, v0=0.0), [1, 1, 0])
+    np.testing.assert_array_equal(integrate_then_fire(jnp.full((3,), 10.0), 3.0, v0=0.0), [3, 3, 3])
+    np.testing.assert_array_equal(integrate_then_fire(jnp.full((3,), -1.0), 1.0, v0=0.5), [0, 0, 0])
+
+
+def test_integrate_then_fire_is_order_independent_and_equals_qcfs():
+    # Dyadic inputs make every sum exact, so the identity must hold bit for bit.
+    rng = np.random.default_rng(0)
+    z = rng.integers(-24, 40, size=(8, 5, 7)).astype(np.float32) / 16
+    theta = jnp.array([0.5, 1.0, 2.0, 1.0, 4.0, 0.25, 1.0])  # per channel
+    out = integrate_then_fire(z, theta, v0=0.5)
+    shuffled = integrate_then_fire(z[rng.permutation(8)], theta, v0=0.5)
+    np.testing.assert_array_equal(out, shuffled)
+    expected = qcfs(jnp.asarray(z.mean(axis=0)), theta, levels=8, shift=0.5)
+    np.testing.assert_array_equal(out.mean(axis=0), expected)
+    # Spikes come first in the window: non-increasing in k.
+    assert np.all(np.diff(np.asarray(out), axis=0) <= 0)
+
+
+def test_signed_if_takes_back_excess_spikes():
+    # θ = 1, v0 = ½: m = 2.5 → +1 (v 1.5); 1.5 → +1 (v .5); −1.5 ≤ −1 with net 2 > 0 → −1 (v −.5); 0.
+    z = jnp.array([2.0, 0.0, -2.0, 0.5])
+    np.testing.assert_array_equal(signed_if_neuron(z, 1.0, v0=0.5), [1.0, 1.0, -1.0, 0.0])
+
+
+def test_signed_if_never_goes_net_negative():
+    # No positive spike yet → a very negative membrane emits nothing.
+    np.testing.assert_array_equal(signed_if_neuron(jnp.full((3,), -5.0), 1.0, v0=0.0), [0, 0, 0])
+
+
+def test_signed_if_count_within_one_of_the_ideal():
+    # Inputs in the first half, zeros in the second (firing continues after integration ends).
+    rng = np.random.default_rng(1)
+    active = rng.normal(0.3, 1.5, size=(16, 2000)).astype(np.float32)
+    z = np.concatenate([active, np.zeros_like(active)])
+    net = np.asarray(signed_if_neuron(z, 1.0, v0=0.5)).sum(axis=0)
+    ideal = np.clip(np.floor(0.5 + active.sum(axis=0)), 0, 32)
+    assert np.all((net - ideal >= 0) & (net - ideal <= 1))
+    plain = np.asarray(if_neuron(z, 1.0, v0=0.5)).sum(axis=0)
+    # The plain neuron is off by more on the same inputs (this is what signed spikes fix).
+    assert np.abs(plain - ideal).mean() > np.abs(net - ideal).mean() + 0.1
