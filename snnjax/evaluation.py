@@ -166,7 +166,7 @@ def plot_layers(path: str, layer_report: dict, title: str) -> None:
     ax_error.legend()
     ax_rate.bar(index, [layer["mean_rate"] for layer in layers], color="tab:orange", label="mean firing rate")
     ax_rate.plot(index, [layer["fraction_silent"] for layer in layers], "k.", label="fraction silent")
-    ax_rate.set_ylabel(f"spikes / neuron / step (t ≤ {layer_report['firing_steps']})")
+    ax_rate.set_ylabel(f"spikes/neuron/step, or fraction\n(over t ≤ {layer_report['firing_steps']})")
     ax_rate.set_ylim(0, 1)
     ax_rate.grid(True, axis="y", alpha=0.3)
     ax_rate.legend()

@@ -47,12 +47,25 @@ def test_sgd_applies_coupled_weight_decay_before_momentum():
         ("threshold_init", -1.0, "config.threshold_init"),
         ("snn_num_steps", 0, "config.snn_num_steps"),
         ("qcfs_order", "random", "config.qcfs_order"),
+        ("snn_neuron", "lif", "config.snn_neuron='lif' is invalid; allowed: if, integrate_then_fire"),
+        ("snn_dtype", "float16", "config.snn_dtype"),
+        ("balancing", "weights", "needs config.fold_bn=True"),
+        ("pooling", "min", "config.pooling"),
+        ("report_examples", 0, "config.report_examples"),
     ],
 )
 def test_invalid_config_is_rejected_with_the_field_named(field, value, message):
     config = quickstart.get_config()
     config[field] = value
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        validate_config(config)
+
+
+def test_step_mode_with_a_windowed_neuron_is_rejected():
+    config = quickstart.get_config()
+    config.method = "spikeconverter"
+    config.snn_mode = "step"
+    with pytest.raises(ValueError, match="runs the 'if' neuron only"):
         validate_config(config)
 
 
@@ -191,3 +204,45 @@ def test_batch_size_must_divide_over_the_devices(tmp_path):
     config.batch_size = 30  # 4 fake devices
     with pytest.raises(ValueError, match="divisible by the device count 4"):
         training.train_and_evaluate(config, str(tmp_path))
+
+
+def test_spikeconverter_end_to_end_reports_identity_bfloat16_and_mismatch(tmp_path, capsys):
+    config = ci_tiny.get_config()
+    config.method = "spikeconverter"
+    config.report_steps = (2, 8)
+    workdir = str(tmp_path)
+    training.train_and_evaluate(config, workdir)
+    result = evaluation.convert_and_evaluate(config, workdir)
+    assert result["neuron"] == "integrate_then_fire"
+    # Windowed neuron: one simulation per reported window length.
+    assert list(result["snn_accuracy"]) == ["1", "2", "4", "8"]
+    # At T = L the SNN is the quantized ANN: same accuracy, and zero error in every layer.
+    assert result["snn_accuracy"]["4"] == result["ann_accuracy"]
+    for layer in result["layers"]["layers"]:
+        assert layer["errors"]["4"]["mae"] == 0.0 and layer["errors"]["4"]["unevenness"] == 0.0
+    assert result["latency_steps"]["4"] == 4 * (len(result["layers"]["layers"]) + 1)
+    assert result["energy"]["snn_sops"] > 0 and result["energy"]["ann_macs"] > result["energy"]["snn_macs"]
+    assert (tmp_path / "snn_layers.png").stat().st_size > 1000
+    assert "latency" in capsys.readouterr().out
+
+    config.snn_dtype = "bfloat16"
+    bf16 = evaluation.convert_and_evaluate(config, workdir)
+    assert bf16["snn_dtype"] == "bfloat16" and 0.0 <= bf16["snn_accuracy"]["8"] <= 1.0
+
+    config.model = "small_cnn"
+    with pytest.raises(ValueError, match="does not match the config"):
+        evaluation.convert_and_evaluate(config, workdir)
+
+
+def test_relu_weight_balancing_matches_threshold_balancing_end_to_end(tmp_path):
+    config = ci_tiny.get_config()
+    config.method = "relu"
+    config.fold_bn = True
+    workdir = str(tmp_path)
+    training.train_and_evaluate(config, workdir)
+    by_threshold = evaluation.convert_and_evaluate(config, workdir)
+    config.balancing = "weights"
+    by_weight = evaluation.convert_and_evaluate(config, workdir)
+    # Same spikes up to float rounding at the threshold: at most one of the 360 images may differ.
+    for t in by_threshold["snn_accuracy"]:
+        assert abs(by_weight["snn_accuracy"][t] - by_threshold["snn_accuracy"][t]) <= 1 / 360 + 1e-9
