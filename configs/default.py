@@ -52,6 +52,9 @@ def get_config() -> config_dict.ConfigDict:
     config.snn_neuron = config_dict.placeholder(str)
     config.snn_max_pool = "avg"  # a max-pool ANN's SNN: avg (replace, reference) | max_gate (spiking gate)
     config.snn_dtype = "float32"  # float32 | bfloat16 (SNN variables, input and membranes)
+    # Matmul/conv precision while converting and evaluating: highest = true float32 (GPUs would
+    # otherwise use TF32 for float32 convs, which breaks exact ANN = SNN identities); default = fast.
+    config.eval_precision = "highest"
     config.fold_bn = False  # fold BatchNorm into the convs before simulating
     config.balancing = "threshold"  # threshold (θ = λ) | weights (W·λ_{l-1}/λ_l, θ = 1; ConvNets, fold_bn)
     config.calibration_percentile = 99.9  # relu method: θ = this percentile of activations

@@ -40,6 +40,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _choice(config, "snn_max_pool", ["avg", "max_gate"])
     _choice(config, "snn_dtype", ["float32", "bfloat16"])
     _choice(config, "balancing", ["threshold", "weights"])
+    _choice(config, "eval_precision", ["default", "high", "highest"])
     if config.snn_neuron is not None:
         _choice(config, "snn_neuron", NEURONS)
     if config.snn_mode == "step" and snn_neuron(config) != "if":

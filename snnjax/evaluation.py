@@ -178,25 +178,27 @@ def plot_layers(path: str, layer_report: dict, title: str) -> None:
 
 
 def format_layer_table(layer_report: dict, energy: dict) -> str:
-    """Per-layer error at the largest reported t, firing statistics, and the operation/energy totals."""
-    t = str(layer_report["firing_steps"])
-    lines = [
-        f"layer-wise ANN vs SNN at t={t} ({layer_report['images']} test images):",
-        f"{'layer':>26} {'rel L2':>7} {'cosine':>7} {'clip':>7} {'quant':>7} {'uneven':>7} {'v<0':>5} "
-        f"{'rate':>6} {'silent':>6}",
-    ]
-    for layer in layer_report["layers"]:
-        e = layer["errors"][t]
-        lines.append(
-            f"{layer['name'][-26:]:>26} {e['relative_l2']:7.4f} {e['cosine']:7.4f} {e['clipping']:7.4f} "
-            f"{e['quantization']:7.4f} {e['unevenness']:7.4f} {e['negative_residual']:5.2f} "
-            f"{layer['mean_rate']:6.3f} {layer['fraction_silent']:6.2f}"
-        )
+    """Per-layer error at each reported t, firing statistics, and the operation/energy totals."""
+    lines = []
+    for t in layer_report["layers"][0]["errors"]:
+        lines += [
+            f"layer-wise ANN vs SNN at t={t} ({layer_report['images']} test images; rate and silent at "
+            f"t={layer_report['firing_steps']}):",
+            f"{'layer':>26} {'rel L2':>7} {'cosine':>7} {'clip':>7} {'quant':>7} {'uneven':>7} {'v<0':>5} "
+            f"{'rate':>6} {'silent':>6}",
+        ]
+        for layer in layer_report["layers"]:
+            e = layer["errors"][t]
+            lines.append(
+                f"{layer['name'][-26:]:>26} {e['relative_l2']:7.4f} {e['cosine']:7.4f} {e['clipping']:7.4f} "
+                f"{e['quantization']:7.4f} {e['unevenness']:7.4f} {e['negative_residual']:5.2f} "
+                f"{layer['mean_rate']:6.3f} {layer['fraction_silent']:6.2f}"
+            )
     lines.append(
         f"per image: ANN {energy['ann_macs'] / 1e6:.3f} M MACs = {energy['ann_energy_uj']:.3f} µJ; "
-        f"SNN (t={t}) {energy['snn_macs'] / 1e6:.3f} M MACs + {energy['snn_sops'] / 1e6:.3f} M SOPs "
-        f"({layer_report['spikes_per_image']:.0f} spikes) = {energy['snn_energy_uj']:.3f} µJ "
-        f"({energy['pj_per_mac']} pJ/MAC, {energy['pj_per_ac']} pJ/AC)"
+        f"SNN (t={layer_report['firing_steps']}) {energy['snn_macs'] / 1e6:.3f} M MACs + "
+        f"{energy['snn_sops'] / 1e6:.3f} M SOPs ({layer_report['spikes_per_image']:.0f} spikes) = "
+        f"{energy['snn_energy_uj']:.3f} µJ ({energy['pj_per_mac']} pJ/MAC, {energy['pj_per_ac']} pJ/AC)"
     )
     return "\n".join(lines)
 
@@ -224,6 +226,17 @@ def _restore(config: ml_collections.ConfigDict, workdir: str, dataset, mesh) -> 
 
 
 def convert_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Restores, converts, evaluates and reports; see :func:`_convert_and_evaluate`.
+
+    Runs under ``jax.default_matmul_precision(config.eval_precision)`` (``"highest"`` by default: true
+    float32 convolutions on GPUs, whose default for float32 is TF32).
+    """
+    validate_config(config)
+    with jax.default_matmul_precision(config.eval_precision):
+        return _convert_and_evaluate(config, workdir)
+
+
+def _convert_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Restores the ANN trained in ``workdir``, converts it to an SNN, evaluates and reports both.
 
     Prints the accuracy table and the layer-wise report, and writes to ``workdir``:
@@ -243,7 +256,6 @@ def convert_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dic
       FileNotFoundError: if ``workdir`` holds no checkpoint.
       ValueError: if the checkpoint does not match the config's architecture.
     """
-    validate_config(config)
     mesh = parallel.data_mesh()
     dataset = data_lib.load_dataset(config.dataset, config.data_dir, config.seed, config.image_size)
     state = _restore(config, workdir, dataset, mesh)
@@ -299,9 +311,10 @@ def convert_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dic
     print(f"top-5: ANN {100 * ann['top5_accuracy']:.2f}%, SNN at T={last} {100 * top5:.2f}%")
     # The layer-wise report compares rate·θ with the ANN, so it runs the threshold form in float32 and
     # layer mode (same spikes as weight balancing and step mode; bfloat16 is reported by accuracy only).
-    report_steps = sorted({min(int(t), config.snn_num_steps) for t in config.report_steps})
-    if windowed:
-        report_steps = sorted({min(levels, config.snn_num_steps), *report_steps})
+    report_steps = {min(int(t), config.snn_num_steps) for t in config.report_steps}
+    if levels is not None:
+        report_steps.add(min(levels, config.snn_num_steps))
+    report_steps = sorted(report_steps)
     report_batch = min(config.eval_batch_size, 32 * mesh.size)
     layer_report = reports.spiking_layer_report(
         ann_model,
