@@ -25,6 +25,9 @@ from snnjax.conversion import (
     ann_to_snn_variables as ann_to_snn_variables,
 )
 from snnjax.conversion import (
+    balance_weights as balance_weights,
+)
+from snnjax.conversion import (
     calibrate_thresholds as calibrate_thresholds,
 )
 from snnjax.conversion import (
@@ -95,6 +98,24 @@ from snnjax.neurons import (
 )
 from snnjax.neurons import (
     if_step as if_step,
+)
+from snnjax.neurons import (
+    integrate_then_fire as integrate_then_fire,
+)
+from snnjax.neurons import (
+    signed_if_neuron as signed_if_neuron,
+)
+from snnjax.reports import (
+    energy_report as energy_report,
+)
+from snnjax.reports import (
+    linear_layer_costs as linear_layer_costs,
+)
+from snnjax.reports import (
+    record_activations as record_activations,
+)
+from snnjax.reports import (
+    spiking_layer_report as spiking_layer_report,
 )
 
 __version__ = "0.1.0"
