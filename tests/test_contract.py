@@ -17,6 +17,8 @@ FUNCTIONS = {
     "slip_relu": functools.partial(activations.slip_relu, levels=4, c=0.3),
     "if_neuron": neurons.if_neuron,  # x is time-major here: axis 0 is T
     "if_neuron_v0": functools.partial(neurons.if_neuron, v0=0.0),
+    "integrate_then_fire": neurons.integrate_then_fire,
+    "signed_if_neuron": neurons.signed_if_neuron,
 }
 
 
