@@ -13,7 +13,7 @@ ANN (``pooling="max"``) converts with max → avg replaced or with a spiking max
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -88,7 +88,8 @@ class ConvNet(nn.Module):
       activation: activation factory, called as ``activation(name=...)``.
       norm: normalization factory (BatchNorm, or FoldedBatchNorm after folding).
       conv_implementation: ``"auto"``, ``"hybrid"``, ``"im2col"`` or ``"xla"`` (see ``snnjax.layers.Conv``).
-      pooling: a key of ``POOLINGS`` (``"avg"``, ``"max"``; ``"max_gate"`` in a converted SNN).
+      pooling: a key of ``POOLINGS`` (``"avg"``, ``"max"``; ``"max_gate"`` in a converted SNN), or a
+        function ``[..., H, W, C] -> [..., H/2, W/2, C]``.
     """
 
     layers: Sequence[int | str]
@@ -97,17 +98,21 @@ class ConvNet(nn.Module):
     activation: ModuleDef
     norm: ModuleDef = BatchNorm
     conv_implementation: str = "auto"
-    pooling: str = "avg"
+    pooling: str | Callable[[jax.Array], jax.Array] = "avg"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """Maps images ``[..., H, W, C]`` to logits ``[..., num_classes]``."""
-        if self.pooling not in POOLINGS:
+        if callable(self.pooling):
+            pool = self.pooling
+        elif self.pooling in POOLINGS:
+            pool = POOLINGS[self.pooling]
+        else:
             raise ValueError(f"pooling {self.pooling!r} is unknown; allowed: {', '.join(POOLINGS)}.")
         conv_index = 0
         for layer in self.layers:
             if layer == POOL:
-                x = POOLINGS[self.pooling](x)
+                x = pool(x)
                 continue
             x = ConvBN(
                 layer,

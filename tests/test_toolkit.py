@@ -263,3 +263,18 @@ def test_layer_report_matches_numpy_recomputation():
     # QCFS Theorem 1 on the analog first layer: at t = L the SNN equals the ANN exactly.
     assert report["layers"][0]["errors"]["4"]["mae"] == 0.0
     assert report["layers"][0]["errors"]["4"]["unevenness"] == 0.0
+
+
+@pytest.mark.parametrize("build", [snnjax.TinyCNN, tiny_resnet, SmallChain], ids=["cnn", "resnet", "chain"])
+@pytest.mark.parametrize("neuron", ["if", "integrate_then_fire", "signed_if"])
+def test_time_folded_layer_mode_equals_time_major_apply(build, neuron):
+    # spiking_apply runs the synaptic layers on a [T·B] batch; applying the model to time-major
+    # [T, B, ...] input is the unoptimized reference path. Outputs must be identical.
+    ann = build(num_classes=3, activation=QCFS4)
+    variables = conversion.ann_to_snn_variables(randomize_variables(init(ann, IMAGE_SHAPE)))
+    snn = conversion.spiking_model(ann, neuron=neuron)
+    if build is SmallChain:
+        snn = snn.clone(pooling="max_gate")
+    images = uniform_images()
+    reference = snn.apply(variables, jnp.broadcast_to(images, (6, *images.shape)))
+    np.testing.assert_array_equal(conversion.spiking_apply(snn, variables, images, 6), reference)
