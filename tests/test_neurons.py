@@ -139,3 +139,13 @@ def test_signed_if_count_within_one_of_the_ideal():
     plain = np.asarray(if_neuron(z, 1.0, v0=0.5)).sum(axis=0)
     # The plain neuron is off by more on the same inputs (this is what signed spikes fix).
     assert np.abs(plain - ideal).mean() > np.abs(net - ideal).mean() + 0.1
+
+
+@pytest.mark.parametrize("num_steps", [3, 8, 12])
+def test_unrolled_scan_is_identical_to_rolled_scan(num_steps):
+    z = jax.random.normal(jax.random.key(2), (num_steps, 64, 5))
+    auto = if_neuron_with_state(z, 0.7, v0=0.5)  # unrolled for T <= 8
+    for unroll in (False, True, 4):
+        explicit = if_neuron_with_state(z, 0.7, v0=0.5, unroll=unroll)
+        np.testing.assert_array_equal(auto[0], explicit[0])
+        np.testing.assert_array_equal(auto[1], explicit[1])
