@@ -2,6 +2,7 @@
 
     python -m benchmarks.run --quick                 # a few minutes on a 2-core CPU
     python -m benchmarks.run --name=full_cpu         # the whole grid (an hour or more on that CPU)
+    python -m benchmarks.run --accelerator --name=h100   # GPU: VGG-16/ResNet-20, T = 4, 32, batch 256
 
 Writes ``benchmarks/results/<name>.json`` (a list of SNN rows, see :mod:`benchmarks.snn_throughput`,
 each naming the machine), ``<name>_training.json`` (training images/s, see
@@ -37,8 +38,14 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores"
 
 
-def grid(quick: bool) -> list[tuple]:
+def grid(quick: bool, accelerator: bool = False) -> list[tuple]:
     """(model, T, batch, mode, dtype) configurations."""
+    if accelerator:  # the GPU/TPU table: CIFAR-size VGG-16 and ResNet-20 at batch 256
+        return list(
+            itertools.product(
+                ["vgg16", "resnet20"], [4, 32], [256], ["layer", "step"], ["float32", "bfloat16"]
+            )
+        )
     if quick:
         configs = list(
             itertools.product(["small_cnn", "resnet20"], [4, 32], [64], ["layer", "step"], ["float32"])
@@ -87,6 +94,9 @@ def main() -> None:
     parser.add_argument(
         "--name", default=None, help="results name (default quick_<backend> / full_<backend>)"
     )
+    parser.add_argument(
+        "--accelerator", action="store_true", help="the GPU grid: VGG-16/ResNet-20, batch 256"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-training", action="store_true", help="skip the training-throughput part")
     args = parser.parse_args()
@@ -95,11 +105,13 @@ def main() -> None:
     print(f"benchmarks on {where}\n\nSNN evaluation vs the ReLU limit (same network on the [T·B] batch):")
     print(snn_throughput.HEADER)
     rows = []
-    for model, num_steps, batch, mode, dtype in grid(args.quick):
+    for model, num_steps, batch, mode, dtype in grid(args.quick, args.accelerator):
         row = snn_throughput.measure(model, num_steps, batch, mode, dtype, args.repeats)
         row["machine"] = where
         rows.append(row)
-        print(snn_throughput.format_row(row), flush=True)
+        print(
+            snn_throughput.format_row(row), f"{row['snn_flops_per_second'] / 1e12:6.2f} TFLOP/s", flush=True
+        )
     training = []
     if not args.no_training:
         print("\ntraining throughput (QCFS, batch 128, auto convolution):")
