@@ -103,14 +103,16 @@ def main() -> None:
     name = args.name or f"{'quick' if args.quick else 'full'}_{jax.default_backend()}"
     where = machine()
     print(f"benchmarks on {where}\n\nSNN evaluation vs the ReLU limit (same network on the [T·B] batch):")
-    print(snn_throughput.HEADER)
+    print(snn_throughput.HEADER, " TFLOP/s SNN / limit")
     rows = []
     for model, num_steps, batch, mode, dtype in grid(args.quick, args.accelerator):
         row = snn_throughput.measure(model, num_steps, batch, mode, dtype, args.repeats)
         row["machine"] = where
         rows.append(row)
         print(
-            snn_throughput.format_row(row), f"{row['snn_flops_per_second'] / 1e12:6.2f} TFLOP/s", flush=True
+            snn_throughput.format_row(row),
+            f"{row['snn_flops_per_second'] / 1e12:6.2f} / {row['limit_flops_per_second'] / 1e12:6.2f}",
+            flush=True,
         )
     training = []
     if not args.no_training:
