@@ -61,10 +61,16 @@ def initial_membrane(
     return jnp.broadcast_to(v0 * jnp.asarray(threshold, dtype), shape).astype(dtype)
 
 
-# Up to this many steps the IF scan is unrolled into straight-line code, which XLA fuses into one pass
-# over memory: on a 2-core CPU it cut ResNet-20 SNN time by 28 % at T = 4 and 21 % at T = 8; at T = 32
-# full unrolling made it slower (benchmarks/results/README.md).
-UNROLL_MAX_STEPS = 8
+# Up to this many steps the IF scan is unrolled into straight-line code that XLA fuses into few passes
+# over memory (benchmarks/results/README.md): on a 2-core CPU it cut ResNet-20 SNN time by 28 % at T = 4
+# and 21 % at T = 8 but made T = 32 slower; on an H100 it cut T = 32 by 40 % (VGG-16) and 31 %
+# (ResNet-20). Longer windows stay a rolled scan (compile time grows with the unrolled length).
+UNROLL_MAX_STEPS = {"cpu": 8, "default": 32}
+
+
+def _auto_unroll(num_steps: int) -> bool:
+    limit = UNROLL_MAX_STEPS.get(jax.default_backend(), UNROLL_MAX_STEPS["default"])
+    return num_steps <= limit
 
 
 def if_neuron_with_state(
@@ -83,8 +89,8 @@ def if_neuron_with_state(
       v0: initial membrane as a fraction of θ; ignored when ``membrane`` is given.
       membrane: optional membrane to start from, shape ``z.shape[1:]`` (e.g. the second output of a
         previous call), which makes two calls on ``z[:k]`` and ``z[k:]`` equal one call on ``z``.
-      unroll: ``lax.scan``'s unroll; None = fully unrolled for ``T <= UNROLL_MAX_STEPS``, else rolled.
-        The arithmetic is the same either way.
+      unroll: ``lax.scan``'s unroll; None = fully unrolled up to ``UNROLL_MAX_STEPS`` steps (per
+        backend), else rolled. The arithmetic is the same either way.
 
     Returns:
       ``(outputs, final_membrane)``: ``outputs`` has ``z``'s shape ``[T, ...]`` with values in
@@ -109,7 +115,7 @@ def if_neuron_with_state(
         return if_step(v, z_t, theta)
 
     if unroll is None:
-        unroll = z.shape[0] <= UNROLL_MAX_STEPS
+        unroll = _auto_unroll(z.shape[0])
     final_membrane, outputs = jax.lax.scan(step, membrane, z, unroll=unroll)
     return outputs, final_membrane
 
