@@ -45,6 +45,10 @@ def get_config() -> config_dict.ConfigDict:
 
     # Conversion and SNN evaluation.
     config.checkpoint = "latest"  # latest | best (highest test accuracy, as the reference keeps)
+    # Convert a reference PyTorch checkpoint (.pth) instead of the workdir's Orbax one; its layout:
+    # qcfs_original (SNN_conversion_QCFS, SlipReLU code) | qcfs_revised (ANN_SNN_QCFS).
+    config.torch_checkpoint = config_dict.placeholder(str)
+    config.torch_layout = "qcfs_revised"
     config.snn_num_steps = 32  # T: SNN accuracy is reported for every t = 1..T
     config.snn_mode = "layer"  # layer (time-batched, one scan per IF layer) | step (one scan, O(1) in T)
     config.snn_v0 = config_dict.placeholder(float)  # v(0)/θ; unset = method default (φ, shift2, ½)

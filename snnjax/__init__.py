@@ -45,6 +45,12 @@ from snnjax.conversion import (
 from snnjax.conversion import (
     spiking_model as spiking_model,
 )
+from snnjax.interop import (
+    from_torch_state_dict as from_torch_state_dict,
+)
+from snnjax.interop import (
+    read_torch_checkpoint as read_torch_checkpoint,
+)
 from snnjax.layers import (
     Activation as Activation,
 )

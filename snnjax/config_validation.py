@@ -41,6 +41,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _choice(config, "snn_dtype", ["float32", "bfloat16"])
     _choice(config, "balancing", ["threshold", "weights"])
     _choice(config, "eval_precision", ["default", "high", "highest"])
+    _choice(config, "torch_layout", ["qcfs_original", "qcfs_revised"])
     if config.snn_neuron is not None:
         _choice(config, "snn_neuron", NEURONS)
     if config.snn_mode == "step" and snn_neuron(config) != "if":

@@ -15,9 +15,10 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from snnjax import conversion, methods, parallel, reports, training
+from snnjax import conversion, interop, methods, parallel, reports, training
 from snnjax import data as data_lib
 from snnjax.config_validation import validate_config
+from snnjax.layers import threshold_to_param
 from snnjax.neurons import WINDOWED_NEURONS
 
 __all__ = ["convert_and_evaluate", "format_table", "snn_accuracy_by_step"]
@@ -203,7 +204,42 @@ def format_layer_table(layer_report: dict, energy: dict) -> str:
     return "\n".join(lines)
 
 
+def _import_torch(config: ml_collections.ConfigDict, dataset, mesh) -> training.TrainState:
+    """A train state holding a reference PyTorch checkpoint's weights (``config.torch_checkpoint``)."""
+    if not os.path.exists(config.torch_checkpoint):
+        raise FileNotFoundError(f"config.torch_checkpoint={config.torch_checkpoint!r} does not exist.")
+    if config.per_channel_threshold:
+        raise ValueError(
+            "reference checkpoints hold one λ per layer: set config.per_channel_threshold=False."
+        )
+    state_dict = interop.read_torch_checkpoint(config.torch_checkpoint)
+    variables, report = interop.from_torch_state_dict(
+        state_dict,
+        config.model,
+        dataset.num_classes,
+        config.torch_layout,
+        dataset.image_shape[0],
+        dataset.image_shape[2],
+    )
+    if report["unmapped"]:
+        print(f"warning: {len(report['unmapped'])} checkpoint entries unused: {report['unmapped'][:10]}")
+    model, tx, _ = training.build_model_and_optimizer(config, dataset.num_classes, 1)
+    state = training.create_train_state(model, jax.random.key(0), dataset.image_shape, tx)
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, x: (
+            threshold_to_param(x, config.threshold_parameterization)
+            if path[-1].key == "threshold"
+            else jnp.asarray(x)
+        ),
+        variables["params"],
+    )
+    state = state.replace(params=params, batch_stats=jax.tree.map(jnp.asarray, variables["batch_stats"]))
+    return parallel.replicate(mesh, state)
+
+
 def _restore(config: ml_collections.ConfigDict, workdir: str, dataset, mesh) -> training.TrainState:
+    if config.torch_checkpoint is not None:
+        return _import_torch(config, dataset, mesh)
     steps_per_epoch = dataset.num_train // config.batch_size
     manager = training.checkpoint_manager(workdir, config.checkpoint)
     template = training.abstract_train_state(config, dataset, steps_per_epoch)
