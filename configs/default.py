@@ -69,4 +69,6 @@ def get_config() -> config_dict.ConfigDict:
     config.report_steps = (4, 32)  # t at which layer errors are reported (clipped to snn_num_steps)
     config.energy_pj_per_mac = 4.6  # 45 nm, 32-bit float multiply-accumulate (Horowitz 2014)
     config.energy_pj_per_ac = 0.9  # 45 nm, 32-bit float accumulate (one synaptic operation)
+    # Also write workdir/snn.nir (NIR graph; lossy: NIR's IF resets to a value, ours by subtraction).
+    config.export_nir = False
     return config

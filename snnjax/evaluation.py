@@ -413,4 +413,21 @@ def _convert_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> di
         os.path.join(workdir, "snn_layers.png"), layer_report, f"{title}, {layer_report['images']} images"
     )
     print(f"Wrote {os.path.join(workdir, 'snn_eval.json')}, snn_accuracy.png and snn_layers.png")
+    if config.export_nir:
+        _export_nir(config, snn_model("layer"), snn_variables, dataset.image_shape, v0, neuron, workdir)
     return result
+
+
+def _export_nir(config, snn_model, snn_variables, image_shape, v0: float, neuron: str, workdir: str) -> None:
+    """Writes ``workdir/snn.nir`` (lossy by request: NIR's IF resets to a value, ours by subtraction)."""
+    import nir
+
+    if neuron != "if" or config.snn_max_pool != "avg":
+        raise ValueError(
+            f"config.export_nir: NIR has no counterpart for neuron {neuron!r} / snn_max_pool "
+            f"{config.snn_max_pool!r}; export needs the IF neuron and average pooling."
+        )
+    graph = interop.to_nir(snn_model, snn_variables, image_shape, v0=v0, lossy=True)
+    path = os.path.join(workdir, "snn.nir")
+    nir.write(path, graph)
+    print(f"Wrote {path} (NIR graph, {len(graph.nodes)} nodes; our IF semantics in metadata['snnjax'])")

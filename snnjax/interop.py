@@ -11,6 +11,8 @@ side-effect-free stand-ins, and refuses any other global with an error.
 learned from the published model definitions; no code copied): conv ``OIHW → HWIO``, linear
 ``(out, in) → (in, out)``, the NCHW flatten order of VGG's first linear layer, BatchNorm weight / bias /
 running statistics, and each activation's ``up`` (original) or ``thresh`` (revised) → that layer's λ.
+
+``to_nir`` / ``from_nir`` (from :mod:`snnjax.nir_io`) export converted SNNs to NIR and read them back.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from flax import traverse_util
 from snnjax.activations import qcfs
 from snnjax.layers import ThresholdActivation
 from snnjax.models import create_model
+from snnjax.nir_io import from_nir, to_nir
 
-__all__ = ["LAYOUTS", "TorchLayout", "from_torch_state_dict", "read_torch_checkpoint"]
+__all__ = ["LAYOUTS", "TorchLayout", "from_nir", "from_torch_state_dict", "read_torch_checkpoint", "to_nir"]
 
 _STORAGE_DTYPES = {
     "FloatStorage": np.float32,
