@@ -125,13 +125,17 @@ class Reference:
         self.param = "up" if layout == "qcfs_original" else "thresh"
         self.block_act = "relu" if layout == "qcfs_original" else "act"
 
+    @staticmethod
+    def conv(x, w, stride, pad, bias=None):
+        return conv_nchw(x, w, stride, pad, bias)
+
     def forward(self, x, act):
         sd = self.sd
         if self.arch == "vgg16":
             for g, widths in enumerate(VGG16_GROUPS):
                 for k in range(len(widths)):
                     p = f"layer{g + 1}"
-                    x = conv_nchw(x, sd[f"{p}.{4 * k}.weight"], 1, 1, sd[f"{p}.{4 * k}.bias"])
+                    x = self.conv(x, sd[f"{p}.{4 * k}.weight"], 1, 1, sd[f"{p}.{4 * k}.bias"])
                     x = act(bn_nchw(x, sd, f"{p}.{4 * k + 1}"), f"{p}.{4 * k + 2}")
                 n, c, h, w = x.shape
                 x = x.reshape(n, c, h // 2, 2, w // 2, 2).mean(axis=(3, 5))
@@ -139,19 +143,19 @@ class Reference:
             x = act(x @ sd["classifier.1.weight"].T + sd["classifier.1.bias"], "classifier.2")
             x = act(x @ sd["classifier.4.weight"].T + sd["classifier.4.bias"], "classifier.5")
             return x @ sd["classifier.7.weight"].T + sd["classifier.7.bias"]
-        x = act(bn_nchw(conv_nchw(x, sd["conv1.0.weight"], 1, 1), sd, "conv1.1"), "conv1.2")
+        x = act(bn_nchw(self.conv(x, sd["conv1.0.weight"], 1, 1), sd, "conv1.1"), "conv1.2")
         widths, stages = RESNET_STAGES[self.arch]
         for s, blocks in enumerate(stages):
             for b in range(blocks):
                 key, stride = f"conv{s + 2}_x.{b}", 2 if s > 0 and b == 0 else 1
                 y = bn_nchw(
-                    conv_nchw(x, sd[f"{key}.residual_function.0.weight"], stride, 1),
+                    self.conv(x, sd[f"{key}.residual_function.0.weight"], stride, 1),
                     sd,
                     f"{key}.residual_function.1",
                 )
                 y = act(y, f"{key}.residual_function.2")
                 y = bn_nchw(
-                    conv_nchw(y, sd[f"{key}.residual_function.3.weight"], 1, 1),
+                    self.conv(y, sd[f"{key}.residual_function.3.weight"], 1, 1),
                     sd,
                     f"{key}.residual_function.4",
                 )
@@ -357,3 +361,23 @@ def test_convert_py_path_accepts_a_reference_checkpoint(tmp_path, capsys):
     config.torch_checkpoint = str(tmp_path / "missing.pth")
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         evaluation.convert_and_evaluate(config, str(tmp_path))
+
+
+@pytest.mark.parametrize("arch, image_size", [("vgg16", 32), ("resnet20", 16)])
+def test_import_matches_pytorch_convolutions_when_installed(arch, image_size):
+    torch = pytest.importorskip("torch")
+
+    class TorchReference(Reference):
+        @staticmethod
+        def conv(x, w, stride, pad, bias=None):
+            bias = None if bias is None else torch.from_numpy(bias)
+            y = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), bias, stride, pad)
+            return y.numpy()
+
+    sd = reference_state_dict(arch, "qcfs_revised", image_size=image_size)
+    variables, _ = interop.from_torch_state_dict(sd, arch, 10, "qcfs_revised", image_size=image_size)
+    images = np.random.default_rng(4).uniform(0, 1, (2, 3, image_size, image_size)).astype(np.float32)
+    reference = TorchReference(sd, arch, "qcfs_revised")
+    expected = reference.forward(images, reference.clip_act)
+    logits = clip_model(arch).apply(variables, jnp.asarray(images.transpose(0, 2, 3, 1)))
+    np.testing.assert_allclose(logits, expected, rtol=2e-4, atol=2e-4 * np.abs(expected).max())
