@@ -21,6 +21,8 @@ spikes take back excess positive ones). Both are our reconstruction from the pap
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -28,6 +30,7 @@ __all__ = [
     "NEURONS",
     "WINDOWED_NEURONS",
     "if_neuron",
+    "if_neuron_pallas",
     "if_neuron_with_state",
     "if_step",
     "initial_membrane",
@@ -120,8 +123,70 @@ def if_neuron_with_state(
     return outputs, final_membrane
 
 
+# Neurons per program of the Pallas IF kernel; longest window it handles (its time loop is unrolled).
+PALLAS_BLOCK = 1024
+PALLAS_MAX_STEPS = 64
+
+
+def if_neuron_pallas(
+    z: jax.Array, threshold: jax.Array | float, v0: float = 0.5, interpret: bool = False
+) -> jax.Array:
+    """:func:`if_neuron` as one Pallas kernel (GPU).
+
+    Each program keeps a block of membranes in registers and walks the T steps, so z is read once and
+    the spikes written once. Same arithmetic as :func:`if_step`, so the outputs are identical (tested
+    on CPU in interpret mode). On an H100 it ran an IF layer of 16.8 M neurons 2.2× faster than
+    XLA's fused scan at T = 32 (1.8 vs 4.1 ms, 2.4 TB/s) and 1.2× at T = 4
+    (``benchmarks/pallas_if_probe.py``). Inference only (no VJP).
+
+    Args:
+      z: input currents ``[T, ...]``, float32, ``1 <= T <= PALLAS_MAX_STEPS``.
+      threshold: θ, broadcasting against ``z.shape[1:]`` from the right.
+      v0: initial membrane as a fraction of θ.
+      interpret: run the kernel in Pallas' interpreter (CPU testing).
+
+    Returns:
+      ``[T, ...]`` outputs in ``{0, θ}``.
+    """
+    from jax.experimental import pallas as pl
+
+    z = _time_major(z, "if_neuron_pallas")
+    num_steps, neuron_shape = z.shape[0], z.shape[1:]
+    size = math.prod(neuron_shape)
+    theta = jnp.broadcast_to(jnp.asarray(threshold, z.dtype), neuron_shape).reshape(size)
+    flat = z.reshape(num_steps, size)
+    pad = -size % PALLAS_BLOCK
+    if pad:  # padded neurons get θ = 1 and zero input: they never fire and are cut off below
+        flat = jnp.pad(flat, ((0, 0), (0, pad)))
+        theta = jnp.pad(theta, (0, pad), constant_values=1)
+
+    def kernel(z_ref, theta_ref, out_ref):
+        block_theta = theta_ref[...]
+        membrane = v0 * block_theta
+        for t in range(num_steps):
+            membrane, out_ref[t, :] = if_step(membrane, z_ref[t, :], block_theta)
+
+    out = pl.pallas_call(
+        kernel,
+        out_shape=jax.ShapeDtypeStruct(flat.shape, z.dtype),
+        grid=(flat.shape[1] // PALLAS_BLOCK,),
+        in_specs=[
+            pl.BlockSpec((num_steps, PALLAS_BLOCK), lambda i: (0, i)),
+            pl.BlockSpec((PALLAS_BLOCK,), lambda i: (i,)),
+        ],
+        out_specs=pl.BlockSpec((num_steps, PALLAS_BLOCK), lambda i: (0, i)),
+        interpret=interpret,
+    )(flat, theta)
+    return out[:, :size].reshape(z.shape)
+
+
 def if_neuron(z: jax.Array, threshold: jax.Array | float, v0: float = 0.5) -> jax.Array:
     """Integrate-and-fire neuron over time-major input; see the module docstring for the rule.
+
+    On a GPU, float32 input with ``T <= PALLAS_MAX_STEPS`` runs as the Pallas kernel
+    :func:`if_neuron_pallas` (measured faster, identical outputs, no gradient); elsewhere a
+    ``lax.scan``. Code that differentiates through the neuron should call
+    :func:`if_neuron_with_state`, which is always the scan.
 
     Args:
       z: input currents ``[T, ...]``, ``T >= 1``.
@@ -131,6 +196,9 @@ def if_neuron(z: jax.Array, threshold: jax.Array | float, v0: float = 0.5) -> ja
     Returns:
       Outputs ``s·θ`` of shape ``[T, ...]``.
     """
+    z = _time_major(z, "if_neuron")
+    if jax.default_backend() == "gpu" and z.dtype == jnp.float32 and z.shape[0] <= PALLAS_MAX_STEPS:
+        return if_neuron_pallas(z, threshold, v0)
     return if_neuron_with_state(z, threshold, v0)[0]
 
 

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from snnjax import neurons
 from snnjax.activations import qcfs
 from snnjax.neurons import if_neuron, if_neuron_with_state, integrate_then_fire, signed_if_neuron
 
@@ -149,3 +150,12 @@ def test_unrolled_scan_is_identical_to_rolled_scan(num_steps):
         explicit = if_neuron_with_state(z, 0.7, v0=0.5, unroll=unroll)
         np.testing.assert_array_equal(auto[0], explicit[0])
         np.testing.assert_array_equal(auto[1], explicit[1])
+
+
+@pytest.mark.parametrize("shape, theta", [((5, 3, 700), 0.7), ((8, 2, 4, 4, 3), jnp.array([0.5, 1.0, 1.5]))])
+def test_pallas_kernel_is_identical_to_the_scan(shape, theta):
+    # Interpret mode runs the kernel's own code on the CPU; 2100 and 96 neurons exercise the padding.
+    z = jax.random.normal(jax.random.key(3), shape)
+    np.testing.assert_array_equal(
+        neurons.if_neuron_pallas(z, theta, v0=0.5, interpret=True), if_neuron_with_state(z, theta, v0=0.5)[0]
+    )
