@@ -137,7 +137,10 @@ def if_neuron_pallas(
     the spikes written once. Same arithmetic as :func:`if_step`, so the outputs are identical (tested
     on CPU in interpret mode). On an H100 it ran an IF layer of 16.8 M neurons 2.2× faster than
     XLA's fused scan at T = 32 (1.8 vs 4.1 ms, 2.4 TB/s) and 1.2× at T = 4
-    (``benchmarks/pallas_if_probe.py``). Inference only (no VJP).
+    (``benchmarks/pallas_if_probe.py``). Inside a network it did not win (VGG-16 T = 32: 31.1 vs
+    30.2 ms; T = 4: 4.9 vs 3.9 ms; ``benchmarks/results/h100_pallas.md``) because XLA fuses the
+    BatchNorm/bias before the neuron into its own scan, so :func:`if_neuron` keeps the scan and this
+    kernel is opt-in. Inference only (no VJP).
 
     Args:
       z: input currents ``[T, ...]``, float32, ``1 <= T <= PALLAS_MAX_STEPS``.
@@ -183,11 +186,6 @@ def if_neuron_pallas(
 def if_neuron(z: jax.Array, threshold: jax.Array | float, v0: float = 0.5) -> jax.Array:
     """Integrate-and-fire neuron over time-major input; see the module docstring for the rule.
 
-    On a GPU, float32 input with ``T <= PALLAS_MAX_STEPS`` runs as the Pallas kernel
-    :func:`if_neuron_pallas` (measured faster, identical outputs, no gradient); elsewhere a
-    ``lax.scan``. Code that differentiates through the neuron should call
-    :func:`if_neuron_with_state`, which is always the scan.
-
     Args:
       z: input currents ``[T, ...]``, ``T >= 1``.
       threshold: θ, a scalar or an array broadcasting against ``z.shape[1:]`` from the right.
@@ -196,9 +194,6 @@ def if_neuron(z: jax.Array, threshold: jax.Array | float, v0: float = 0.5) -> ja
     Returns:
       Outputs ``s·θ`` of shape ``[T, ...]``.
     """
-    z = _time_major(z, "if_neuron")
-    if jax.default_backend() == "gpu" and z.dtype == jnp.float32 and z.shape[0] <= PALLAS_MAX_STEPS:
-        return if_neuron_pallas(z, threshold, v0)
     return if_neuron_with_state(z, threshold, v0)[0]
 
 
