@@ -112,12 +112,12 @@ def to_nir(
     shape = [channels, height, width]  # current C, H, W
 
     def conv(name, prefix, sources, strides=1):
-        nonlocal shape
+        """A Conv2d node reading ``sources`` on the current ``shape``; returns its output shape."""
         kernel = params[(*prefix, "conv", "kernel")]
         bias = params[(*prefix, "bn", "bias")] + params.get((*prefix, "conv", "bias"), 0.0)
         k = kernel.shape[0]
         node = nir.Conv2d(
-            input_shape=(shape[1], shape[2]) if sources else None,
+            input_shape=(shape[1], shape[2]),
             weight=kernel.transpose(3, 2, 0, 1),
             stride=strides,
             padding=k // 2,
