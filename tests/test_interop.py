@@ -9,6 +9,7 @@ import types
 import zipfile
 from unittest import mock
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -381,3 +382,15 @@ def test_import_matches_pytorch_convolutions_when_installed(arch, image_size):
     expected = reference.forward(images, reference.clip_act)
     logits = clip_model(arch).apply(variables, jnp.asarray(images.transpose(0, 2, 3, 1)))
     np.testing.assert_allclose(logits, expected, rtol=2e-4, atol=2e-4 * np.abs(expected).max())
+
+
+def test_slip_relu_layout_scalar_up_and_learnable_c_are_handled():
+    # The SlipReLU code shares the original layout but stores `up` as a 0-d tensor and, with a
+    # learnable c, an extra `a` per activation: imported λ must be the same, `a` reported unused.
+    sd = reference_state_dict("resnet20", "qcfs_original")
+    expected, _ = interop.from_torch_state_dict(sd, "resnet20", 10, "qcfs_original")
+    slip = {k: (v.reshape(()) if k.endswith(".up") else v) for k, v in sd.items()}
+    slip["conv1.2.a"] = np.array(0.5, np.float32)
+    variables, report = interop.from_torch_state_dict(slip, "resnet20", 10, "qcfs_original")
+    assert report["unmapped"] == ["conv1.2.a"]
+    jax.tree.map(np.testing.assert_array_equal, variables, expected)
