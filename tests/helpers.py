@@ -4,6 +4,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import traverse_util
 
 import snnjax
@@ -40,3 +41,21 @@ def tiny_resnet(activation, num_classes=3):
 
 def init(model, image_shape, seed=0):
     return model.init(jax.random.key(seed), jnp.zeros((1, *image_shape)), train=False)
+
+
+def conv_nchw(x, w, stride, pad, bias=None):
+    """NumPy 2-D convolution in PyTorch's layout: x ``[N, C, H, W]``, w ``[O, C, k, k]``; no XLA."""
+    n, c, h, wd = x.shape
+    o, _, k, _ = w.shape
+    x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    ho, wo = (h + 2 * pad - k) // stride + 1, (wd + 2 * pad - k) // stride + 1
+    cols = np.stack(
+        [
+            x[:, :, i : i + stride * ho : stride, j : j + stride * wo : stride]
+            for i in range(k)
+            for j in range(k)
+        ],
+        2,
+    )  # [n, c, k·k, ho, wo]
+    y = np.einsum("nckhw,ock->nohw", cols, w.reshape(o, c, k * k), optimize=True)
+    return y if bias is None else y + bias[None, :, None, None]

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import conv_nchw
 
 import snnjax
 from snnjax import activations, conversion, evaluation, interop
@@ -94,23 +95,6 @@ def reference_state_dict(arch, layout, num_classes=10, image_size=32, seed=0, in
 # --- an independent NumPy forward pass in PyTorch's NCHW layout --------------------------------------------
 
 
-def conv_nchw(x, w, stride, pad, bias=None):
-    n, c, h, wd = x.shape
-    o, _, k, _ = w.shape
-    x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    ho, wo = (h + 2 * pad - k) // stride + 1, (wd + 2 * pad - k) // stride + 1
-    cols = np.stack(
-        [
-            x[:, :, i : i + stride * ho : stride, j : j + stride * wo : stride]
-            for i in range(k)
-            for j in range(k)
-        ],
-        2,
-    )  # [n, c, k·k, ho, wo]
-    y = np.einsum("nckhw,ock->nohw", cols, w.reshape(o, c, k * k), optimize=True)
-    return y if bias is None else y + bias[None, :, None, None]
-
-
 def bn_nchw(x, sd, key):
     g = sd[f"{key}.weight"] / np.sqrt(sd[f"{key}.running_var"] + 1e-5)
     return (x - sd[f"{key}.running_mean"][None, :, None, None]) * g[None, :, None, None] + sd[f"{key}.bias"][
@@ -162,7 +146,7 @@ class Reference:
                 )
                 if f"{key}.shortcut.0.weight" in sd:
                     x = bn_nchw(
-                        conv_nchw(x, sd[f"{key}.shortcut.0.weight"], stride, 0), sd, f"{key}.shortcut.1"
+                        self.conv(x, sd[f"{key}.shortcut.0.weight"], stride, 0), sd, f"{key}.shortcut.1"
                     )
                 x = act(x + y, f"{key}.{self.block_act}")
         return x.mean(axis=(2, 3)) @ sd["fc.weight"].T + sd["fc.bias"]

@@ -6,8 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import QCFS4, init, randomize_variables, tiny_resnet
-from test_interop import conv_nchw
+from helpers import QCFS4, conv_nchw, init, randomize_variables, tiny_resnet
 
 import snnjax
 from snnjax import conversion, interop
