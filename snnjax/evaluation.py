@@ -224,7 +224,6 @@ def _import_torch(config: ml_collections.ConfigDict, dataset, mesh) -> training.
     if report["unmapped"]:
         print(f"warning: {len(report['unmapped'])} checkpoint entries unused: {report['unmapped'][:10]}")
     model, tx, _ = training.build_model_and_optimizer(config, dataset.num_classes, 1)
-    state = training.create_train_state(model, jax.random.key(0), dataset.image_shape, tx)
     params = jax.tree_util.tree_map_with_path(
         lambda path, x: (
             threshold_to_param(x, config.threshold_parameterization)
@@ -233,7 +232,13 @@ def _import_torch(config: ml_collections.ConfigDict, dataset, mesh) -> training.
         ),
         variables["params"],
     )
-    state = state.replace(params=params, batch_stats=jax.tree.map(jnp.asarray, variables["batch_stats"]))
+    # The imported weights are the whole state: no initialization needed (the optimizer is unused).
+    state = training.TrainState.create(
+        apply_fn=model.apply,
+        params=params,
+        batch_stats=jax.tree.map(jnp.asarray, variables["batch_stats"]),
+        tx=tx,
+    )
     return parallel.replicate(mesh, state)
 
 

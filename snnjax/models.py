@@ -235,11 +235,10 @@ def create_model(
     """
     if name not in MODELS:
         raise ValueError(f"config.model={name!r} is unknown; allowed: {', '.join(MODELS)}.")
-    kwargs = {"num_classes": num_classes, "activation": activation, "norm": norm}
-    kwargs["conv_implementation"] = conv_implementation
-    if name.startswith("resnet"):
-        if pooling != "avg":
-            raise ValueError(f"config.pooling={pooling!r}: {name} has no 2×2 pooling layers; use 'avg'.")
-    else:
-        kwargs["pooling"] = pooling
+    kwargs = {"num_classes": num_classes, "activation": activation, "norm": norm,
+              "conv_implementation": conv_implementation}  # fmt: skip
+    if not name.startswith("resnet"):
+        return MODELS[name](pooling=pooling, **kwargs)
+    if pooling != "avg":
+        raise ValueError(f"config.pooling={pooling!r}: {name} has no 2×2 pooling layers; use 'avg'.")
     return MODELS[name](**kwargs)

@@ -64,6 +64,13 @@ def initial_membrane(
     return jnp.broadcast_to(v0 * jnp.asarray(threshold, dtype), shape).astype(dtype)
 
 
+def _time_major(z: jax.Array, name: str) -> jax.Array:
+    z = jnp.asarray(z)
+    if z.ndim < 1 or z.shape[0] < 1:
+        raise ValueError(f"{name} expects time-major input [T, ...] with T >= 1, got shape {z.shape}.")
+    return z
+
+
 # Up to this many steps the IF scan is unrolled into straight-line code that XLA fuses into few passes
 # over memory (benchmarks/results/README.md): on a 2-core CPU it cut ResNet-20 SNN time by 28 % at T = 4
 # and 21 % at T = 8 but made T = 32 slower; on an H100 it cut T = 32 by 40 % (VGG-16) and 31 %
@@ -102,9 +109,7 @@ def if_neuron_with_state(
     Raises:
       ValueError: if ``z`` has no time axis or ``T == 0``, or ``membrane`` has the wrong shape.
     """
-    z = jnp.asarray(z)
-    if z.ndim < 1 or z.shape[0] < 1:
-        raise ValueError(f"if_neuron expects time-major input [T, ...] with T >= 1, got shape {z.shape}.")
+    z = _time_major(z, "if_neuron")
     neuron_shape = z.shape[1:]
     theta = jnp.broadcast_to(jnp.asarray(threshold, z.dtype), neuron_shape)
     if membrane is None:
@@ -195,13 +200,6 @@ def if_neuron(z: jax.Array, threshold: jax.Array | float, v0: float = 0.5) -> ja
       Outputs ``s·θ`` of shape ``[T, ...]``.
     """
     return if_neuron_with_state(z, threshold, v0)[0]
-
-
-def _time_major(z: jax.Array, name: str) -> jax.Array:
-    z = jnp.asarray(z)
-    if z.ndim < 1 or z.shape[0] < 1:
-        raise ValueError(f"{name} expects time-major input [T, ...] with T >= 1, got shape {z.shape}.")
-    return z
 
 
 def integrate_then_fire(z: jax.Array, threshold: jax.Array | float, v0: float = 0.5) -> jax.Array:
