@@ -29,6 +29,7 @@ import io
 import os
 import pickle
 import tarfile
+import zlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -132,13 +133,41 @@ def _load_digits(seed: int, test_fraction: float) -> Dataset:
     return Dataset(x_train, y_train, x_test, y_test, 10, "digits")
 
 
-def _read_idx(path: str) -> np.ndarray:
+# IDX magic numbers: two zero bytes, the element type (0x08 = uint8), the number of dimensions.
+IDX_MAGIC = {"images": b"\x00\x00\x08\x03", "labels": b"\x00\x00\x08\x01"}
+
+
+def _read_idx(path: str, kind: str) -> np.ndarray:
+    """Reads one IDX file (``kind``: images ``[N, H, W]`` or labels ``[N]``, uint8), checking its header.
+
+    Raises:
+      ValueError: naming ``path``, if the magic number, the dimension count or the byte length do not
+        match what the header says.
+    """
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        raise ValueError(f"{path}: cannot be read ({error}); download the file again.") from None
+    magic = IDX_MAGIC[kind]
+    if data[:4] != magic:
+        raise ValueError(
+            f"{path}: not an IDX {kind} file: its magic number is 0x{data[:4].hex()}, expected "
+            f"0x{magic.hex()} (uint8, {magic[3]} dimensions)."
+        )
+    ndim = magic[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"{path}: truncated IDX header ({len(data)} bytes, expected {header}).")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    expected = header + int(np.prod(shape))
+    if len(data) != expected:
+        raise ValueError(
+            f"{path}: the header says {kind} of shape {shape} ({expected} bytes with the header) but the "
+            f"file has {len(data)} bytes: it is truncated or corrupt; download it again."
+        )
+    return np.frombuffer(data, np.uint8, offset=header).reshape(shape)
 
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
@@ -153,13 +182,29 @@ def _find(data_dir: str, *names: str) -> str | None:
     return None
 
 
+def _check_labels(name: str, source: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """Raises ValueError naming ``source`` unless there is one label in ``[0, classes)`` per image."""
+    if len(images) != len(labels):
+        raise ValueError(f"{source}: {len(images)} images but {len(labels)} labels; they must match.")
+    num_classes = NORMALIZATION[name][0]
+    if len(labels) and not 0 <= int(np.min(labels)) <= int(np.max(labels)) < num_classes:
+        raise ValueError(
+            f"{source}: labels range over [{int(np.min(labels))}, {int(np.max(labels))}] but {name} has "
+            f"{num_classes} classes (labels 0..{num_classes - 1})."
+        )
+
+
 def _load_idx_dir(name: str, data_dir: str) -> Dataset:
-    arrays = []
+    paths = []
     for stem in IDX_FILES:
         path = _find(data_dir, stem + ".gz", stem)
         if path is None:
             raise FileNotFoundError(f"{name}: file {stem}[.gz] not found in data_dir={data_dir!r}.")
-        arrays.append(_read_idx(path))
+        paths.append(path)
+    arrays = [_read_idx(path, "labels" if "labels" in path else "images") for path in paths]
+    for images, labels, images_path, labels_path in ((arrays[0], arrays[1], *paths[:2]),
+                                                     (arrays[2], arrays[3], *paths[2:])):  # fmt: skip
+        _check_labels(name, f"{images_path} + {labels_path}", images, labels)
     x_train, y_train, x_test, y_test = arrays
     return _from_uint8(name, x_train[..., None], y_train, x_test[..., None], y_test)
 
@@ -198,8 +243,25 @@ CIFAR_ARCHIVES = {
 }
 
 
-def _cifar_members(data_dir: str, name: str) -> dict[str, bytes]:
-    """The files of a CIFAR archive (binary or python version), from its folder or its .tar.gz."""
+def _read_tar(archive: str, keep) -> list[tuple[str, bytes]]:
+    """``[(member name, bytes)]`` of the regular files of ``archive`` whose name ``keep(name)`` accepts.
+
+    Raises:
+      ValueError: naming the archive, if it is truncated or not a tar archive.
+    """
+    try:
+        with tarfile.open(archive) as tar:
+            return [
+                (m.name, tar.extractfile(m).read()) for m in tar.getmembers() if m.isfile() and keep(m.name)
+            ]
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
+        raise ValueError(
+            f"{archive}: the archive is truncated or corrupt ({error}); download or copy it again."
+        ) from None
+
+
+def _cifar_members(data_dir: str, name: str) -> tuple[str, dict[str, bytes]]:
+    """``(source, files)`` of a CIFAR archive (binary or python version), from its folder or .tar.gz."""
     for archive, folder in CIFAR_ARCHIVES[name].items():
         folder = os.path.join(data_dir, folder)
         if os.path.isdir(folder):
@@ -207,22 +269,23 @@ def _cifar_members(data_dir: str, name: str) -> dict[str, bytes]:
             for f in os.listdir(folder):
                 with open(os.path.join(folder, f), "rb") as handle:
                     files[f] = handle.read()
-            return files
+            return folder, files
         archive = os.path.join(data_dir, archive)
         if os.path.exists(archive):
-            with tarfile.open(archive) as tar:
-                return {
-                    os.path.basename(m.name): tar.extractfile(m).read()
-                    for m in tar.getmembers()
-                    if m.isfile()
-                }
-    return {}
+            return archive, {os.path.basename(n): b for n, b in _read_tar(archive, lambda n: True)}
+    return "", {}
 
 
 def _load_cifar(name: str, data_dir: str) -> Dataset | None:
-    files = _cifar_members(data_dir, name)
+    source, files = _cifar_members(data_dir, name)
     if not files:
         return None
+
+    def member(n: str) -> bytes:
+        if n not in files:
+            raise ValueError(f"{source}: {n} is missing; download or extract the archive again.")
+        return files[n]
+
     if "test_batch.bin" in files or "test.bin" in files:  # binary version: label byte(s) + 3072 bytes
         label_bytes = 1 if name == "cifar10" else 2  # CIFAR-100 stores coarse then fine label
         record = label_bytes + 3072
@@ -230,19 +293,42 @@ def _load_cifar(name: str, data_dir: str) -> Dataset | None:
         test_names = ["test_batch.bin"] if name == "cifar10" else ["test.bin"]
 
         def read(names):
+            for n in names:
+                if len(member(n)) % record:
+                    raise ValueError(
+                        f"{source}/{n}: {len(files[n])} bytes is not a whole number of {record}-byte "
+                        "records: the file is truncated or corrupt."
+                    )
             raw = np.frombuffer(b"".join(files[n] for n in names), np.uint8).reshape(-1, record)
             images = raw[:, label_bytes:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-            return images, raw[:, label_bytes - 1]
+            labels = raw[:, label_bytes - 1]
+            _check_labels(name, f"{source}/{'+'.join(names)}", images, labels)
+            return images, labels
 
     else:  # python version: pickled dicts of NumPy arrays
         train_names = [f"data_batch_{i}" for i in range(1, 6)] if name == "cifar10" else ["train"]
         test_names = ["test_batch"] if name == "cifar10" else ["test"]
         label_key = b"labels" if name == "cifar10" else b"fine_labels"
 
+        def read_one(n):
+            try:
+                part = _NumpyOnlyUnpickler(io.BytesIO(member(n)), encoding="bytes").load()
+                images, labels = np.asarray(part[b"data"], np.uint8), np.asarray(part[label_key])
+            except pickle.UnpicklingError:
+                raise
+            except Exception as error:  # a truncated or foreign pickle fails in many ways
+                raise ValueError(
+                    f"{source}/{n}: not a CIFAR batch ({type(error).__name__}: {error})."
+                ) from None
+            if images.ndim != 2 or images.shape[1] != 3072:
+                raise ValueError(f"{source}/{n}: data has shape {images.shape}, expected [N, 3072].")
+            _check_labels(name, f"{source}/{n}", images, labels)
+            return images, labels
+
         def read(names):
-            parts = [_NumpyOnlyUnpickler(io.BytesIO(files[n]), encoding="bytes").load() for n in names]
-            images = np.concatenate([np.asarray(p[b"data"], np.uint8) for p in parts])
-            labels = np.concatenate([np.asarray(p[label_key]) for p in parts])
+            parts = [read_one(n) for n in names]
+            images = np.concatenate([p[0] for p in parts])
+            labels = np.concatenate([p[1] for p in parts])
             return images.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
     return _from_uint8(name, *read(train_names), *read(test_names))
@@ -251,46 +337,77 @@ def _load_cifar(name: str, data_dir: str) -> Dataset | None:
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-def _image_folder_entries(data_dir: str) -> dict[str, list[tuple[str, bytes]]] | None:
-    """``{split: [(class_name, encoded image bytes), ...]}`` from a folder or a .tar.gz in data_dir."""
-    entries: dict[str, list[tuple[str, bytes]]] = {"train": [], "test": []}
+def _image_folder_entries(data_dir: str) -> dict[str, list[tuple[str, str, bytes]]] | None:
+    """``{split: [(class name, source, encoded image bytes)]}`` from a folder or a .tar.gz in data_dir.
+
+    ``source`` names the file (its path, or ``archive:member``) for error messages.
+    """
+    entries: dict[str, list[tuple[str, str, bytes]]] = {"train": [], "test": []}
     for split in entries:
         for path in sorted(glob.glob(os.path.join(data_dir, split, "*", "*"))):
             if path.lower().endswith(IMAGE_SUFFIXES):
                 with open(path, "rb") as f:
-                    entries[split].append((os.path.basename(os.path.dirname(path)), f.read()))
+                    entries[split].append((os.path.basename(os.path.dirname(path)), path, f.read()))
     if entries["train"]:
         return entries
     for archive in sorted(glob.glob(os.path.join(data_dir, "*.tar.gz"))):
-        with tarfile.open(archive) as tar:
-            for member in tar.getmembers():
-                parts = member.name.split("/")
-                if member.isfile() and member.name.lower().endswith(IMAGE_SUFFIXES) and len(parts) >= 3:
-                    split, class_name = parts[-3], parts[-2]
-                    if split in entries:
-                        entries[split].append((class_name, tar.extractfile(member).read()))
+        members = _read_tar(archive, lambda n: n.lower().endswith(IMAGE_SUFFIXES) and n.count("/") >= 2)
+        for member, payload in members:
+            split, class_name = member.split("/")[-3:-1]
+            if split in entries:
+                entries[split].append((class_name, f"{archive}:{member}", payload))
         if entries["train"]:
             return entries
     return None
 
 
-def _load_image_folder(name: str, data_dir: str) -> Dataset | None:
+def _decode_image(source: str, payload: bytes) -> np.ndarray:
+    """One encoded image as uint8 ``[H, W, 3]``; a corrupt or truncated file is named in a ValueError."""
     from PIL import Image
 
+    try:
+        with Image.open(io.BytesIO(payload)) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as error:  # PIL's errors for unreadable data
+        raise ValueError(f"{source}: not a readable image ({error}).") from None
+
+
+def _load_image_folder(name: str, data_dir: str) -> Dataset | None:
     entries = _image_folder_entries(data_dir)
     if entries is None:
         return None
-    classes = sorted({c for c, _ in entries["train"]})
+    if not entries["test"]:
+        raise ValueError(
+            f"{data_dir!r} has a train split but no test split: expected test/<class>/*.jpg beside "
+            "train/<class>/*.jpg."
+        )
+    classes = sorted({c for c, _, _ in entries["train"]})
     index = {c: i for i, c in enumerate(classes)}
     num_classes = NORMALIZATION[name][0]
     if len(classes) != num_classes:
         raise ValueError(
             f"{name} has {num_classes} classes but {data_dir!r} has {len(classes)} class folders."
         )
+    unknown = sorted({c for c, _, _ in entries["test"]} - set(classes))
+    if unknown:
+        raise ValueError(f"{data_dir!r}: test class folder(s) {unknown} have no counterpart in train/.")
+    first_shape = None
 
     def decode(items):
-        images = np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for _, b in items])
-        return images, np.asarray([index[c] for c, _ in items])
+        nonlocal first_shape
+        images = []
+        for _, source, payload in items:
+            image = _decode_image(source, payload)
+            if first_shape is None:
+                first_shape = (image.shape, source)
+            elif image.shape != first_shape[0]:
+                raise ValueError(
+                    f"{source}: image of size {image.shape[1]}×{image.shape[0]}, but "
+                    f"{first_shape[1]} is {first_shape[0][1]}×{first_shape[0][0]}: all images must have "
+                    "one size (resize them first)."
+                )
+            images.append(image)
+        return np.stack(images), np.asarray([index[c] for c, _, _ in items])
 
     return _from_uint8(name, *decode(entries["train"]), *decode(entries["test"]))
 
@@ -321,7 +438,7 @@ def _streamed(name: str, data_dir: str | None, image_size: int) -> streaming.Str
             (d for d in ("val", "validation", "test") if os.path.isdir(os.path.join(data_dir, d))), "val"
         )
         train = streaming.ImageFolderSource(os.path.join(data_dir, "train"))
-        test = streaming.ImageFolderSource(os.path.join(data_dir, test_dir))
+        test = streaming.ImageFolderSource(os.path.join(data_dir, test_dir), classes=train.classes)
         if len(train.classes) != num_classes:
             raise ValueError(
                 f"{name} has {num_classes} classes but {data_dir!r}/train has {len(train.classes)}."

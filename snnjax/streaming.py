@@ -32,13 +32,31 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 class ImageFolderSource:
     """Records from ``root/<class>/*.{jpg,jpeg,png}``; labels are the sorted class folder indices."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, classes: Sequence[str] | None = None):
+        """Lists the images under ``root``.
+
+        Args:
+          root: the split's folder.
+          classes: the label order (e.g. the training split's classes, so that a test split with
+            fewer class folders keeps the same labels); default: the sorted folders of ``root``.
+
+        Raises:
+          FileNotFoundError: if ``root`` is missing or holds no images; ValueError: if ``root`` has
+            a class folder that ``classes`` lacks.
+        """
         if not os.path.isdir(root):
             raise FileNotFoundError(f"image folder {root!r} does not exist (expected {root}/<class>/*.jpg).")
-        self.classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+        folders = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+        self.classes = list(folders if classes is None else classes)
+        unknown = sorted(set(folders) - set(self.classes))
+        if unknown:
+            raise ValueError(
+                f"{root!r}: class folder(s) {unknown[:10]} have no counterpart in the train split."
+            )
+        index = {c: i for i, c in enumerate(self.classes)}
         self.items = [
-            (os.path.join(root, c, f), label)
-            for label, c in enumerate(self.classes)
+            (os.path.join(root, c, f), index[c])
+            for c in folders
             for f in sorted(os.listdir(os.path.join(root, c)))
             if f.lower().endswith(IMAGE_SUFFIXES)
         ]
@@ -50,8 +68,11 @@ class ImageFolderSource:
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
         path, label = self.items[index]
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB")), label
+        try:
+            with Image.open(path) as image:
+                return np.asarray(image.convert("RGB")), label
+        except (OSError, SyntaxError, ValueError) as error:  # PIL's errors for unreadable data
+            raise ValueError(f"{path}: not a readable image ({error}).") from None
 
 
 class TfdsSource:

@@ -157,3 +157,156 @@ def test_tfds_path_explains_how_to_install_when_missing():
             data.load_dataset("imagenet2012")
     else:
         pytest.skip("tensorflow-datasets is installed; the download path needs network")
+
+
+# Data files that lie are refused, naming the file.
+
+
+def idx_bytes(array, magic=None):
+    magic = magic if magic is not None else bytes([0, 0, 8, array.ndim])
+    return magic + b"".join(d.to_bytes(4, "big") for d in array.shape) + array.tobytes()
+
+
+def write_mnist(folder, x_train, y_train, x_test, y_test, gz=True):
+    for stem, payload in zip(data.IDX_FILES, (x_train, y_train, x_test, y_test), strict=True):
+        raw = payload if isinstance(payload, bytes) else idx_bytes(payload)
+        (folder / (stem + (".gz" if gz else ""))).write_bytes(gzip.compress(raw) if gz else raw)
+
+
+MNIST_X = RNG.integers(0, 256, (200, 28, 28), dtype=np.uint8)
+MNIST_Y = RNG.integers(0, 10, 200, dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    "train_labels, message",
+    [
+        (idx_bytes(RNG.integers(0, 10, 260, dtype=np.uint8)), r"200 images but 260 labels"),
+        (idx_bytes(RNG.integers(0, 10, 150, dtype=np.uint8)), r"200 images but 150 labels"),
+        (idx_bytes(np.full(200, 12, np.uint8)), r"labels range over \[12, 12\] but mnist has 10 classes"),
+        (
+            idx_bytes(MNIST_Y, magic=b"\x00\x00\x08\x03"),
+            r"not an IDX labels file: its magic number is 0x00000803",
+        ),
+        (idx_bytes(MNIST_Y, magic=b"\x00\x00\x0d\x01"), r"magic number is 0x00000d01"),  # float32 type code
+        (idx_bytes(MNIST_Y)[:-5], r"header says labels of shape \(200,\) .* 203 bytes"),
+        (idx_bytes(MNIST_Y) + b"extra", r"has 213 bytes"),
+        (idx_bytes(MNIST_Y)[:6], r"truncated IDX header"),
+    ],
+    ids=[
+        "260-labels",
+        "150-labels",
+        "label-range",
+        "images-magic",
+        "float-type",
+        "truncated",
+        "trailing",
+        "header",
+    ],
+)
+def test_idx_files_that_lie_are_refused_with_the_file_named(tmp_path, train_labels, message):
+    write_mnist(tmp_path, MNIST_X, train_labels, MNIST_X[:10], MNIST_Y[:10], gz=False)
+    with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte.*" + message):
+        data.load_dataset("mnist", str(tmp_path))
+
+
+def test_truncated_gzip_idx_is_named(tmp_path):
+    write_mnist(tmp_path, MNIST_X, MNIST_Y, MNIST_X[:10], MNIST_Y[:10])
+    path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte.gz: cannot be read"):
+        data.load_dataset("mnist", str(tmp_path))
+
+
+def write_image_folder(root, sizes=None, splits=("train", "test"), classes=10):
+    for split in splits:
+        for label in range(classes):
+            folder = root / split / f"class{label}"
+            folder.mkdir(parents=True)
+            size = (sizes or {}).get((split, label), 8)
+            Image.fromarray(RNG.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / "0.png")
+
+
+def test_image_folder_that_lies_is_refused_with_the_file_named(tmp_path):
+    write_image_folder(tmp_path / "mixed", sizes={("train", 3): 9})
+    with pytest.raises(ValueError, match=r"class3/0.png: image of size 9×9, but .*class0/0.png is 8×8"):
+        data.load_dataset("cifar10", str(tmp_path / "mixed"))
+
+    write_image_folder(tmp_path / "corrupt")
+    bad = tmp_path / "corrupt" / "test" / "class5" / "0.png"
+    bad.write_bytes(bad.read_bytes()[:40])
+    with pytest.raises(ValueError, match=r"test/class5/0.png: not a readable image"):
+        data.load_dataset("cifar10", str(tmp_path / "corrupt"))
+
+    write_image_folder(tmp_path / "no_test", splits=("train",))
+    with pytest.raises(ValueError, match=r"has a train split but no test split"):
+        data.load_dataset("cifar10", str(tmp_path / "no_test"))
+
+    write_image_folder(tmp_path / "extra_class")
+    (tmp_path / "extra_class" / "test" / "class0").rename(tmp_path / "extra_class" / "test" / "zebra")
+    with pytest.raises(ValueError, match=r"test class folder\(s\) \['zebra'\] have no counterpart in train"):
+        data.load_dataset("cifar10", str(tmp_path / "extra_class"))
+
+
+def test_truncated_image_archive_is_named(tmp_path):
+    write_image_folder(tmp_path / "src")
+    archive = tmp_path / "data" / "images.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "src", arcname="cifar10")
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"images.tar.gz: the archive is truncated or corrupt"):
+        data.load_dataset("cifar10", str(tmp_path / "data"))
+
+
+def test_cifar_archives_that_lie_are_refused_with_the_file_named(tmp_path):
+    train, test = cifar_arrays(20), cifar_arrays(6)
+    (tmp_path / "short").mkdir()
+    write_cifar10_binary(tmp_path / "short" / "cifar-10-batches-bin", train, test)
+    record = tmp_path / "short" / "cifar-10-batches-bin" / "data_batch_2.bin"
+    record.write_bytes(record.read_bytes()[:-100])
+    with pytest.raises(ValueError, match=r"data_batch_2.bin: 12192 bytes is not a whole number of 3073-byte"):
+        data.load_dataset("cifar10", str(tmp_path / "short"))
+
+    (tmp_path / "labels").mkdir()
+    write_cifar10_binary(tmp_path / "labels" / "cifar-10-batches-bin", train, (test[0], test[1] + 10))
+    with pytest.raises(
+        ValueError, match=r"test_batch.bin: labels range over \[\d+, \d+\] but cifar10 has 10"
+    ):
+        data.load_dataset("cifar10", str(tmp_path / "labels"))
+
+    (tmp_path / "missing").mkdir()
+    write_cifar10_binary(tmp_path / "missing" / "cifar-10-batches-bin", train, test)
+    (tmp_path / "missing" / "cifar-10-batches-bin" / "data_batch_5.bin").unlink()
+    with pytest.raises(ValueError, match=r"cifar-10-batches-bin: data_batch_5.bin is missing"):
+        data.load_dataset("cifar10", str(tmp_path / "missing"))
+
+    folder = tmp_path / "shape" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        images = np.zeros((4, 1000), np.uint8) if name == "data_batch_3" else np.zeros((4, 3072), np.uint8)
+        (folder / name).write_bytes(pickle.dumps({b"data": images, b"labels": [0, 1, 2, 3]}))
+    with pytest.raises(ValueError, match=r"data_batch_3: data has shape \(4, 1000\), expected \[N, 3072\]"):
+        data.load_dataset("cifar10", str(tmp_path / "shape"))
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": np.zeros((4, 3072), np.uint8)})[:-3])
+    (folder / "data_batch_3").write_bytes(
+        pickle.dumps({b"data": np.zeros((4, 3072), np.uint8), b"labels": [0] * 3})
+    )
+    with pytest.raises(ValueError, match=r"data_batch_3: 4 images but 3 labels"):
+        data.load_dataset("cifar10", str(tmp_path / "shape"))
+
+
+def test_streamed_test_split_keeps_the_train_labels(tmp_path):
+    from snnjax import streaming
+
+    for split, classes in (("train", ["a", "b", "c"]), ("val", ["b", "c"])):
+        for name in classes:
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / split / name / "0.png")
+    train = streaming.ImageFolderSource(str(tmp_path / "train"))
+    val = streaming.ImageFolderSource(str(tmp_path / "val"), classes=train.classes)
+    assert [label for _, label in val.items] == [1, 2]  # b and c keep their training labels
+    with pytest.raises(ValueError, match=r"class folder\(s\) \['a'\] have no counterpart"):
+        streaming.ImageFolderSource(str(tmp_path / "train"), classes=["b", "c"])
+    (tmp_path / "val" / "c" / "0.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"val/c/0.png: not a readable image"):
+        val[1]
