@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import functools
 import io
+import math
 import pickle
 import re
 import zipfile
@@ -51,13 +52,81 @@ _STORAGE_DTYPES = {
 }
 
 
+class _Storage:
+    """One storage of the archive: its element dtype, its name in the archive and its raw bytes."""
+
+    def __init__(self, dtype: np.dtype, name: str, raw: bytes):
+        self.dtype, self.name, self.raw = dtype, name, raw
+
+
+class _TensorRecord:
+    """What a ``_rebuild_tensor_v2`` call in the pickle asks for; checked and built by :func:`_build`.
+
+    Nothing is read from the storage while unpickling: the arguments are only recorded, so that each
+    can be checked with the state_dict key it belongs to named in the error.
+    """
+
+    def __init__(self, storage, offset, size, stride):
+        self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
+
+
 def _rebuild_tensor(storage, offset, size, stride, *_):
-    """``torch._utils._rebuild_tensor_v2`` for a NumPy storage: a strided view, copied."""
-    if not size:
-        return np.array(storage[offset], copy=True)
+    """``torch._utils._rebuild_tensor_v2`` stand-in: records the request (see :func:`_build`)."""
+    return _TensorRecord(storage, offset, size, stride)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _build(record: _TensorRecord, key: str, path: str) -> np.ndarray:
+    """The array a tensor record describes, after checking that it lies inside its storage.
+
+    Raises:
+      ValueError: naming ``key`` and ``path``, for a storage whose byte length is not a whole number
+        of elements, sizes/strides/offset that are not non-negative ints, mismatched size and stride
+        lengths, an element outside the storage, or more elements than the storage holds.
+    """
+
+    def refuse(reason: str) -> ValueError:
+        return ValueError(f"{path}: tensor {key!r} {reason}; the file is corrupt or was crafted.")
+
+    storage = record.storage
+    if not isinstance(storage, _Storage):
+        raise refuse("has no storage from the archive")
     itemsize = storage.dtype.itemsize
+    if len(storage.raw) % itemsize:
+        raise refuse(
+            f"has a storage ({storage.name}) of {len(storage.raw)} bytes, not a whole number of "
+            f"{storage.dtype} elements"
+        )
+    count = len(storage.raw) // itemsize
+    offset, size, stride = record.offset, record.size, record.stride
+    if not (isinstance(size, tuple | list) and isinstance(stride, tuple | list)):
+        raise refuse(f"has size {size!r} / stride {stride!r}, expected tuples")
+    if not all(_is_int(v) and v >= 0 for v in (offset, *size, *stride)):
+        raise refuse(
+            f"has offset {offset!r}, size {tuple(size)!r}, stride {tuple(stride)!r}: all must be ints >= 0"
+        )
+    if len(size) != len(stride):
+        raise refuse(f"has {len(size)} sizes but {len(stride)} strides")
+    numel = math.prod(size)
+    if numel == 0:
+        return np.zeros(size, storage.dtype)
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
+    if last >= count:
+        raise refuse(
+            f"reaches element {last} (offset {offset}, size {tuple(size)}, stride {tuple(stride)}) of a "
+            f"storage ({storage.name}) that holds {count}"
+        )
+    if numel > count:  # only overlapping (e.g. expanded, stride 0) views can do this
+        raise refuse(
+            f"has {numel} elements but its storage ({storage.name}) holds {count}; save tensor.clone() "
+            "instead of an expanded view"
+        )
+    values = np.frombuffer(storage.raw, storage.dtype)
     view = np.lib.stride_tricks.as_strided(
-        storage[offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride)
+        values[offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride), writeable=False
     )
     return np.array(view, copy=True)
 
@@ -98,11 +167,19 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
             raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
+        if len(pid) < 3:
+            raise pickle.UnpicklingError(f"malformed storage reference {pid!r}")
         storage_type, key = pid[1], pid[2]
         if not isinstance(storage_type, _StorageType):
             raise pickle.UnpicklingError(f"unsupported storage type {storage_type!r}")
-        raw = self._archive.read(f"{self._prefix}data/{key}")
-        return np.frombuffer(raw, dtype=np.dtype(storage_type.dtype).newbyteorder("<"))
+        name = f"{self._prefix}data/{key}"
+        try:
+            raw = self._archive.read(name)
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"the pickle refers to storage {name!r}, which the archive lacks"
+            ) from None
+        return _Storage(np.dtype(storage_type.dtype).newbyteorder("<"), name, raw)
 
 
 def read_torch_checkpoint(path: str) -> dict[str, np.ndarray]:
@@ -118,25 +195,33 @@ def read_torch_checkpoint(path: str) -> dict[str, np.ndarray]:
 
     Raises:
       pickle.UnpicklingError: if the file refers to anything but tensors and plain containers.
-      ValueError: if the file is not a zip-format checkpoint or holds no state_dict.
+      ValueError: if the file is not a zip-format checkpoint, is damaged, holds no state_dict, or a
+        tensor does not lie inside its storage (the key is named).
     """
     if not zipfile.is_zipfile(path):
         raise ValueError(
             f"{path} is not a zip-format PyTorch checkpoint (torch.save since PyTorch 1.6); re-save it "
             "with a current PyTorch."
         )
-    with zipfile.ZipFile(path) as archive:
-        pickles = [name for name in archive.namelist() if name.endswith("data.pkl")]
-        if len(pickles) != 1:
-            raise ValueError(f"{path}: expected one data.pkl in the archive, found {pickles}.")
-        prefix = pickles[0][: -len("data.pkl")]
-        obj = _RestrictedUnpickler(io.BytesIO(archive.read(pickles[0])), archive, prefix).load()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickles = [name for name in archive.namelist() if name.endswith("data.pkl")]
+            if len(pickles) != 1:
+                raise ValueError(f"{path}: expected one data.pkl in the archive, found {pickles}.")
+            prefix = pickles[0][: -len("data.pkl")]
+            obj = _RestrictedUnpickler(io.BytesIO(archive.read(pickles[0])), archive, prefix).load()
+    except (pickle.UnpicklingError, ValueError):
+        raise
+    except Exception as error:  # a damaged zip or pickle fails in many ways (EOF, bad CRC, bad opcodes)
+        raise ValueError(f"{path}: damaged checkpoint ({type(error).__name__}: {error}).") from None
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model", "net"):
             if isinstance(obj.get(key), Mapping):
                 obj = obj[key]
                 break
-    arrays = {k: v for k, v in obj.items() if isinstance(v, np.ndarray)} if isinstance(obj, Mapping) else {}
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{path} holds no state_dict of tensors.")
+    arrays = {str(k): _build(v, str(k), path) for k, v in obj.items() if isinstance(v, _TensorRecord)}
     if not arrays:
         raise ValueError(f"{path} holds no state_dict of tensors.")
     return {re.sub(r"^module\.", "", key): value for key, value in arrays.items()}
