@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
 from snnjax.activations import QCFSOrder
+from snnjax.augment import AUGMENTATIONS
 from snnjax.data import DATASETS
 from snnjax.layers import ThresholdParameterization
 from snnjax.methods import Method, snn_neuron
@@ -24,6 +27,30 @@ def _positive_int(config: ml_collections.ConfigDict, field: str) -> None:
     value = config[field]
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"config.{field} must be a positive int, got {value!r}.")
+
+
+def _int_at_least(config: ml_collections.ConfigDict, field: str, low: int) -> None:
+    value = config[field]
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"config.{field} must be an int >= {low}, got {value!r}.")
+
+
+def _real(
+    config: ml_collections.ConfigDict,
+    field: str,
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """Raises unless ``config.field`` is a finite number in the interval (NaN fails every comparison)."""
+    value = config[field]
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"config.{field}={value!r} must be a finite number in {interval}.")
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -55,6 +82,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(
             "config.balancing='weights' needs config.fold_bn=True (BN would undo the rescaling)."
         )
+    if config.dataset == "digits" and config.data_dir:
+        raise ValueError(
+            f"config.data_dir={config.data_dir!r} is set but config.dataset='digits' is the set bundled "
+            "with scikit-learn and reads no files: unset config.data_dir, or set config.dataset to the "
+            "dataset in that folder (mnist, cifar10, ...)."
+        )
+    augment = [n.strip() for n in config.augment.split(",") if n.strip()]
+    unknown = [n for n in augment if n not in AUGMENTATIONS]
+    if unknown:
+        raise ValueError(f"config.augment names unknown {unknown}; allowed: {', '.join(AUGMENTATIONS)}.")
     for field in (
         "log_every_steps",
         "levels",
@@ -63,17 +100,25 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         "eval_batch_size",
         "snn_num_steps",
         "report_examples",
+        "calibration_examples",
+        "image_size",
     ):
         _positive_int(config, field)
-    if not 0.0 <= config.slip_c <= 1.0:
-        raise ValueError(f"config.slip_c={config.slip_c} must lie in [0, 1].")
-    if not 0.0 <= config.qcfs_shift < 1.0:
-        raise ValueError(f"config.qcfs_shift={config.qcfs_shift} must lie in [0, 1).")
-    if config.threshold_init <= 0:
-        raise ValueError(f"config.threshold_init={config.threshold_init} must be positive.")
-    if config.learning_rate <= 0:
-        raise ValueError(f"config.learning_rate={config.learning_rate} must be positive.")
-    if not 0.0 < config.calibration_percentile <= 100.0:
-        raise ValueError(
-            f"config.calibration_percentile={config.calibration_percentile} must lie in (0, 100]."
-        )
+    for field in ("seed", "crop_padding", "cutout_size"):
+        _int_at_least(config, field, 0)
+    _real(config, "slip_c", 0.0, 1.0)
+    _real(config, "slip_shift1")
+    _real(config, "slip_shift2", 0.0, 1.0)
+    _real(config, "qcfs_shift", 0.0, 1.0, high_open=True)
+    _real(config, "threshold_init", 0.0, low_open=True)
+    _real(config, "learning_rate", 0.0, low_open=True)
+    _real(config, "momentum", 0.0, 1.0, high_open=True)
+    _real(config, "weight_decay", 0.0)
+    _real(config, "calibration_percentile", 0.0, 100.0, low_open=True)
+    _real(config, "energy_pj_per_mac", 0.0)
+    _real(config, "energy_pj_per_ac", 0.0)
+    if config.snn_v0 is not None:
+        _real(config, "snn_v0", 0.0, 1.0)
+    steps = config.report_steps
+    if not steps or not all(isinstance(t, int) and not isinstance(t, bool) and t > 0 for t in steps):
+        raise ValueError(f"config.report_steps={steps!r} must be a non-empty sequence of positive ints.")

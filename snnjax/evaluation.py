@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.util
 import itertools
 import json
 import os
+import sys
 import time
 from collections.abc import Iterable, Sequence
 
@@ -15,8 +18,9 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from snnjax import conversion, interop, methods, parallel, reports, training
+from snnjax import checkpoints, conversion, interop, methods, parallel, reports, training
 from snnjax import data as data_lib
+from snnjax import workdir as workdir_lib
 from snnjax.config_validation import validate_config
 from snnjax.layers import threshold_to_param
 from snnjax.neurons import WINDOWED_NEURONS
@@ -206,12 +210,6 @@ def format_layer_table(layer_report: dict, energy: dict) -> str:
 
 def _import_torch(config: ml_collections.ConfigDict, dataset, mesh) -> training.TrainState:
     """A train state holding a reference PyTorch checkpoint's weights (``config.torch_checkpoint``)."""
-    if not os.path.exists(config.torch_checkpoint):
-        raise FileNotFoundError(f"config.torch_checkpoint={config.torch_checkpoint!r} does not exist.")
-    if config.per_channel_threshold:
-        raise ValueError(
-            "reference checkpoints hold one λ per layer: set config.per_channel_threshold=False."
-        )
     state_dict = interop.read_torch_checkpoint(config.torch_checkpoint)
     variables, report = interop.from_torch_state_dict(
         state_dict,
@@ -242,64 +240,135 @@ def _import_torch(config: ml_collections.ConfigDict, dataset, mesh) -> training.
     return parallel.replicate(mesh, state)
 
 
-def _restore(config: ml_collections.ConfigDict, workdir: str, dataset, mesh) -> training.TrainState:
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _restore(
+    config: ml_collections.ConfigDict, workdir: str, dataset, mesh
+) -> tuple[training.TrainState, dict]:
+    """The trained state and where it came from (``{"checkpoint", "step", "directory"}`` or the .pth)."""
     if config.torch_checkpoint is not None:
-        return _import_torch(config, dataset, mesh)
-    steps_per_epoch = dataset.num_train // config.batch_size
-    manager = training.checkpoint_manager(workdir, config.checkpoint)
+        source = {
+            "torch_checkpoint": os.path.abspath(config.torch_checkpoint),
+            "sha256": _sha256(config.torch_checkpoint),
+            "torch_layout": config.torch_layout,
+        }
+        return _import_torch(config, dataset, mesh), source
+    steps_per_epoch = max(dataset.num_train // config.batch_size, 1)
+    manager = checkpoints.checkpoint_manager(workdir, config.checkpoint, read_only=True)
     template = training.abstract_train_state(config, dataset, steps_per_epoch)
     try:
-        state = training.restore_state(manager, template, mesh)
-    except Exception as error:  # Orbax raises several types for a tree/shape mismatch.
-        raise ValueError(
-            f"The checkpoint in {manager.directory} does not match the config (model={config.model!r}, "
-            f"method={config.method!r}, dataset={config.dataset!r}, per_channel_threshold="
-            f"{config.per_channel_threshold}, pooling={config.pooling!r}): pass the config it was trained "
-            f"with. Orbax said: {str(error)[:500]}"
-        ) from error
+        state, step, _ = checkpoints.restore_newest_readable(manager, template, mesh)
     finally:
         manager.close()
     if state is None:
         raise FileNotFoundError(
             f"No checkpoint in {manager.directory}: run train.py with the same --config and --workdir first."
         )
-    return state
+    return state, {
+        "checkpoint": config.checkpoint,
+        "step": int(step),
+        "directory": os.fspath(manager.directory),
+    }
+
+
+def _check_conversion_inputs(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
+    """Everything :func:`convert_and_evaluate` can check before it loads data or computes anything.
+
+    Returns:
+      The training config recorded in ``workdir`` (None when importing a .pth, or for a workdir from
+      before configs were recorded).
+    """
+    validate_config(config)
+    if config.export_nir:
+        neuron = methods.snn_neuron(config)
+        if neuron != "if" or config.snn_max_pool != "avg":
+            raise ValueError(
+                f"config.export_nir: NIR has no counterpart for neuron {neuron!r} / snn_max_pool "
+                f"{config.snn_max_pool!r}; export needs the IF neuron and average pooling."
+            )
+        if importlib.util.find_spec("nir") is None:
+            raise ValueError("config.export_nir needs the nir package: pip install 'snnjax[interop]'.")
+    if config.torch_checkpoint is not None:
+        if not os.path.isfile(config.torch_checkpoint):
+            raise FileNotFoundError(f"config.torch_checkpoint={config.torch_checkpoint!r} does not exist.")
+        if config.per_channel_threshold:
+            raise ValueError(
+                "reference checkpoints hold one λ per layer: set config.per_channel_threshold=False."
+            )
+        return None
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise NotADirectoryError(f"--workdir={workdir!r} is a file, not a folder.")
+    if not os.path.isdir(workdir):
+        raise FileNotFoundError(
+            f"--workdir={workdir!r} does not exist: run train.py with the same --config and --workdir "
+            "first (or set config.torch_checkpoint to convert a PyTorch checkpoint)."
+        )
+    if not workdir_lib.has_checkpoint(workdir, config.checkpoint):
+        raise FileNotFoundError(
+            f"No checkpoint in {os.path.join(workdir, checkpoints.CHECKPOINT_KINDS[config.checkpoint])}: "
+            "run train.py with the same --config and --workdir first."
+        )
+    recorded = workdir_lib.check_conversion_config(config, workdir)
+    if recorded is None:
+        print(
+            f"warning: {workdir} has no {workdir_lib.CONFIG_FILE} (trained by an older snnjax): the config "
+            "cannot be checked against the one it was trained with.",
+            file=sys.stderr,
+        )
+    return recorded
 
 
 def convert_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Restores, converts, evaluates and reports; see :func:`_convert_and_evaluate`.
 
-    Runs under ``jax.default_matmul_precision(config.eval_precision)`` (``"highest"`` by default: true
-    float32 convolutions on GPUs, whose default for float32 is TF32).
+    Every check that needs no computation runs first: the config's fields, the recorded training
+    config of ``workdir`` (the fields that define the network must agree, see
+    :func:`snnjax.workdir.check_conversion_config`), the checkpoint's presence, and that ``workdir``
+    can be written to (it is created for an imported .pth). Runs under
+    ``jax.default_matmul_precision(config.eval_precision)`` (``"highest"`` by default: true float32
+    convolutions on GPUs, whose default for float32 is TF32).
     """
-    validate_config(config)
-    with jax.default_matmul_precision(config.eval_precision):
-        return _convert_and_evaluate(config, workdir)
+    trained_config = _check_conversion_inputs(config, workdir)
+    with workdir_lib.prepared_workdir(workdir), jax.default_matmul_precision(config.eval_precision):
+        return _convert_and_evaluate(config, workdir, trained_config)
 
 
-def _convert_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def _convert_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, trained_config: dict | None
+) -> dict:
     """Restores the ANN trained in ``workdir``, converts it to an SNN, evaluates and reports both.
 
     Prints the accuracy table and the layer-wise report, and writes to ``workdir``:
     ``snn_eval.json`` (``{"dataset", "method", "T", "ann_accuracy", "snn_accuracy": {"1": ..., "T": ...},
     "ann_top5_accuracy", "snn_top5_accuracy": {...}, "neuron", "snn_dtype", "latency_steps": {...},
-    "layers": <reports.spiking_layer_report>, "energy": <reports.energy_report>}``, accuracies as
-    fractions), ``snn_accuracy.png`` and ``snn_layers.png``.
+    "layers": <reports.spiking_layer_report>, "energy": <reports.energy_report>, "v0", "levels",
+    "source": {"checkpoint", "step", "directory"} or {"torch_checkpoint", "sha256", "torch_layout"},
+    "trained_config", "config"}``, accuracies as fractions), ``snn_accuracy.png`` and
+    ``snn_layers.png``. Each file is written atomically; a previous ``snn_eval.json`` is replaced
+    with a note saying so.
 
     Args:
       config: the config the ANN was trained with (plus conversion fields).
       workdir: the training workdir.
+      trained_config: the config recorded by training (for the provenance in ``snn_eval.json``).
 
     Returns:
       The dictionary written to ``snn_eval.json``.
 
     Raises:
       FileNotFoundError: if ``workdir`` holds no checkpoint.
-      ValueError: if the checkpoint does not match the config's architecture.
+      ValueError: if every checkpoint step is unreadable, or a readable one stores another network
+        (:class:`snnjax.checkpoints.CheckpointMismatchError`).
     """
     mesh = parallel.data_mesh()
     dataset = data_lib.load_dataset(config.dataset, config.data_dir, config.seed, config.image_size)
-    state = _restore(config, workdir, dataset, mesh)
+    state, source = _restore(config, workdir, dataset, mesh)
     start = time.perf_counter()
     ann = training.evaluate(state, dataset.test_batches(config.eval_batch_size), mesh)
     ann_variables = {"params": state.params, "batch_stats": state.batch_stats}
@@ -404,35 +473,42 @@ def _convert_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> di
         "latency_steps": {t: int(t) * (num_spiking + 1 if windowed else 1) for t in by_step(snn)},
         "layers": layer_report,
         "energy": energy,
+        # What produced these numbers.
+        "v0": v0,
+        "levels": levels,
+        "source": source,
+        "trained_config": trained_config,
+        "config": workdir_lib.config_dict(config),
     }
-    with open(os.path.join(workdir, "snn_eval.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    result_path = os.path.join(workdir, "snn_eval.json")
+    if os.path.exists(result_path):
+        print(f"note: replacing the previous {result_path} (keep a copy to compare runs).")
+
+    def write_json(path):
+        with open(path, "w") as f:
+            json.dump(result, f, indent=2)
+
+    workdir_lib.atomic_write(result_path, write_json)
     title = f"{config.dataset} / {config.model} / {config.method} ({neuron})"
-    plot_accuracy(
+    workdir_lib.atomic_write(
         os.path.join(workdir, "snn_accuracy.png"),
-        ann["accuracy"],
-        snn,
-        f"{title}, {dataset.num_test} test images",
+        lambda path: plot_accuracy(path, ann["accuracy"], snn, f"{title}, {dataset.num_test} test images"),
     )
-    plot_layers(
-        os.path.join(workdir, "snn_layers.png"), layer_report, f"{title}, {layer_report['images']} images"
+    workdir_lib.atomic_write(
+        os.path.join(workdir, "snn_layers.png"),
+        lambda path: plot_layers(path, layer_report, f"{title}, {layer_report['images']} images"),
     )
     print(f"Wrote {os.path.join(workdir, 'snn_eval.json')}, snn_accuracy.png and snn_layers.png")
     if config.export_nir:
-        _export_nir(config, snn_model("layer"), snn_variables, dataset.image_shape, v0, neuron, workdir)
+        _export_nir(snn_model("layer"), snn_variables, dataset.image_shape, v0, workdir)
     return result
 
 
-def _export_nir(config, snn_model, snn_variables, image_shape, v0: float, neuron: str, workdir: str) -> None:
+def _export_nir(snn_model, snn_variables, image_shape, v0: float, workdir: str) -> None:
     """Writes ``workdir/snn.nir`` (lossy by request: NIR's IF resets to a value, ours by subtraction)."""
     import nir
 
-    if neuron != "if" or config.snn_max_pool != "avg":
-        raise ValueError(
-            f"config.export_nir: NIR has no counterpart for neuron {neuron!r} / snn_max_pool "
-            f"{config.snn_max_pool!r}; export needs the IF neuron and average pooling."
-        )
     graph = interop.to_nir(snn_model, snn_variables, image_shape, v0=v0, lossy=True)
     path = os.path.join(workdir, "snn.nir")
-    nir.write(path, graph)
+    workdir_lib.atomic_write(path, lambda temporary: nir.write(temporary, graph))
     print(f"Wrote {path} (NIR graph, {len(graph.nodes)} nodes; our IF semantics in metadata['snnjax'])")

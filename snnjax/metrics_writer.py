@@ -5,7 +5,18 @@ from __future__ import annotations
 import json
 import os
 
+from snnjax.workdir import atomic_write
+
 __all__ = ["MetricsWriter"]
+
+
+def _step_of(line: str) -> int | None:
+    """The step of one ``metrics.jsonl`` record (None for a line that is not one, e.g. cut short)."""
+    try:
+        step = json.loads(line).get("step")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return step if isinstance(step, int) else None
 
 
 class MetricsWriter:
@@ -15,14 +26,41 @@ class MetricsWriter:
     JSON lines are still written. Values must already be on the host (Python floats).
     """
 
-    def __init__(self, workdir: str):
+    def __init__(self, workdir: str, resume_step: int = 0):
+        """Opens the writers.
+
+        Args:
+          workdir: the training workdir.
+          resume_step: the step training continues from. Records of later steps (written after the
+            last checkpoint by a run that was then interrupted) are dropped, since training writes
+            them again, so ``metrics.jsonl`` never holds a step twice; so is a last line cut short.
+        """
         self._jsonl = os.path.join(workdir, "metrics.jsonl")
+        self._drop_after(resume_step)
         try:
             from tensorboardX import SummaryWriter
         except ImportError:  # optional on machines that ship their own stack (e.g. GPU images)
             self._tensorboard = None
         else:
             self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def _drop_after(self, step: int) -> None:
+        if not os.path.exists(self._jsonl):
+            return
+        with open(self._jsonl) as f:
+            lines = f.readlines()
+        # A line cut short by a kill is no record either: it would glue onto the next one.
+        kept = [
+            line for line in lines if (s := _step_of(line)) is not None and s <= step and line.endswith("\n")
+        ]
+        if len(kept) == len(lines):
+            return
+
+        def write(path):
+            with open(path, "w") as f:
+                f.writelines(kept)
+
+        atomic_write(self._jsonl, write)
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
         """Records ``scalars`` at ``step``."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -17,8 +16,9 @@ import orbax.checkpoint as ocp
 from flax.training import train_state
 
 from snnjax import augment as augment_lib
+from snnjax import checkpoints, methods, parallel
 from snnjax import data as data_lib
-from snnjax import methods, parallel
+from snnjax import workdir as workdir_lib
 from snnjax.config_validation import validate_config
 from snnjax.metrics_writer import MetricsWriter
 from snnjax.models import create_model
@@ -26,20 +26,16 @@ from snnjax.models import create_model
 __all__ = [
     "TrainState",
     "build_ann",
-    "checkpoint_manager",
     "create_train_state",
     "epoch_cosine_schedule",
     "eval_step",
     "evaluate",
-    "restore_state",
     "sgd_coupled_weight_decay",
     "top_k_correct",
     "train_and_evaluate",
     "make_train_step",
     "train_step",
 ]
-
-CHECKPOINT_KINDS = {"latest": "checkpoints", "best": "best"}
 
 
 class TrainState(train_state.TrainState):
@@ -201,37 +197,6 @@ def evaluate(state: TrainState, batches: Iterable, mesh) -> dict[str, float]:
     }
 
 
-def checkpoint_manager(workdir: str, kind: str = "latest") -> ocp.CheckpointManager:
-    """The Orbax manager of one kind of checkpoint in ``workdir``.
-
-    ``kind="latest"``: ``workdir/checkpoints``, the last 2 epochs, used to resume. ``kind="best"``:
-    ``workdir/best``, the epoch with the highest test accuracy (as the reference code keeps).
-    """
-    if kind not in CHECKPOINT_KINDS:
-        raise ValueError(f"checkpoint kind {kind!r} is unknown; allowed: {', '.join(CHECKPOINT_KINDS)}.")
-    directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_KINDS[kind])
-    if kind == "best":
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=1, best_fn=lambda m: m["test_accuracy"], best_mode="max", create=True
-        )
-    else:
-        options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
-    return ocp.CheckpointManager(directory, options=options)
-
-
-def restore_state(manager: ocp.CheckpointManager, template: TrainState, mesh) -> TrainState | None:
-    """Restores the latest checkpoint into the shape of ``template`` (replicated), or None if none.
-
-    The target is abstract (``jax.eval_shape``-like), so nothing is computed for the template's values.
-    """
-    step = manager.latest_step()
-    if step is None:
-        return None
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), template)
-    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
-
-
 def build_model_and_optimizer(
     config: ml_collections.ConfigDict, num_classes: int, steps_per_epoch: int
 ) -> tuple[nn.Module, optax.GradientTransformation, optax.Schedule]:
@@ -249,6 +214,26 @@ def abstract_train_state(config: ml_collections.ConfigDict, dataset, steps_per_e
     )
 
 
+@jax.jit
+def _finite_flags(tree) -> list[jax.Array]:
+    """One bool per floating-point leaf of ``tree``: whether all its values are finite."""
+    return [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+
+
+def non_finite_variables(state: TrainState) -> list[str]:
+    """Paths (``params/conv_bn0/conv/kernel``, ``opt_state/...``) of the train state's non-finite arrays.
+
+    Checks the parameters, BatchNorm statistics and optimizer state, i.e. everything a checkpoint holds.
+    """
+    tree = {"params": state.params, "batch_stats": state.batch_stats, "opt_state": state.opt_state}
+    flags = iter(jax.device_get(_finite_flags(tree)))
+    return [
+        "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+        for path, x in jax.tree_util.tree_leaves_with_path(tree)
+        if jnp.issubdtype(x.dtype, jnp.inexact) and not next(flags)
+    ]
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str, devices: list[jax.Device] | None = None
 ) -> TrainState:
@@ -257,7 +242,12 @@ def train_and_evaluate(
     Every ``config.log_every_steps`` steps and at each epoch end the metrics are pulled to the host,
     printed (loss, accuracy, images/s, ETA) and written to ``workdir/metrics.jsonl`` and TensorBoard
     (``workdir/tensorboard``). Each epoch ends with a checkpoint in ``workdir/checkpoints`` (latest,
-    used to resume) and ``workdir/best`` (highest test accuracy).
+    used to resume) and ``workdir/best`` (highest test accuracy). The config is recorded in
+    ``workdir/config.json``; resuming compares against it (see :mod:`snnjax.workdir`).
+
+    Everything is checked before anything is written: the config, the data, the recorded config of
+    an existing workdir. A newest checkpoint that cannot be read is set aside (moved to
+    ``workdir/set_aside/``) with a warning, and training resumes from the newest readable one.
 
     Args:
       config: an experiment config (see ``configs/default.py``).
@@ -268,11 +258,14 @@ def train_and_evaluate(
       The final train state (replicated over the mesh).
 
     Raises:
-      FloatingPointError: if the training loss becomes non-finite (the step is named; the last good
-        checkpoint is kept).
+      ValueError: for an invalid config, unreadable data, a workdir trained with another config, or
+        a workdir whose checkpoints are all unreadable (each named).
+      FloatingPointError: if the training loss or the train state (parameters, BatchNorm statistics,
+        optimizer state) becomes non-finite; a non-finite state is never saved, and the message names
+        the last finite checkpoint.
     """
     validate_config(config)
-    os.makedirs(workdir, exist_ok=True)
+    workdir_lib.check_training_config(config, workdir)
     mesh = parallel.data_mesh(devices)
     if config.batch_size % mesh.size or config.eval_batch_size % mesh.size:
         raise ValueError(
@@ -285,45 +278,78 @@ def train_and_evaluate(
         raise ValueError(
             f"config.batch_size={config.batch_size} exceeds the {dataset.num_train} training examples."
         )
-    model, tx, schedule = build_model_and_optimizer(config, dataset.num_classes, steps_per_epoch)
     if "autoaugment" in config.augment and dataset.image_shape[-1] != 3:
         raise ValueError(
             f"config.augment includes autoaugment, which needs RGB images; {config.dataset} has "
             f"{dataset.image_shape[-1]} channel(s)."
         )
+    with workdir_lib.prepared_workdir(workdir):
+        latest = checkpoints.checkpoint_manager(workdir, "latest")
+        best = checkpoints.checkpoint_manager(workdir, "best")
+        try:
+            return _train(config, workdir, mesh, dataset, steps_per_epoch, latest, best)
+        finally:
+            # Also on an interruption: let in-flight async saves finish, so a restart can resume.
+            latest.wait_until_finished()
+            best.wait_until_finished()
+            latest.close()
+            best.close()
+
+
+def _train(config, workdir, mesh, dataset, steps_per_epoch, latest, best) -> TrainState:
+    """The body of :func:`train_and_evaluate` once everything is checked and the managers are open."""
+    model, tx, _ = build_model_and_optimizer(config, dataset.num_classes, steps_per_epoch)
     _, mean, std = data_lib.NORMALIZATION[dataset.name]
     step_fn = make_train_step(augment_lib.from_config(config, mean, std), config.seed)
-
-    latest = checkpoint_manager(workdir, "latest")
-    best = checkpoint_manager(workdir, "best")
-    state = restore_state(latest, abstract_train_state(config, dataset, steps_per_epoch), mesh)
+    template = abstract_train_state(config, dataset, steps_per_epoch)
+    state, restored_step, unreadable = checkpoints.restore_newest_readable(latest, template, mesh)
+    for step in unreadable:  # it would be written again: keep the damaged files, out of Orbax's way
+        checkpoints.set_aside(latest, step, "unreadable")
+    resume_step = restored_step or 0
+    for step in best.all_steps():
+        if step > resume_step:
+            checkpoints.set_aside(best, step, f"newer than step {resume_step}, which training resumes from")
     if state is None:
         state = create_train_state(model, jax.random.key(config.seed), dataset.image_shape, tx)
         state = parallel.replicate(mesh, state)
     else:
-        print(f"Resuming from {workdir} at step {int(state.step)}.")
-    start_epoch = int(state.step) // steps_per_epoch
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json(indent=2))
+        print(f"Resuming from {workdir} at step {resume_step}.")
+    if restored_step is None or workdir_lib.read_recorded_config(workdir) is None:
+        workdir_lib.record_config(config, workdir)  # a fresh run, or a workdir from before records
+    start_epoch = resume_step // steps_per_epoch
     print(
         f"Training {config.model} ({config.method}) on {config.dataset}: "
         f"{dataset.num_train} train / {dataset.num_test} test images, "
         f"{config.num_epochs} epochs × {steps_per_epoch} steps of {config.batch_size}, "
         f"{mesh.size} {jax.default_backend()} device(s)."
     )
-    writer = MetricsWriter(workdir)
+    writer = MetricsWriter(workdir, resume_step=resume_step)
     total_steps = config.num_epochs * steps_per_epoch
-    start_step, start_time = int(state.step), time.perf_counter()
+    start_time = time.perf_counter()
     epoch_sums: dict[str, float] = {}
 
-    def pull(window: list[dict[str, jax.Array]], step: int) -> dict[str, float]:
-        """Brings a window of step metrics to the host (one transfer) and checks the loss."""
-        means = {k: float(np.mean(v)) for k, v in jax.device_get(_stack(window)).items()}
-        if not np.isfinite(means["loss"]):
-            raise FloatingPointError(
-                f"Non-finite training loss {means['loss']} by step {step} (epoch {epoch + 1}); the "
-                f"last good checkpoint (step {latest.latest_step()}) is kept in {workdir}."
+    def check_finite(loss: float, step: int, epoch: int) -> None:
+        """Stops before a non-finite loss or train state can be logged as progress or saved."""
+        bad = [] if np.isfinite(loss) else ["training loss"]
+        bad += non_finite_variables(state)
+        if bad:
+            latest.wait_until_finished()
+            last = latest.latest_step()
+            kept = (
+                f"the last checkpoint, step {last} (finite), is kept in {latest.directory}"
+                if last is not None
+                else "no checkpoint had been saved yet"
             )
+            raise FloatingPointError(
+                f"training diverged by step {step} (epoch {epoch + 1}): non-finite {', '.join(bad[:6])}"
+                f"{' …' if len(bad) > 6 else ''}; nothing from this epoch was saved and {kept}. Lower "
+                "config.learning_rate (or raise config.threshold_init) and train again."
+            )
+
+    def pull(window: list[dict[str, jax.Array]], step: int, epoch: int) -> dict[str, float]:
+        """Brings a window of step metrics to the host (one transfer) and checks them and the state."""
+        means = {k: float(np.mean(v)) for k, v in jax.device_get(_stack(window)).items()}
+        check_finite(means["loss"], step, epoch)
         for k, v in means.items():
             epoch_sums[k] = epoch_sums.get(k, 0.0) + v * len(window)
         return means
@@ -338,11 +364,11 @@ def train_and_evaluate(
                 window.append(metrics)
                 if len(window) < config.log_every_steps and index < steps_per_epoch:
                     continue
-                step = start_step + (epoch - start_epoch) * steps_per_epoch + index
-                train = pull(window, step)
+                step = epoch * steps_per_epoch + index
+                train = pull(window, step, epoch)
                 now = time.perf_counter()
                 speed = len(window) * config.batch_size / (now - window_start)
-                eta = (now - start_time) / (step - start_step) * (total_steps - step)
+                eta = (now - start_time) / (step - resume_step) * (total_steps - step)
                 writer.write(step, {f"train_{k}": v for k, v in train.items()} | {"images_per_second": speed})
                 if index < steps_per_epoch:
                     print(
@@ -364,11 +390,6 @@ def train_and_evaluate(
             latest.save(step, args=ocp.args.StandardSave(state))
             best.save(step, args=ocp.args.StandardSave(state), metrics={"test_accuracy": test["accuracy"]})
     finally:
-        # Also on an interruption: let in-flight async saves finish, so a restart can resume.
-        latest.wait_until_finished()
-        best.wait_until_finished()
-        latest.close()
-        best.close()
         writer.close()
     return state
 

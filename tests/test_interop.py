@@ -1,6 +1,7 @@
 """PyTorch checkpoint import: safe reader, reference layouts, logits vs an independent NumPy forward."""
 
 import functools
+import hashlib
 import io
 import os
 import pickle
@@ -259,10 +260,20 @@ def write_torch_zip(path, obj):
             self.array = np.ascontiguousarray(array, np.float32)
 
         def __reduce__(self):
-            storages.append(self.array)
+            storages.append(self.array.tobytes())
             strides = tuple(s // 4 for s in self.array.strides)
             storage = ("storage", FloatStorage, str(len(storages) - 1), "cpu", self.array.size)
             return _rebuild_tensor_v2, (_Persistent(storage), 0, self.array.shape, strides, False, {})
+
+    class Crafted:
+        def __init__(self, spec):
+            self.spec = spec
+
+        def __reduce__(self):
+            storages.append(self.spec.raw)
+            storage = ("storage", FloatStorage, str(len(storages) - 1), "cpu", len(self.spec.raw) // 4)
+            spec = self.spec
+            return _rebuild_tensor_v2, (_Persistent(storage), spec.offset, spec.size, spec.stride, False, {})
 
     class Pickler(pickle.Pickler):
         def persistent_id(self, obj):
@@ -271,6 +282,8 @@ def write_torch_zip(path, obj):
     def wrap(o):
         if isinstance(o, dict):
             return {k: wrap(v) for k, v in o.items()}
+        if isinstance(o, CraftedTensor):
+            return Crafted(o)
         return Tensor(o) if isinstance(o, np.ndarray) else o
 
     buffer = io.BytesIO()
@@ -279,8 +292,15 @@ def write_torch_zip(path, obj):
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("archive/data.pkl", buffer.getvalue())
         archive.writestr("archive/byteorder", "little")
-        for i, array in enumerate(storages):
-            archive.writestr(f"archive/data/{i}", array.tobytes())
+        for i, raw in enumerate(storages):
+            archive.writestr(f"archive/data/{i}", raw)
+
+
+class CraftedTensor:
+    """A tensor record with the storage bytes, offset, size and stride given as they are (float32)."""
+
+    def __init__(self, raw, offset, size, stride):
+        self.raw, self.offset, self.size, self.stride = raw, offset, size, stride
 
 
 class _Persistent:
@@ -314,6 +334,106 @@ def test_reader_refuses_a_checkpoint_that_carries_code(tmp_path):
         interop.read_torch_checkpoint(str(path))
 
 
+F32 = np.arange(6, dtype=np.float32).tobytes()  # a 6-element float32 storage
+
+
+@pytest.mark.parametrize(
+    "raw, offset, size, stride, message",
+    [
+        (F32, 0, (4, 4), (4, 1), r"reaches element 15 .* holds 6"),  # oversized: would read the heap
+        (F32, 0, (1000000000000,), (1,), r"reaches element 999999999999"),
+        (F32, 0, (-2, 3), (3, 1), r"ints >= 0"),  # negative size
+        (F32, 0, (2, 3), (-3, 1), r"ints >= 0"),  # negative stride
+        (F32, -1, (2,), (1,), r"ints >= 0"),  # negative offset
+        (F32, 10**12, (2,), (1,), r"reaches element 1000000000001"),  # huge offset
+        (F32, 0, (2, 2), (10**12, 1), r"reaches element"),  # huge stride
+        (b"", 0, (2,), (1,), r"reaches element 1 .* holds 0"),  # zero-size storage
+        (F32[:-1], 0, (2,), (1,), r"23 bytes, not a whole number"),  # wrong storage length
+        (F32, 0, (2, 3), (1,), r"2 sizes but 1 strides"),
+        (F32, 0, (2.5,), (1,), r"ints >= 0"),
+        (F32, 0, (3, 3), (0, 1), r"9 elements but its storage"),  # an expanded view larger than storage
+        (F32, 0, "abc", (1,), r"expected tuples"),
+    ],
+    ids=[
+        "oversized",
+        "huge-size",
+        "negative-size",
+        "negative-stride",
+        "negative-offset",
+        "huge-offset",
+        "huge-stride",
+        "zero-size-storage",
+        "storage-length",
+        "rank",
+        "float-size",
+        "expanded",
+        "size-type",
+    ],
+)
+def test_reader_refuses_tensors_outside_their_storage(tmp_path, raw, offset, size, stride, message):
+    path = tmp_path / "crafted.pth"
+    write_torch_zip(
+        path, {"good": np.ones(3, np.float32), "layer.weight": CraftedTensor(raw, offset, size, stride)}
+    )
+    with pytest.raises(ValueError, match=r"crafted.pth: tensor 'layer.weight' .*" + message):
+        interop.read_torch_checkpoint(str(path))
+
+
+def test_reader_accepts_in_bounds_views_and_empty_tensors(tmp_path):
+    path = tmp_path / "views.pth"
+    write_torch_zip(
+        path,
+        {
+            "last_column": CraftedTensor(F32, 2, (2,), (3,)),  # elements 2 and 5, the storage's last
+            "empty": CraftedTensor(b"", 0, (0, 4), (4, 1)),
+            "scalar": CraftedTensor(F32, 5, (), ()),
+        },
+    )
+    read = interop.read_torch_checkpoint(str(path))
+    np.testing.assert_array_equal(read["last_column"], [2.0, 5.0])
+    assert read["empty"].shape == (0, 4)
+    assert read["scalar"].shape == () and float(read["scalar"]) == 5.0
+
+
+def test_reader_fuzzed_files_fail_cleanly(tmp_path):
+    # Byte flips in the pickle and the zip structure, and truncations: every outcome is a clean
+    # ValueError/UnpicklingError or a state_dict whose arrays lie inside the file (never a crash).
+    path = tmp_path / "good.pth"
+    write_torch_zip(path, {"a.weight": np.arange(12, dtype=np.float32).reshape(3, 4), "a.bias": np.ones(3)})
+    original = path.read_bytes()
+    rng = np.random.default_rng(0)
+    outcomes = {"refused": 0, "read": 0}
+    for trial in range(300):
+        data = bytearray(original)
+        if trial % 3 == 0:
+            data = data[: rng.integers(1, len(data))]
+        else:
+            for position in rng.integers(0, len(data), size=rng.integers(1, 4)):
+                data[position] = rng.integers(0, 256)
+        fuzzed = tmp_path / f"fuzz{trial}.pth"
+        fuzzed.write_bytes(bytes(data))
+        try:
+            read = interop.read_torch_checkpoint(str(fuzzed))
+        except (ValueError, pickle.UnpicklingError):
+            outcomes["refused"] += 1
+        else:
+            outcomes["read"] += 1
+            assert sum(v.nbytes for v in read.values()) <= len(data)
+    assert outcomes["refused"] > 100  # the fuzzing did reach the checks
+
+
+def test_reader_names_a_missing_storage(tmp_path):
+    path = tmp_path / "nostorage.pth"
+    write_torch_zip(path, {"w": np.ones(2, np.float32)})
+    with zipfile.ZipFile(path) as archive:
+        members = {n: archive.read(n) for n in archive.namelist() if n != "archive/data/0"}
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, payload in members.items():
+            archive.writestr(name, payload)
+    with pytest.raises(pickle.UnpicklingError, match="archive/data/0"):
+        interop.read_torch_checkpoint(str(path))
+
+
 def test_reader_rejects_non_zip_files(tmp_path):
     path = tmp_path / "legacy.pth"
     path.write_bytes(pickle.dumps({"a": 1}))
@@ -340,9 +460,16 @@ def test_convert_py_path_accepts_a_reference_checkpoint(tmp_path, capsys):
     config.torch_checkpoint = str(tmp_path / "ref.pth")
     config.torch_layout = "qcfs_original"
     config.report_examples = 64
-    result = evaluation.convert_and_evaluate(config, str(tmp_path))
+    workdir = tmp_path / "runs" / "imported"  # created by the conversion (the README's import command)
+    result = evaluation.convert_and_evaluate(config, str(workdir))
     assert set(result["snn_accuracy"]) == {str(t) for t in range(1, 9)}
-    assert (tmp_path / "snn_eval.json").exists()
+    assert (workdir / "snn_eval.json").exists()
+    expected_sha256 = hashlib.sha256((tmp_path / "ref.pth").read_bytes()).hexdigest()
+    assert result["source"] == {
+        "torch_checkpoint": str(tmp_path / "ref.pth"),
+        "sha256": expected_sha256,
+        "torch_layout": "qcfs_original",
+    }
     config.torch_checkpoint = str(tmp_path / "missing.pth")
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         evaluation.convert_and_evaluate(config, str(tmp_path))
