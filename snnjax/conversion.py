@@ -1,9 +1,8 @@
-"""ANN→SNN conversion as transforms of the Flax variable tree, and the spiking apply function.
+"""ANN→SNN conversion as transforms of the Flax variable tree.
 
-The SNN is the ANN's model class with each activation layer's function swapped for an IF neuron
-(:func:`spiking_model`); its variables are the ANN's variables passed through
-:func:`ann_to_snn_variables` (each layer's λ becomes that layer's IF threshold θ; optional BN folding).
-:func:`spiking_apply` then runs the SNN in layer mode on time-major input.
+The SNN's variables are the ANN's passed through :func:`ann_to_snn_variables` (each layer's λ becomes
+that layer's IF threshold θ; optional BN folding); :mod:`snnjax.simulation` runs the ANN module with its
+activation layers intercepted (:func:`spiking_model`, :func:`spiking_apply`, re-exported here).
 """
 
 from __future__ import annotations
@@ -20,17 +19,26 @@ from flax import traverse_util
 
 from snnjax.layers import (
     Activation,
-    FoldedBatchNorm,
     SteppedIFActivation,
     ThresholdActivation,
     ThresholdParameterization,
     threshold_from_param,
 )
-from snnjax.models import spiking_max_pool_gate
 from snnjax.neurons import NEURONS
+from snnjax.simulation import (
+    CONVERTIBLE_ACTIVATIONS,
+    SIMULATION_MODES,
+    SpikingNetwork,
+    cumulative_mean_logits,
+    spiking_apply,
+    spiking_apply_sequence,
+    spiking_model,
+)
 
 __all__ = [
     "CONVERTIBLE_ACTIVATIONS",
+    "SIMULATION_MODES",
+    "SpikingNetwork",
     "ann_to_snn_variables",
     "balance_weights",
     "calibrate_thresholds",
@@ -38,6 +46,7 @@ __all__ = [
     "fold_batchnorm",
     "spiking_activation",
     "spiking_apply",
+    "spiking_apply_sequence",
     "spiking_model",
 ]
 
@@ -240,9 +249,6 @@ def balance_weights(snn_variables: Variables) -> dict[str, Any]:
     return balanced
 
 
-SIMULATION_MODES = ("layer", "step")
-
-
 def spiking_activation(
     v0: float = 0.5, per_channel: bool = False, mode: str = "layer", neuron: str = "if"
 ) -> Callable[..., nn.Module]:
@@ -276,138 +282,3 @@ def spiking_activation(
         parameterization=ThresholdParameterization.IDENTITY,
         per_channel=per_channel,
     )
-
-
-# The ANN activation layers the converter knows how to turn into spiking neurons.
-CONVERTIBLE_ACTIVATIONS = (ThresholdActivation, Activation)
-
-
-def _check_convertible(ann_model: nn.Module) -> None:
-    activation = getattr(ann_model, "activation", None)
-    if activation is None:
-        raise ValueError(
-            f"{type(ann_model).__name__} has no 'activation' attribute: the converter swaps that factory "
-            "for the spiking neuron, so build the model with one (see snnjax.models)."
-        )
-    layer = getattr(activation, "func", activation)
-    if layer not in CONVERTIBLE_ACTIVATIONS:
-        known = ", ".join(cls.__name__ for cls in CONVERTIBLE_ACTIVATIONS)
-        raise ValueError(
-            f"The model's activation {activation!r} is not one the converter knows ({known}, or a "
-            "functools.partial of one); refusing to convert rather than skipping it."
-        )
-
-
-def spiking_model(
-    ann_model: nn.Module,
-    *,
-    v0: float = 0.5,
-    fold_bn: bool = False,
-    per_channel: bool = False,
-    mode: str = "layer",
-    neuron: str = "if",
-) -> nn.Module:
-    """The SNN: the same model with its activation swapped for the spiking neuron.
-
-    Args:
-      ann_model: an unbound model with ``activation`` (and ``norm``) attributes.
-      v0: initial membrane fraction (½ for QCFS, ``shift2`` for SlipReLU).
-      fold_bn: use :class:`FoldedBatchNorm` (pair with ``ann_to_snn_variables(..., fold_bn=True)``).
-      per_channel: thresholds are per channel.
-      mode: ``"layer"`` or ``"step"`` simulation (see :func:`spiking_apply`); same outputs.
-      neuron: see :func:`spiking_activation`.
-
-    Returns:
-      A clone of ``ann_model`` to be applied with :func:`spiking_apply`.
-
-    Raises:
-      ValueError: if the model's activation is not a :data:`CONVERTIBLE_ACTIVATIONS` layer.
-    """
-    _check_convertible(ann_model)
-    updates: dict[str, Any] = {"activation": spiking_activation(v0, per_channel, mode, neuron)}
-    if fold_bn:
-        updates["norm"] = FoldedBatchNorm
-    return ann_model.clone(**updates)
-
-
-def _is_step_mode(snn_model: nn.Module) -> bool:
-    return getattr(snn_model.activation, "func", None) is SteppedIFActivation
-
-
-def _fold_time(snn_model: nn.Module, num_steps: int) -> nn.Module:
-    """The layer-mode SNN run on a ``[T·B, ...]`` batch: only the neurons see ``[T, B, ...]``.
-
-    Every synaptic layer then has exactly the ANN's layout on a T·B batch (XLA:CPU ran the same
-    network ~3× slower with a second leading batch axis); each spiking layer reshapes its input to
-    time-major for its scan and back, which moves no data.
-    """
-
-    def unfold(fn):
-        def folded(x, *args):
-            y = fn(x.reshape(num_steps, -1, *x.shape[1:]), *args)
-            return y.reshape(y.shape[0] * y.shape[1], *y.shape[2:])
-
-        return folded
-
-    activation = snn_model.activation
-    keywords = {**activation.keywords, "fn": unfold(activation.keywords["fn"])}
-    updates: dict[str, Any] = {"activation": functools.partial(activation.func, *activation.args, **keywords)}
-    if getattr(snn_model, "pooling", None) == "max_gate":
-        updates["pooling"] = unfold(spiking_max_pool_gate)
-    return snn_model.clone(**updates)
-
-
-def spiking_apply(
-    snn_model: nn.Module, snn_variables: Variables, images: jax.Array, num_steps: int
-) -> jax.Array:
-    """Runs the SNN for ``num_steps`` steps and returns the logits of every step.
-
-    The image is the analog input of the first layer at every step; the last layer stays analog.
-    Layer mode (``spiking_model(..., mode="layer")``): each synaptic layer runs once on the
-    time-batched ``T·B`` batch and each spiking layer is one ``lax.scan`` over time (the model class
-    also accepts time-major ``[T, B, ...]`` input directly, which gives the same outputs). Step mode
-    (``mode="step"``): the whole network advances one timestep at a time inside one ``lax.scan`` whose
-    carry holds every membrane potential; memory does not grow with T (online/streaming use). Both
-    modes give the same outputs.
-
-    Args:
-      snn_model: from :func:`spiking_model`.
-      snn_variables: from :func:`ann_to_snn_variables`.
-      images: ``[B, H, W, C]``.
-      num_steps: T ≥ 1 (a Python int: it sets array shapes).
-
-    Returns:
-      Per-step logits ``[T, B, num_classes]`` (average them over t for the prediction at t; see
-      :func:`cumulative_mean_logits`).
-    """
-    if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 1:
-        raise ValueError(f"num_steps (T) must be a positive int, got {num_steps!r}.")
-    if not _is_step_mode(snn_model):
-        batch = images.shape[0]
-        inputs = jnp.broadcast_to(images, (num_steps, *images.shape)).reshape(-1, *images.shape[1:])
-        logits = _fold_time(snn_model, num_steps).apply(snn_variables, inputs, train=False)
-        return logits.reshape(num_steps, batch, *logits.shape[1:])
-
-    # The first step creates every membrane at v0·θ; the scan carries them through the other steps.
-    first_logits, state = snn_model.apply(snn_variables, images, train=False, mutable=["membrane"])
-
-    def step(membranes, _):
-        variables = {**snn_variables, "membrane": membranes}
-        logits, new_state = snn_model.apply(variables, images, train=False, mutable=["membrane"])
-        return new_state["membrane"], logits
-
-    _, later_logits = jax.lax.scan(step, state["membrane"], None, length=num_steps - 1)
-    return jnp.concatenate([first_logits[None], later_logits], axis=0)
-
-
-def cumulative_mean_logits(logits: jax.Array) -> jax.Array:
-    """Running mean over time: ``out[t] = mean(logits[:t+1])``, the SNN readout after t+1 steps.
-
-    Args:
-      logits: per-step logits ``[T, B, num_classes]``.
-
-    Returns:
-      ``[T, B, num_classes]``.
-    """
-    steps = jnp.arange(1, logits.shape[0] + 1, dtype=logits.dtype).reshape(-1, 1, 1)
-    return jnp.cumsum(logits, axis=0) / steps

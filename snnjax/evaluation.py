@@ -18,9 +18,17 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from snnjax import checkpoints, conversion, interop, methods, parallel, reports, training
-from snnjax import data as data_lib
-from snnjax import workdir as workdir_lib
+from snnjax import (
+    checkpoints,
+    conversion,
+    data as data_lib,
+    interop,
+    methods,
+    parallel,
+    reports,
+    training,
+    workdir as workdir_lib,
+)
 from snnjax.config_validation import validate_config
 from snnjax.layers import threshold_to_param
 from snnjax.neurons import WINDOWED_NEURONS
@@ -391,7 +399,7 @@ def _convert_and_evaluate(
         model = conversion.spiking_model(
             ann_model, v0=v0, fold_bn=config.fold_bn, per_channel=per_channel, mode=mode, neuron=neuron
         )
-        return model.clone(pooling=config.snn_max_pool) if hasattr(model, "pooling") else model
+        return model.clone(pooling=config.snn_max_pool) if hasattr(model.ann, "pooling") else model
 
     levels = methods.levels(config)
     windowed = neuron in WINDOWED_NEURONS

@@ -22,9 +22,12 @@ spikes take back excess positive ones). Both are our reconstruction from the pap
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+
+from snnjax import surrogates
 
 __all__ = [
     "NEURONS",
@@ -39,7 +42,9 @@ __all__ = [
 ]
 
 
-def if_step(membrane: jax.Array, z_t: jax.Array, threshold: jax.Array) -> tuple[jax.Array, jax.Array]:
+def if_step(
+    membrane: jax.Array, z_t: jax.Array, threshold: jax.Array, surrogate: Callable | None = None
+) -> tuple[jax.Array, jax.Array]:
     """One integrate-and-fire step with inclusive threshold and reset by subtraction.
 
     Args:
@@ -47,11 +52,17 @@ def if_step(membrane: jax.Array, z_t: jax.Array, threshold: jax.Array) -> tuple[
       z_t: input current at this step, shape ``S``.
       threshold: θ, broadcast to shape ``S`` (use :func:`jnp.broadcast_to`; rank promotion is not
         relied on).
+      surrogate: optional derivative for the spike in the backward pass (:mod:`snnjax.surrogates`);
+        the forward values are the same. None: the exact step, zero gradient through the spike.
 
     Returns:
       ``(new_membrane, output)``, both of shape ``S``; ``output`` is θ where the neuron fired, else 0.
     """
     potential = membrane + z_t
+    if surrogate is not None:
+        # m − θ ≥ 0 ⟺ m ≥ θ exactly in IEEE arithmetic, so the spikes are the same as below.
+        output = surrogates.spike(potential - threshold, surrogate) * threshold
+        return potential - output, output
     fired = potential >= threshold
     output = jnp.where(fired, threshold, jnp.zeros_like(threshold))
     return potential - output, output
@@ -89,6 +100,7 @@ def if_neuron_with_state(
     v0: float = 0.5,
     membrane: jax.Array | None = None,
     unroll: int | bool | None = None,
+    surrogate: Callable | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Runs an IF neuron over ``z`` and also returns the final membrane, to continue a run later.
 
@@ -101,6 +113,7 @@ def if_neuron_with_state(
         previous call), which makes two calls on ``z[:k]`` and ``z[k:]`` equal one call on ``z``.
       unroll: ``lax.scan``'s unroll; None = fully unrolled up to ``UNROLL_MAX_STEPS`` steps (per
         backend), else rolled. The arithmetic is the same either way.
+      surrogate: optional surrogate derivative of the spike (see :func:`if_step`).
 
     Returns:
       ``(outputs, final_membrane)``: ``outputs`` has ``z``'s shape ``[T, ...]`` with values in
@@ -120,7 +133,7 @@ def if_neuron_with_state(
         )
 
     def step(v, z_t):
-        return if_step(v, z_t, theta)
+        return if_step(v, z_t, theta, surrogate)
 
     if unroll is None:
         unroll = _auto_unroll(z.shape[0])
@@ -188,18 +201,26 @@ def if_neuron_pallas(
     return out[:, :size].reshape(z.shape)
 
 
-def if_neuron(z: jax.Array, threshold: jax.Array | float, v0: float = 0.5) -> jax.Array:
+def if_neuron(
+    z: jax.Array, threshold: jax.Array | float, v0: float = 0.5, surrogate: Callable | None = None
+) -> jax.Array:
     """Integrate-and-fire neuron over time-major input; see the module docstring for the rule.
+
+    Gradients: by default the spike is the exact step function, so ``jax.grad`` with respect to ``z``
+    is zero (with respect to θ it is not: a spike carries θ's value). ``surrogate`` (e.g.
+    ``snnjax.surrogates.triangle()``) keeps the outputs and uses its derivative for the spike in the
+    backward pass, so a converted SNN can be fine-tuned.
 
     Args:
       z: input currents ``[T, ...]``, ``T >= 1``.
       threshold: θ, a scalar or an array broadcasting against ``z.shape[1:]`` from the right.
       v0: initial membrane as a fraction of θ (½ for QCFS, ``shift2`` for SlipReLU).
+      surrogate: optional surrogate derivative of the spike (:mod:`snnjax.surrogates`).
 
     Returns:
       Outputs ``s·θ`` of shape ``[T, ...]``.
     """
-    return if_neuron_with_state(z, threshold, v0)[0]
+    return if_neuron_with_state(z, threshold, v0, surrogate=surrogate)[0]
 
 
 def integrate_then_fire(z: jax.Array, threshold: jax.Array | float, v0: float = 0.5) -> jax.Array:

@@ -94,8 +94,9 @@ def to_nir(
             "lossy=True to export anyway (our semantics are then recorded in graph.metadata['snnjax'])."
         )
     nir = _import_nir()
-    description = _describe(snn_model)
-    if description["class"] == "ConvNet" and getattr(snn_model, "pooling", "avg") != "avg":
+    ann = snn_model.ann if isinstance(snn_model, conversion.SpikingNetwork) else snn_model
+    description = _describe(ann)
+    if description["class"] == "ConvNet" and getattr(ann, "pooling", "avg") != "avg":
         raise ValueError("NIR export supports average pooling only (replace max-pooling first).")
     params = traverse_util.flatten_dict(dict(snn_variables["params"]))
     if any(k[-2:] == ("bn", "scale") for k in params):

@@ -35,11 +35,10 @@ import numpy as np
 from flax import traverse_util
 
 from snnjax import parallel
-from snnjax.layers import Activation, Conv, ThresholdActivation
+from snnjax.layers import Conv
+from snnjax.simulation import CONVERTIBLE_ACTIVATIONS, SpikingNetwork, inference_kwargs
 
 __all__ = ["energy_report", "linear_layer_costs", "record_activations", "spiking_layer_report"]
-
-_ACTIVATION_LAYERS = (ThresholdActivation, Activation)
 
 
 def record_activations(
@@ -48,24 +47,26 @@ def record_activations(
     """Applies ``model`` (inference mode) and returns each activation layer's input and output.
 
     Args:
-      model: an ANN or a layer-mode SNN.
+      model: an ANN (a Flax module) or an SNN (:class:`snnjax.SpikingNetwork`, run in layer mode).
       variables: its variables.
-      inputs: ``[B, H, W, C]`` for the ANN, ``[T, B, H, W, C]`` for the SNN.
+      inputs: ``[B, H, W, C]`` for the ANN, time-major ``[T, B, H, W, C]`` for the SNN.
 
     Returns:
       ``{"stage0_block1/act2": (input, output), ...}`` in call order; arrays have the layer's shape,
       e.g. ``[T, B, H, W, C]`` in the SNN.
     """
+    if isinstance(model, SpikingNetwork):
+        return model.apply_recorded(variables, inputs, **inference_kwargs(model.ann))[1]
     recorded: dict[str, tuple[jax.Array, jax.Array]] = {}
 
     def interceptor(next_fun, args, kwargs, context):
         output = next_fun(*args, **kwargs)
-        if isinstance(context.module, _ACTIVATION_LAYERS) and context.method_name == "__call__":
+        if isinstance(context.module, CONVERTIBLE_ACTIVATIONS) and context.method_name == "__call__":
             recorded["/".join(context.module.path)] = (args[0], output)
         return output
 
     with nn.intercept_methods(interceptor):
-        model.apply(variables, inputs, train=False)
+        model.apply(variables, inputs, **inference_kwargs(model))
     return recorded
 
 
@@ -83,6 +84,7 @@ def linear_layer_costs(
       One dict per linear layer in call order: ``name``, ``macs``, ``inputs`` (input values per
       image) and ``fed_by`` (the activation layer's name, or ``None`` for the analog input).
     """
+    ann = model.ann if isinstance(model, SpikingNetwork) else model
     layers: list[dict[str, Any]] = []
     last_activation: list[str | None] = [None]
 
@@ -105,12 +107,14 @@ def linear_layer_costs(
             layers[-1]["macs"] = int(np.prod(output.shape[1:])) * per_output
             return output
         output = next_fun(*args, **kwargs)
-        if isinstance(module, _ACTIVATION_LAYERS) and context.method_name == "__call__":
+        if isinstance(module, CONVERTIBLE_ACTIVATIONS) and context.method_name == "__call__":
             last_activation[0] = "/".join(module.path)
         return output
 
     with nn.intercept_methods(interceptor):
-        jax.eval_shape(lambda v: model.apply(v, jnp.zeros((1, *image_shape)), train=False), variables)
+        jax.eval_shape(
+            lambda v: ann.apply(v, jnp.zeros((1, *image_shape)), **inference_kwargs(ann)), variables
+        )
     return layers
 
 

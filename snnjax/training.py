@@ -15,10 +15,14 @@ import optax
 import orbax.checkpoint as ocp
 from flax.training import train_state
 
-from snnjax import augment as augment_lib
-from snnjax import checkpoints, methods, parallel
-from snnjax import data as data_lib
-from snnjax import workdir as workdir_lib
+from snnjax import (
+    augment as augment_lib,
+    checkpoints,
+    data as data_lib,
+    methods,
+    parallel,
+    workdir as workdir_lib,
+)
 from snnjax.config_validation import validate_config
 from snnjax.metrics_writer import MetricsWriter
 from snnjax.models import create_model

@@ -12,9 +12,7 @@ import numpy as np
 import pytest
 
 from configs import ci_tiny
-from snnjax import checkpoints, evaluation, training
-from snnjax import data as data_lib
-from snnjax import workdir as workdir_lib
+from snnjax import checkpoints, data as data_lib, evaluation, training, workdir as workdir_lib
 
 ROOT = pathlib.Path(__file__).parents[1]
 

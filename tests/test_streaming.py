@@ -7,8 +7,7 @@ import pytest
 from PIL import Image
 
 from configs import ci_tiny
-from snnjax import data as data_lib
-from snnjax import evaluation, streaming, training
+from snnjax import data as data_lib, evaluation, streaming, training
 
 RNG = np.random.default_rng(0)
 

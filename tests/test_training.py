@@ -10,8 +10,7 @@ import optax
 import pytest
 
 from configs import ci_tiny, quickstart
-from snnjax import data as data_lib
-from snnjax import evaluation, training
+from snnjax import data as data_lib, evaluation, training
 from snnjax.config_validation import validate_config
 
 

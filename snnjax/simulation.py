@@ -1,0 +1,471 @@
+"""Running a converted SNN: any Flax Linen ANN with its activation layers swapped by interception.
+
+:func:`spiking_model` wraps an ANN module in a :class:`SpikingNetwork`. Applying it runs the ANN's own
+``__call__`` under ``flax.linen.intercept_methods``: every call of a snnjax activation layer
+(:class:`~snnjax.layers.ThresholdActivation`, or :class:`~snnjax.layers.Activation` for a calibrated
+ReLU) is replaced by the spiking neuron, with the threshold θ read from that layer's ``threshold``
+variable, and every ``nn.BatchNorm`` whose statistics were folded away becomes the bias it left. Layers
+are found by their class and keyed by their module path, never by name, so the activation may be a
+constructor field, created inside ``__call__`` (auto-named or named), sit inside ``nn.Sequential``, in
+nested submodules or residual blocks. Activations written as plain functions (``nn.relu(x)``) cannot be
+intercepted: use the snnjax layers.
+
+Two simulation modes, same outputs (tested):
+
+* **layer** (default): time is folded into the batch, ``[T, B, ...] → [T·B, ...]``, so every synaptic
+  layer runs once on the ANN's own layout (a model may flatten with ``x.reshape((x.shape[0], -1))``);
+  each spiking layer unfolds its input to ``[T, B, ...]`` for one ``lax.scan`` over time and folds the
+  result back (reshapes that move no data).
+* **step**: the whole network advances one timestep at a time inside one ``lax.scan`` whose carry is a
+  dict of every spiking layer's membrane (keyed by module path); memory does not grow with T.
+
+Inputs: :func:`spiking_apply` takes static images ``[B, ...]`` (the analog image is the input at every
+step, the reference setting); :func:`spiking_apply_sequence` takes an explicit time-major sequence
+``[T, B, ...]`` (rate-coded or event inputs). Neither guesses from the shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import operator
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from snnjax.layers import Activation, ThresholdActivation
+from snnjax.neurons import NEURONS, if_neuron, if_step, initial_membrane
+
+__all__ = [
+    "CONVERTIBLE_ACTIVATIONS",
+    "SIMULATION_MODES",
+    "SpikingNetwork",
+    "cumulative_mean_logits",
+    "inference_kwargs",
+    "spiking_apply",
+    "spiking_apply_sequence",
+    "spiking_model",
+]
+
+Variables = Mapping[str, Any]
+
+# The ANN activation layers the converter turns into spiking neurons.
+CONVERTIBLE_ACTIVATIONS = (ThresholdActivation, Activation)
+SIMULATION_MODES = ("layer", "step")
+
+
+def inference_kwargs(module: nn.Module) -> dict[str, Any]:
+    """``{"train": False}`` if ``module.__call__`` takes ``train`` (snnjax's models), else ``{}``."""
+    parameters = inspect.signature(type(module).__call__).parameters
+    return {"train": False} if "train" in parameters else {}
+
+
+def _path(module: nn.Module) -> str:
+    return "/".join(module.path)
+
+
+def _threshold(module: nn.Module, dtype) -> jax.Array:
+    """θ of an activation layer, from its ``threshold`` variable (the SNN's, i.e. after conversion)."""
+    if not module.has_variable("params", "threshold"):
+        raise ValueError(
+            f"activation layer {_path(module)!r} has no 'threshold' variable: convert the ANN variables "
+            "with snnjax.ann_to_snn_variables (a plain-ReLU ANN needs snnjax.calibrate_thresholds first)."
+        )
+    return module.get_variable("params", "threshold").astype(dtype)
+
+
+def _folded_batchnorm(module: nn.Module) -> bool:
+    """Whether ``module`` is a BatchNorm whose statistics were folded into the layer before it."""
+    return (
+        isinstance(module, nn.BatchNorm)
+        and not module.is_initializing()
+        and not module.has_variable("batch_stats", "mean")
+        and not module.has_variable("params", "scale")
+        and module.has_variable("params", "bias")
+    )
+
+
+def _folded_bias(module: nn.Module, x: jax.Array) -> jax.Array:
+    """What a folded BatchNorm leaves: ``x + b`` (as :class:`~snnjax.layers.FoldedBatchNorm`)."""
+    bias = module.get_variable("params", "bias")
+    return x + jnp.broadcast_to(bias.astype(x.dtype), x.shape)
+
+
+def _unfold_time(fn: Callable[[jax.Array], jax.Array], num_steps: int) -> Callable[[jax.Array], jax.Array]:
+    """``fn`` over time-major ``[T, B, ...]`` applied to a time-folded ``[T·B, ...]`` array."""
+
+    def folded(x):
+        y = fn(x.reshape(num_steps, -1, *x.shape[1:]))
+        return y.reshape(y.shape[0] * y.shape[1], *y.shape[2:])
+
+    return folded
+
+
+@dataclasses.dataclass(frozen=True)
+class SpikingNetwork:
+    """An ANN module run as an SNN (see the module docstring). Build it with :func:`spiking_model`.
+
+    Its variables are the ANN's variables after :func:`snnjax.ann_to_snn_variables` (same tree, each
+    activation's ``threshold`` holding θ; BatchNorm folded or not).
+
+    Attributes:
+      ann: the ANN, an unbound Flax Linen module.
+      v0: initial membrane as a fraction of θ.
+      neuron: a key of :data:`snnjax.neurons.NEURONS`.
+      mode: ``"layer"`` or ``"step"``.
+      per_channel: the thresholds are per channel (informational: θ's shape comes from the variables).
+      fold_bn: the variables have BatchNorm folded (informational: folded layers are recognised by
+        their variables).
+      surrogate: the IF neuron's surrogate derivative (see :mod:`snnjax.surrogates`); None = the exact
+        step function, whose gradient with respect to the input is zero.
+    """
+
+    ann: nn.Module
+    v0: float = 0.5
+    neuron: str = "if"
+    mode: str = "layer"
+    per_channel: bool = False
+    fold_bn: bool = False
+    surrogate: Callable[[jax.Array], jax.Array] | None = None
+
+    def __post_init__(self):
+        if self.mode not in SIMULATION_MODES:
+            raise ValueError(
+                f"simulation mode {self.mode!r} is unknown; allowed: {', '.join(SIMULATION_MODES)}."
+            )
+        if self.neuron not in NEURONS:
+            raise ValueError(f"neuron {self.neuron!r} is unknown; allowed: {', '.join(NEURONS)}.")
+        if self.mode == "step" and self.neuron != "if":
+            raise ValueError(
+                f"step mode runs the IF neuron only; neuron {self.neuron!r} needs mode='layer' "
+                "(integrate_then_fire sees its whole window before firing)."
+            )
+        if self.surrogate is not None and self.neuron != "if":
+            raise ValueError(
+                f"a surrogate gradient is defined for the 'if' neuron only, not {self.neuron!r}."
+            )
+
+    def clone(self, **updates: Any) -> SpikingNetwork:
+        """A copy with fields replaced; other names are the ANN's fields (e.g. ``pooling="max_gate"``)."""
+        own = {f.name for f in dataclasses.fields(self)}
+        ann_updates = {k: v for k, v in updates.items() if k not in own}
+        updates = {k: v for k, v in updates.items() if k in own}
+        if ann_updates:
+            updates["ann"] = updates.get("ann", self.ann).clone(**ann_updates)
+        return dataclasses.replace(self, **updates)
+
+    def init(self, rngs, images: jax.Array, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The variable tree, as the ANN's ``init`` on ``images [B, ...]`` (the SNN's tree is the ANN's)."""
+        return self.ann.init(rngs, images, *args, **kwargs)
+
+    def _neuron(self, z: jax.Array, theta: jax.Array) -> jax.Array:
+        if self.surrogate is not None:
+            return if_neuron(z, theta, self.v0, surrogate=self.surrogate)
+        return NEURONS[self.neuron](z, theta, v0=self.v0)
+
+    def _layer_mode(self, variables, inputs, args, kwargs, record):
+        num_steps, batch = inputs.shape[0], inputs.shape[1]
+        ann = self.ann
+        if getattr(ann, "pooling", None) == "max_gate":  # snnjax ConvNet's spiking max-pool gate
+            from snnjax.models import spiking_max_pool_gate
+
+            ann = ann.clone(pooling=_unfold_time(spiking_max_pool_gate, num_steps))
+        found = []
+
+        def interceptor(next_fun, call_args, call_kwargs, context):
+            module = context.module
+            if context.method_name != "__call__":
+                return next_fun(*call_args, **call_kwargs)
+            if isinstance(module, CONVERTIBLE_ACTIVATIONS):
+                x = call_args[0]
+                z = x.reshape(num_steps, -1, *x.shape[1:])
+                y = self._neuron(z, _threshold(module, z.dtype))
+                found.append(_path(module))
+                if record is not None:
+                    record[_path(module)] = (z, y)
+                return y.reshape(x.shape)
+            if _folded_batchnorm(module):
+                return _folded_bias(module, call_args[0])
+            return next_fun(*call_args, **call_kwargs)
+
+        flat = inputs.reshape(num_steps * batch, *inputs.shape[2:])
+        with nn.intercept_methods(interceptor):
+            outputs = ann.apply(variables, flat, *args, **kwargs)
+        _check_found(found, self.ann)
+        return jax.tree.map(lambda y: y.reshape(num_steps, batch, *y.shape[1:]), outputs)
+
+    def _one_step(self, variables, membranes, x, args, kwargs):
+        """One timestep of the whole network: ``(membranes, x [B, ...]) -> (membranes, outputs)``."""
+        new_membranes: dict[str, jax.Array] = {}
+
+        def interceptor(next_fun, call_args, call_kwargs, context):
+            module = context.module
+            if context.method_name != "__call__":
+                return next_fun(*call_args, **call_kwargs)
+            if isinstance(module, CONVERTIBLE_ACTIVATIONS):
+                z = call_args[0]
+                key = _path(module)
+                while key in new_membranes:  # a layer called twice per step keeps two membranes
+                    key += "#"
+                theta = jnp.broadcast_to(_threshold(module, z.dtype), z.shape)
+                membrane = (
+                    initial_membrane(z.shape, theta, self.v0, z.dtype)
+                    if membranes is None
+                    else membranes[key]
+                )
+                new_membranes[key], output = if_step(membrane, z, theta, surrogate=self.surrogate)
+                return output
+            if _folded_batchnorm(module):
+                return _folded_bias(module, call_args[0])
+            return next_fun(*call_args, **call_kwargs)
+
+        with nn.intercept_methods(interceptor):
+            outputs = self.ann.apply(variables, x, *args, **kwargs)
+        _check_found(list(new_membranes), self.ann)
+        return new_membranes, outputs
+
+    def _step_mode(self, variables, step_input, num_steps, args, kwargs):
+        """``step_input(t)`` gives the input of step t (a traced index inside the scan)."""
+        membranes, first = self._one_step(variables, None, step_input(0), args, kwargs)
+
+        def step(carry, t):
+            carry, outputs = self._one_step(variables, carry, step_input(t), args, kwargs)
+            return carry, outputs
+
+        _, later = jax.lax.scan(step, membranes, jnp.arange(1, num_steps))
+        return jax.tree.map(lambda a, b: jnp.concatenate([a[None], b], axis=0), first, later)
+
+    def apply(self, variables: Variables, inputs: jax.Array, *args: Any, **kwargs: Any) -> Any:
+        """Runs the SNN on a time-major input sequence.
+
+        Args:
+          variables: the SNN variables.
+          inputs: ``[T, B, ...]``, the input of every step.
+          *args: passed to the ANN's ``__call__`` after the input (e.g. ``train=False``).
+          **kwargs: likewise.
+
+        Returns:
+          The ANN's outputs with a leading time axis, e.g. logits ``[T, B, classes]``.
+        """
+        if self.mode == "step":
+            return self._step_mode(variables, lambda t: inputs[t], inputs.shape[0], args, kwargs)
+        return self._layer_mode(variables, inputs, args, kwargs, None)
+
+    def apply_recorded(
+        self, variables: Variables, inputs: jax.Array, *args: Any, **kwargs: Any
+    ) -> tuple[Any, dict[str, tuple[jax.Array, jax.Array]]]:
+        """Layer-mode :meth:`apply` that also returns every spiking layer's input and output.
+
+        Returns:
+          ``(outputs, {module path: (z [T, B, ...], y [T, B, ...])})``, layers in call order.
+        """
+        record: dict[str, tuple[jax.Array, jax.Array]] = {}
+        outputs = dataclasses.replace(self, mode="layer")._layer_mode(variables, inputs, args, kwargs, record)
+        return outputs, record
+
+
+def _check_found(found: list[str], ann: nn.Module) -> None:
+    if not found:
+        known = ", ".join(cls.__name__ for cls in CONVERTIBLE_ACTIVATIONS)
+        raise ValueError(
+            f"{type(ann).__name__} calls no snnjax activation layer ({known}): there is nothing to turn "
+            "into spiking neurons. Write the activations as those layers (a plain nn.relu call cannot be "
+            "intercepted)."
+        )
+
+
+def _check_activation_field(ann_model: nn.Module) -> None:
+    """snnjax-style models take an activation factory: refuse one the converter does not know."""
+    activation = getattr(ann_model, "activation", None)
+    if activation is None:
+        return
+    layer = getattr(activation, "func", activation)
+    if layer not in CONVERTIBLE_ACTIVATIONS:
+        known = ", ".join(cls.__name__ for cls in CONVERTIBLE_ACTIVATIONS)
+        raise ValueError(
+            f"The model's activation {activation!r} is not one the converter knows ({known}, or a "
+            "functools.partial of one); refusing to convert rather than skipping it."
+        )
+
+
+def spiking_model(
+    ann_model: nn.Module,
+    *,
+    v0: float = 0.5,
+    fold_bn: bool = False,
+    per_channel: bool = False,
+    mode: str = "layer",
+    neuron: str = "if",
+    surrogate: Callable[[jax.Array], jax.Array] | None = None,
+) -> SpikingNetwork:
+    """The SNN of ``ann_model``: the same module, its activation layers run as spiking neurons.
+
+    Args:
+      ann_model: any unbound Flax Linen module whose activations are snnjax activation layers.
+      v0: initial membrane fraction (½ for QCFS, ``shift2`` for SlipReLU).
+      fold_bn: the variables will have BatchNorm folded (``ann_to_snn_variables(..., fold_bn=True)``).
+      per_channel: thresholds are per channel.
+      mode: ``"layer"`` or ``"step"`` simulation (see :func:`spiking_apply`); same outputs.
+      neuron: a key of :data:`snnjax.neurons.NEURONS`: ``"if"`` (reference IF),
+        ``"integrate_then_fire"`` or ``"signed_if"`` (SpikeConverter).
+      surrogate: opt-in surrogate derivative of the IF neuron's spike (:mod:`snnjax.surrogates`), for
+        fine-tuning the SNN with ``jax.grad``; the default (None) is the exact neuron, whose gradient
+        with respect to its input is zero.
+
+    Returns:
+      A :class:`SpikingNetwork` for :func:`spiking_apply`.
+
+    Raises:
+      ValueError: for an unknown mode or neuron, a neuron that step mode cannot run, or a model
+        whose ``activation`` field is not a :data:`CONVERTIBLE_ACTIVATIONS` layer.
+    """
+    _check_activation_field(ann_model)
+    return SpikingNetwork(
+        ann_model,
+        v0=v0,
+        neuron=neuron,
+        mode=mode,
+        per_channel=per_channel,
+        fold_bn=fold_bn,
+        surrogate=surrogate,
+    )
+
+
+def _static_int(value: Any, name: str) -> int:
+    """A Python int from an int-like static value (NumPy ints included); a clear error for tracers."""
+    if isinstance(value, jax.core.Tracer):
+        raise ValueError(
+            f"{name} is a traced value; it sets array shapes, so it must be static: pass a Python int "
+            "(e.g. with jax.jit(..., static_argnames=...))."
+        )
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an int, got {value!r}.")
+    return operator.index(value)
+
+
+def spiking_apply(
+    snn_model: SpikingNetwork,
+    snn_variables: Variables,
+    images: jax.Array,
+    num_steps: int,
+    *args: Any,
+    **kwargs: Any,
+) -> jax.Array:
+    """Runs the SNN for ``num_steps`` steps on static images and returns the outputs of every step.
+
+    The image is the analog input of the first layer at every step; the last layer stays analog.
+    Layer mode: each synaptic layer runs once on the time-batched ``T·B`` batch and each spiking layer
+    is one ``lax.scan`` over time. Step mode: the whole network advances one timestep at a time inside
+    one ``lax.scan`` whose carry holds every membrane potential. Both give the same outputs. For an
+    input that changes over time use :func:`spiking_apply_sequence`.
+
+    Args:
+      snn_model: from :func:`spiking_model`.
+      snn_variables: from :func:`ann_to_snn_variables`.
+      images: static input ``[B, ...]``, the same at every step (e.g. ``[B, H, W, C]``). Images of a
+        higher rank than the model's first convolution reads (e.g. a time-major sequence) are
+        refused: pass a sequence to :func:`spiking_apply_sequence`.
+      num_steps: T ≥ 1, a static int (Python or NumPy).
+      *args: passed to the ANN's ``__call__`` (default: ``train=False`` when it takes ``train``).
+      **kwargs: likewise.
+
+    Returns:
+      Per-step outputs, e.g. logits ``[T, B, num_classes]`` (average them over t for the prediction at
+      t; see :func:`cumulative_mean_logits`).
+
+    Raises:
+      ValueError: for T < 1, a traced T, or images of a higher rank than the first convolution reads.
+    """
+    num_steps = _static_int(num_steps, "num_steps (T)")
+    if num_steps < 1:
+        raise ValueError(f"num_steps (T) must be a positive int, got {num_steps!r}.")
+    if not args and not kwargs:
+        kwargs = inference_kwargs(snn_model.ann)
+    _check_static_images(snn_model, snn_variables, images, args, kwargs)
+    if snn_model.mode == "step":
+        return snn_model._step_mode(snn_variables, lambda t: images, num_steps, args, kwargs)
+    inputs = jnp.broadcast_to(images, (num_steps, *images.shape))
+    return snn_model.apply(snn_variables, inputs, *args, **kwargs)
+
+
+def spiking_apply_sequence(
+    snn_model: SpikingNetwork, snn_variables: Variables, inputs: jax.Array, *args: Any, **kwargs: Any
+) -> jax.Array:
+    """Runs the SNN on an explicit time-major input sequence (rate-coded or event input).
+
+    Args:
+      snn_model: from :func:`spiking_model`.
+      snn_variables: from :func:`ann_to_snn_variables`.
+      inputs: ``[T, B, ...]``: ``inputs[t]`` is the input of step t.
+      *args: passed to the ANN's ``__call__`` (default: ``train=False`` when it takes ``train``).
+      **kwargs: likewise.
+
+    Returns:
+      Per-step outputs ``[T, B, ...]``; a constant sequence gives :func:`spiking_apply`'s result.
+    """
+    inputs = jnp.asarray(inputs)
+    if inputs.ndim < 2 or inputs.shape[0] < 1:
+        raise ValueError(f"inputs must be time-major [T, B, ...] with T >= 1, got shape {inputs.shape}.")
+    if not args and not kwargs:
+        kwargs = inference_kwargs(snn_model.ann)
+    return snn_model.apply(snn_variables, inputs, *args, **kwargs)
+
+
+def _check_static_images(
+    snn_model: SpikingNetwork, variables: Variables, images: jax.Array, args, kwargs
+) -> None:
+    """Refuses images of a higher rank than the model's first convolution reads.
+
+    The first ``nn.Conv``/snnjax ``Conv`` call is found by tracing one step abstractly: it reads
+    ``[B, *spatial, C]``, rank ``2 + len(kernel_size)``. A larger rank means a leading axis too many,
+    e.g. a time-major sequence passed as images (Flax convolutions would fold it into the batch and
+    run). Models whose first layer is not a convolution are not checked.
+    """
+    from snnjax.layers import Conv
+
+    first: list[tuple[nn.Module, int]] = []
+
+    def interceptor(next_fun, call_args, call_kwargs, context):
+        if not first and context.method_name == "__call__" and isinstance(context.module, (nn.Conv, Conv)):
+            first.append((context.module, call_args[0].ndim))
+        return next_fun(*call_args, **call_kwargs)
+
+    def too_many_axes() -> str | None:
+        if not first:
+            return None
+        module, rank = first[0]
+        size = module.kernel_size
+        expected = 2 + (len(size) if isinstance(size, tuple | list) else 1)
+        return f"the first convolution, {_path(module)!r}, reads rank {expected}" if rank > expected else None
+
+    layer_mode = dataclasses.replace(snn_model, mode="layer")
+    try:
+        with nn.intercept_methods(interceptor):
+            jax.eval_shape(lambda v, x: layer_mode.apply(v, x[None], *args, **kwargs), variables, images)
+    except Exception:
+        if too_many_axes() is None:
+            raise  # a failure of its own, not caused by the input's rank
+    reason = too_many_axes()
+    if reason is not None:
+        raise ValueError(
+            f"spiking_apply takes static images [B, ...] ({reason}), repeated every step; got shape "
+            f"{images.shape}, a leading axis too many. For a time-major input sequence [T, B, ...] use "
+            "snnjax.spiking_apply_sequence."
+        )
+
+
+def cumulative_mean_logits(logits: jax.Array) -> jax.Array:
+    """Running mean over time: ``out[t] = mean(logits[:t+1])``, the SNN readout after t+1 steps.
+
+    Args:
+      logits: per-step logits ``[T, B, num_classes]``.
+
+    Returns:
+      ``[T, B, num_classes]``.
+    """
+    steps = jnp.arange(1, logits.shape[0] + 1, dtype=logits.dtype).reshape(-1, 1, 1)
+    return jnp.cumsum(logits, axis=0) / steps
