@@ -30,6 +30,7 @@ from snnjax.simulation import (
     SIMULATION_MODES,
     SpikingNetwork,
     cumulative_mean_logits,
+    inference_kwargs as _inference_kwargs,
     spiking_apply,
     spiking_apply_sequence,
     spiking_model,
@@ -57,42 +58,124 @@ def _flat(tree: Mapping[str, Any]) -> dict[tuple[str, ...], Any]:
     return traverse_util.flatten_dict(dict(tree)) if tree else {}
 
 
-def fold_batchnorm(variables: Variables, epsilon: float = 1e-5) -> dict[str, Any]:
-    """Folds every ``ConvBN`` pair's BatchNorm (running statistics) into its convolution.
+def fold_batchnorm(
+    variables: Variables,
+    epsilon: float = 1e-5,
+    *,
+    model: nn.Module | None = None,
+    inputs: jax.Array | None = None,
+) -> dict[str, Any]:
+    """Folds BatchNorm (running statistics) into the Conv/Dense layer that feeds it.
 
-    ``W' = W·γ/√(var+ε)`` per output channel; the BN slot becomes a bias
-    ``b' = β + γ(b − μ)/√(var+ε)`` (read by :class:`~snnjax.layers.FoldedBatchNorm`) and the conv's own
-    bias, if any, is zeroed so the tree keeps its structure. Apply the result with
-    ``norm=FoldedBatchNorm``.
+    ``W' = W·γ/√(var+ε)`` per output channel; the BatchNorm's slot keeps only a bias
+    ``b' = β + γ(b − μ)/√(var+ε)`` and the layer's own bias, if any, is zeroed so the tree keeps its
+    structure. A BatchNorm without statistics is then read as "add this bias" by the SNN
+    (:mod:`snnjax.simulation`) and by :class:`~snnjax.layers.FoldedBatchNorm`.
+
+    Which layer feeds which: with ``model`` and ``inputs``, one structure walk
+    (:func:`snnjax.structure.trace_structure`) finds every Conv/Dense whose output goes straight into
+    a BatchNorm, whatever the names, and the folded ANN is checked against the unfolded one on
+    ``inputs`` (a layer output that also feeds something else cannot be folded). Without ``model``,
+    snnjax's own ``ConvBN`` blocks are folded (children named ``conv`` and ``bn``).
 
     Args:
-      variables: ``{"params": ..., "batch_stats": ...}`` of a model built from ``ConvBN`` blocks.
-      epsilon: the BatchNorm epsilon the model was trained with.
+      variables: ``{"params": ..., "batch_stats": ...}``.
+      epsilon: the BatchNorm epsilon, for ``ConvBN`` blocks (with ``model``, each BatchNorm's own).
+      model: the ANN, for any model's structure.
+      inputs: an example input ``[B, ...]`` for the walk and the check (training images are best).
 
     Returns:
       New variables with no ``batch_stats`` for folded layers.
+
+    Raises:
+      ValueError: if a BatchNorm cannot be folded (named: it does not directly follow a Conv/Dense, or
+        its statistics are left over), if no BatchNorm was found to fold, or if folding changed the
+        ANN's outputs.
     """
+    if model is not None:
+        return _fold_by_structure(variables, model, inputs)
     params = _flat(variables["params"])
     stats = _flat(variables.get("batch_stats", {}))
-    folded_prefixes = [k[:-2] for k in params if k[-2:] == ("conv", "kernel")]
-    for prefix in folded_prefixes:
-        if prefix + ("bn", "scale") not in params:
-            continue
-        gamma = params.pop(prefix + ("bn", "scale"))
-        beta = params.pop(prefix + ("bn", "bias"))
-        mean = stats.pop(prefix + ("bn", "mean"))
-        var = stats.pop(prefix + ("bn", "var"))
+    pairs = [(k[:-2] + ("conv",), k[:-2] + ("bn",), epsilon) for k in params if k[-2:] == ("conv", "kernel")]
+    pairs = [(layer, bn, eps) for layer, bn, eps in pairs if bn + ("scale",) in params]
+    left = sorted("/".join(k[:-1]) for k in stats if k[:-1] not in {bn for _, bn, _ in pairs})
+    if left or not pairs:
+        raise ValueError(
+            f"fold_batchnorm found {'no ConvBN block' if not pairs else 'BatchNorm outside ConvBN blocks'}"
+            f"{f' ({left[:5]})' if left else ''}: pass model= and inputs= to find the Conv/Dense that "
+            "feeds each BatchNorm from the model's structure."
+        )
+    return _fold_pairs(variables, params, stats, pairs)
+
+
+def _fold_pairs(variables, params, stats, pairs) -> dict[str, Any]:
+    """Folds each ``(layer path, BatchNorm path, epsilon)``; see :func:`fold_batchnorm`."""
+    for layer, bn, epsilon in pairs:
+        mean = stats.pop(bn + ("mean",))
+        var = stats.pop(bn + ("var",))
+        gamma = params.pop(bn + ("scale",), jnp.ones_like(mean))
+        beta = params.pop(bn + ("bias",), jnp.zeros_like(mean))
         gain = gamma / jnp.sqrt(var + epsilon)
-        kernel = params[prefix + ("conv", "kernel")]
-        # Broadcast the per-output-channel gain over [kh, kw, c_in] explicitly (no rank promotion).
-        params[prefix + ("conv", "kernel")] = kernel * gain.reshape((1,) * (kernel.ndim - 1) + (-1,))
-        conv_bias = params.get(prefix + ("conv", "bias"), jnp.zeros_like(beta))
-        params[prefix + ("bn", "bias")] = beta + (conv_bias - mean) * gain
-        if prefix + ("conv", "bias") in params:
-            params[prefix + ("conv", "bias")] = jnp.zeros_like(conv_bias)
-    folded = {"params": traverse_util.unflatten_dict(params)}
+        kernel = params[layer + ("kernel",)]
+        # Broadcast the per-output-channel gain over the kernel's input axes explicitly.
+        params[layer + ("kernel",)] = kernel * gain.reshape((1,) * (kernel.ndim - 1) + (-1,))
+        layer_bias = params.get(layer + ("bias",), jnp.zeros_like(beta))
+        params[bn + ("bias",)] = beta + (layer_bias - mean) * gain
+        if layer + ("bias",) in params:
+            params[layer + ("bias",)] = jnp.zeros_like(layer_bias)
+    folded = {k: v for k, v in variables.items() if k not in ("params", "batch_stats")}
+    folded["params"] = traverse_util.unflatten_dict(params)
     if stats:
         folded["batch_stats"] = traverse_util.unflatten_dict(stats)
+    return folded
+
+
+def _fold_by_structure(variables: Variables, model: nn.Module, inputs: jax.Array | None) -> dict[str, Any]:
+    from snnjax.simulation import apply_folded
+    from snnjax.structure import trace_structure
+
+    if inputs is None:
+        raise ValueError("fold_batchnorm(model=...) needs inputs=: an example batch [B, ...] for the walk.")
+    calls = trace_structure(model, variables, inputs)
+    pairs, refused, seen = [], [], set()
+    for call in calls:
+        if call.kind != "batchnorm":
+            continue
+        source = calls[call.fed_by] if call.fed_by is not None else None
+        axis = call.module.axis
+        if (
+            source is None
+            or source.kind not in ("conv", "dense")
+            or source.path in seen
+            or call.path in {bn for _, bn, _ in pairs}
+            or axis not in (-1, len(call.input_shape) - 1)
+        ):
+            refused.append(call.name)
+            continue
+        seen.add(source.path)
+        pairs.append((source.path, call.path, call.module.epsilon))
+    if refused:
+        raise ValueError(
+            f"cannot fold BatchNorm {refused[:5]}: each must directly follow its own Conv/Dense (same "
+            "array, feature axis last); fold only models where that holds, or keep fold_bn=False."
+        )
+    if not pairs:
+        raise ValueError(
+            f"fold_bn was requested but {type(model).__name__} has no Conv/Dense → BatchNorm pair."
+        )
+    folded = _fold_pairs(
+        variables, _flat(variables["params"]), _flat(variables.get("batch_stats", {})), pairs
+    )
+    expected = jax.tree.leaves(model.apply(variables, inputs, **_inference_kwargs(model)))
+    got = jax.tree.leaves(apply_folded(model, folded, inputs))
+    for want, have in zip(expected, got, strict=True):
+        scale = float(jnp.max(jnp.abs(want))) or 1.0
+        if not np.allclose(np.asarray(have), np.asarray(want), rtol=1e-4, atol=1e-4 * scale):
+            raise ValueError(
+                "folding BatchNorm changed the ANN's outputs: a folded Conv/Dense output is also used "
+                f"outside its BatchNorm (pairs {['/'.join(bn) for _, bn, _ in pairs][:5]}); keep "
+                "fold_bn=False."
+            )
     return folded
 
 
@@ -102,6 +185,8 @@ def ann_to_snn_variables(
     threshold_parameterization: str = ThresholdParameterization.IDENTITY,
     fold_bn: bool = False,
     bn_epsilon: float = 1e-5,
+    model: nn.Module | None = None,
+    inputs: jax.Array | None = None,
 ) -> dict[str, Any]:
     """Turns trained ANN variables into SNN variables.
 
@@ -113,7 +198,9 @@ def ann_to_snn_variables(
       ann_variables: ``{"params": ..., "batch_stats": ...}`` of the trained ANN.
       threshold_parameterization: how the ANN stored λ (see ``ThresholdParameterization``).
       fold_bn: fold BatchNorm into the preceding convs (then build the SNN with ``fold_bn=True``).
-      bn_epsilon: BatchNorm epsilon, used when folding.
+      bn_epsilon: BatchNorm epsilon, used when folding snnjax's ``ConvBN`` blocks.
+      model: the ANN, to fold by its structure (any model; see :func:`fold_batchnorm`).
+      inputs: an example input ``[B, ...]``, with ``model``.
 
     Returns:
       SNN variables, a new tree (the input is not modified).
@@ -133,7 +220,9 @@ def ann_to_snn_variables(
         params[key] = threshold_from_param(params[key], threshold_parameterization)
     variables = dict(ann_variables)
     variables["params"] = traverse_util.unflatten_dict(params)
-    return fold_batchnorm(variables, bn_epsilon) if fold_bn else variables
+    if not fold_bn:
+        return variables
+    return fold_batchnorm(variables, bn_epsilon, model=model, inputs=inputs)
 
 
 def calibrate_thresholds(

@@ -44,6 +44,7 @@ __all__ = [
     "CONVERTIBLE_ACTIVATIONS",
     "SIMULATION_MODES",
     "SpikingNetwork",
+    "apply_folded",
     "cumulative_mean_logits",
     "inference_kwargs",
     "spiking_apply",
@@ -93,6 +94,24 @@ def _folded_bias(module: nn.Module, x: jax.Array) -> jax.Array:
     """What a folded BatchNorm leaves: ``x + b`` (as :class:`~snnjax.layers.FoldedBatchNorm`)."""
     bias = module.get_variable("params", "bias")
     return x + jnp.broadcast_to(bias.astype(x.dtype), x.shape)
+
+
+def apply_folded(model: nn.Module, variables: Variables, inputs: jax.Array) -> Any:
+    """The ANN's outputs with folded variables: each folded BatchNorm adds the bias it left.
+
+    Args:
+      model: the ANN.
+      variables: its variables after :func:`snnjax.fold_batchnorm`.
+      inputs: ``[B, ...]``.
+    """
+
+    def interceptor(next_fun, args, kwargs, context):
+        if context.method_name == "__call__" and _folded_batchnorm(context.module):
+            return _folded_bias(context.module, args[0])
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(interceptor):
+        return model.apply(variables, inputs, **inference_kwargs(model))
 
 
 def _unfold_time(fn: Callable[[jax.Array], jax.Array], num_steps: int) -> Callable[[jax.Array], jax.Array]:

@@ -296,3 +296,96 @@ def test_a_converted_user_model_can_be_fine_tuned_with_a_surrogate():
         snn = snnjax.spiking_model(ann, surrogate=surrogates.triangle(), mode=mode)
         grads = jax.grad(loss)(snn_variables["params"], snn)
         jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-7), grads, tuned)
+
+
+# BatchNorm folding by structure.
+
+
+class DenseBN(nn.Module):
+    """Dense → BatchNorm → activation, and a Conv → BatchNorm pair inside a submodule."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = Encoder(name="encoder")(x)
+        x = x.reshape((x.shape[0], -1))
+        x = nn.Dense(6)(x)
+        x = nn.BatchNorm(use_running_average=True, epsilon=0.0)(x)
+        x = snnjax.ThresholdActivation(fn=QCFS4, threshold_init=1.0)(x)
+        return nn.Dense(3)(x)
+
+
+class Encoder(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(2, (3, 3), use_bias=False)(x)
+        x = nn.BatchNorm(use_running_average=True, epsilon=0.0, name="norm")(x)
+        return snnjax.ThresholdActivation(fn=QCFS4, threshold_init=1.0)(x)
+
+
+@pytest.mark.parametrize("factory, input_shape", [(InsideCall, (8, 8, 1)), (DenseBN, (4, 4, 1))])
+def test_batchnorm_folded_by_structure_equals_unfolded(factory, input_shape):
+    ann = factory()
+    variables, images = build(ann, input_shape, seed=5)
+    unfolded = snnjax.ann_to_snn_variables(variables)
+    folded = snnjax.ann_to_snn_variables(variables, fold_bn=True, model=ann, inputs=images)
+    assert "batch_stats" not in folded
+    for mode in ("layer", "step"):
+        snn = snnjax.spiking_model(ann, mode=mode, fold_bn=True)
+        np.testing.assert_array_equal(
+            snnjax.spiking_apply(snn, folded, images, 5),
+            snnjax.spiking_apply(snnjax.spiking_model(ann), unfolded, images, 5),
+        )
+
+
+def test_structure_walk_finds_layers_whatever_their_names():
+    from snnjax.structure import trace_structure
+
+    ann = DenseBN()
+    variables, images = build(ann, (4, 4, 1))
+    calls = trace_structure(ann, variables, images)
+    assert [(c.name, c.kind) for c in calls] == [
+        ("encoder/Conv_0", "conv"),
+        ("encoder/norm", "batchnorm"),
+        ("encoder/ThresholdActivation_0", "activation"),
+        ("Dense_0", "dense"),
+        ("BatchNorm_0", "batchnorm"),
+        ("ThresholdActivation_0", "activation"),
+        ("Dense_1", "dense"),
+    ]
+    assert [c.fed_by for c in calls] == [None, 0, 1, None, 3, 4, 5]  # the flatten makes a new array
+
+
+class BatchNormAfterActivation(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = snnjax.ThresholdActivation(fn=QCFS4, threshold_init=1.0)(nn.Dense(4)(x))
+        x = nn.BatchNorm(use_running_average=True, name="late_bn")(x)
+        return nn.Dense(2)(x)
+
+
+class SharedOutput(nn.Module):
+    """The conv output feeds its BatchNorm and also a residual add: folding would change the add."""
+
+    @nn.compact
+    def __call__(self, x):
+        y = nn.Conv(1, (3, 3))(x)
+        z = nn.BatchNorm(use_running_average=True, epsilon=0.0)(y)
+        z = snnjax.ThresholdActivation(fn=QCFS4, threshold_init=1.0)(z + y)
+        return nn.Dense(2)(z.reshape((z.shape[0], -1)))
+
+
+def test_unfoldable_batchnorm_is_named():
+    ann = BatchNormAfterActivation()
+    variables, images = build(ann, (3,))
+    with pytest.raises(ValueError, match=r"cannot fold BatchNorm \['late_bn'\]"):
+        snnjax.ann_to_snn_variables(variables, fold_bn=True, model=ann, inputs=images)
+    with pytest.raises(ValueError, match="pass model= and inputs="):  # by name: no ConvBN block here
+        snnjax.ann_to_snn_variables(variables, fold_bn=True)
+    plain = sequential()
+    plain_variables, plain_images = build(plain, (4,))
+    with pytest.raises(ValueError, match="has no Conv/Dense → BatchNorm pair"):
+        snnjax.fold_batchnorm(plain_variables, model=plain, inputs=plain_images)
+    shared = SharedOutput()
+    shared_variables, shared_images = build(shared, (4, 4, 1), seed=2)
+    with pytest.raises(ValueError, match="changed the ANN's outputs"):
+        snnjax.fold_batchnorm(shared_variables, model=shared, inputs=shared_images)
