@@ -96,6 +96,25 @@ def _folded_bias(module: nn.Module, x: jax.Array) -> jax.Array:
     return x + jnp.broadcast_to(bias.astype(x.dtype), x.shape)
 
 
+def _swapping_interceptor(spike: Callable[[nn.Module, jax.Array], jax.Array] | None):
+    """The interceptor that makes an ANN the SNN.
+
+    Every activation layer call becomes ``spike(layer, x)`` (``spike=None``: the layer runs as it is),
+    and every folded BatchNorm adds the bias it left.
+    """
+
+    def interceptor(next_fun, args, kwargs, context):
+        module = context.module
+        if context.method_name == "__call__":
+            if spike is not None and isinstance(module, CONVERTIBLE_ACTIVATIONS):
+                return spike(module, args[0])
+            if _folded_batchnorm(module):
+                return _folded_bias(module, args[0])
+        return next_fun(*args, **kwargs)
+
+    return interceptor
+
+
 def apply_folded(model: nn.Module, variables: Variables, inputs: jax.Array) -> Any:
     """The ANN's outputs with folded variables: each folded BatchNorm adds the bias it left.
 
@@ -104,13 +123,7 @@ def apply_folded(model: nn.Module, variables: Variables, inputs: jax.Array) -> A
       variables: its variables after :func:`snnjax.fold_batchnorm`.
       inputs: ``[B, ...]``.
     """
-
-    def interceptor(next_fun, args, kwargs, context):
-        if context.method_name == "__call__" and _folded_batchnorm(context.module):
-            return _folded_bias(context.module, args[0])
-        return next_fun(*args, **kwargs)
-
-    with nn.intercept_methods(interceptor):
+    with nn.intercept_methods(_swapping_interceptor(None)):
         return model.apply(variables, inputs, **inference_kwargs(model))
 
 
@@ -195,24 +208,16 @@ class SpikingNetwork:
             ann = ann.clone(pooling=_unfold_time(spiking_max_pool_gate, num_steps))
         found = []
 
-        def interceptor(next_fun, call_args, call_kwargs, context):
-            module = context.module
-            if context.method_name != "__call__":
-                return next_fun(*call_args, **call_kwargs)
-            if isinstance(module, CONVERTIBLE_ACTIVATIONS):
-                x = call_args[0]
-                z = x.reshape(num_steps, -1, *x.shape[1:])
-                y = self._neuron(z, _threshold(module, z.dtype))
-                found.append(_path(module))
-                if record is not None:
-                    record[_path(module)] = (z, y)
-                return y.reshape(x.shape)
-            if _folded_batchnorm(module):
-                return _folded_bias(module, call_args[0])
-            return next_fun(*call_args, **call_kwargs)
+        def spike(module, x):
+            z = x.reshape(num_steps, -1, *x.shape[1:])
+            y = self._neuron(z, _threshold(module, z.dtype))
+            found.append(_path(module))
+            if record is not None:
+                record[_path(module)] = (z, y)
+            return y.reshape(x.shape)
 
         flat = inputs.reshape(num_steps * batch, *inputs.shape[2:])
-        with nn.intercept_methods(interceptor):
+        with nn.intercept_methods(_swapping_interceptor(spike)):
             outputs = ann.apply(variables, flat, *args, **kwargs)
         _check_found(found, self.ann)
         return jax.tree.map(lambda y: y.reshape(num_steps, batch, *y.shape[1:]), outputs)
@@ -221,28 +226,18 @@ class SpikingNetwork:
         """One timestep of the whole network: ``(membranes, x [B, ...]) -> (membranes, outputs)``."""
         new_membranes: dict[str, jax.Array] = {}
 
-        def interceptor(next_fun, call_args, call_kwargs, context):
-            module = context.module
-            if context.method_name != "__call__":
-                return next_fun(*call_args, **call_kwargs)
-            if isinstance(module, CONVERTIBLE_ACTIVATIONS):
-                z = call_args[0]
-                key = _path(module)
-                while key in new_membranes:  # a layer called twice per step keeps two membranes
-                    key += "#"
-                theta = jnp.broadcast_to(_threshold(module, z.dtype), z.shape)
-                membrane = (
-                    initial_membrane(z.shape, theta, self.v0, z.dtype)
-                    if membranes is None
-                    else membranes[key]
-                )
-                new_membranes[key], output = if_step(membrane, z, theta, surrogate=self.surrogate)
-                return output
-            if _folded_batchnorm(module):
-                return _folded_bias(module, call_args[0])
-            return next_fun(*call_args, **call_kwargs)
+        def spike(module, z):
+            key = _path(module)
+            while key in new_membranes:  # a layer called twice per step keeps two membranes
+                key += "#"
+            theta = jnp.broadcast_to(_threshold(module, z.dtype), z.shape)
+            membrane = (
+                initial_membrane(z.shape, theta, self.v0, z.dtype) if membranes is None else membranes[key]
+            )
+            new_membranes[key], output = if_step(membrane, z, theta, surrogate=self.surrogate)
+            return output
 
-        with nn.intercept_methods(interceptor):
+        with nn.intercept_methods(_swapping_interceptor(spike)):
             outputs = self.ann.apply(variables, x, *args, **kwargs)
         _check_found(list(new_membranes), self.ann)
         return new_membranes, outputs
