@@ -1,4 +1,7 @@
-"""Start-up checks of an experiment config, with messages that name the field and the allowed values."""
+"""Start-up checks of an experiment config, with messages that name the field and the allowed values.
+
+The allowed values come from the registries that define them (models, neurons, poolings, layouts, ...).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +11,15 @@ import ml_collections
 
 from snnjax.activations import QCFSOrder
 from snnjax.augment import AUGMENTATIONS
+from snnjax.checkpoints import CHECKPOINT_KINDS
+from snnjax.conversion import BALANCING_FORMS
 from snnjax.data import DATASETS
-from snnjax.layers import ThresholdParameterization
+from snnjax.interop import LAYOUTS
+from snnjax.layers import CONV_IMPLEMENTATIONS, ThresholdParameterization
 from snnjax.methods import Method, snn_neuron
-from snnjax.models import MODELS
+from snnjax.models import ANN_POOLINGS, MODELS, SNN_MAX_POOLS
 from snnjax.neurons import NEURONS
+from snnjax.simulation import MATMUL_PRECISIONS, SIMULATION_DTYPES, SIMULATION_MODES
 
 __all__ = ["validate_config"]
 
@@ -60,15 +67,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _choice(config, "method", [m.value for m in Method])
     _choice(config, "qcfs_order", [o.value for o in QCFSOrder])
     _choice(config, "threshold_parameterization", [p.value for p in ThresholdParameterization])
-    _choice(config, "checkpoint", ["latest", "best"])
-    _choice(config, "snn_mode", ["layer", "step"])
-    _choice(config, "conv_implementation", ["auto", "im2col", "hybrid", "xla"])
-    _choice(config, "pooling", ["avg", "max"])
-    _choice(config, "snn_max_pool", ["avg", "max_gate"])
-    _choice(config, "snn_dtype", ["float32", "bfloat16"])
-    _choice(config, "balancing", ["threshold", "weights"])
-    _choice(config, "eval_precision", ["default", "high", "highest"])
-    _choice(config, "torch_layout", ["qcfs_original", "qcfs_revised"])
+    _choice(config, "checkpoint", CHECKPOINT_KINDS)
+    _choice(config, "snn_mode", SIMULATION_MODES)
+    _choice(config, "conv_implementation", ["auto", *CONV_IMPLEMENTATIONS])
+    _choice(config, "pooling", ANN_POOLINGS)
+    _choice(config, "snn_max_pool", SNN_MAX_POOLS)
+    _choice(config, "snn_dtype", SIMULATION_DTYPES)
+    _choice(config, "balancing", BALANCING_FORMS)
+    _choice(config, "eval_precision", MATMUL_PRECISIONS)
+    _choice(config, "torch_layout", LAYOUTS)
     if config.snn_neuron is not None:
         _choice(config, "snn_neuron", NEURONS)
     if config.snn_mode == "step" and snn_neuron(config) != "if":

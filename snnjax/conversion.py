@@ -37,6 +37,7 @@ from snnjax.simulation import (
 )
 
 __all__ = [
+    "BALANCING_FORMS",
     "CONVERTIBLE_ACTIVATIONS",
     "SIMULATION_MODES",
     "SpikingNetwork",
@@ -52,6 +53,9 @@ __all__ = [
 ]
 
 Variables = Mapping[str, Any]
+
+# Threshold balancing forms: keep θ = λ per layer, or rescale weights so every θ = 1.
+BALANCING_FORMS = ("threshold", "weights")
 
 
 def _flat(tree: Mapping[str, Any]) -> dict[tuple[str, ...], Any]:

@@ -22,7 +22,9 @@ import jax.numpy as jnp
 from snnjax.layers import BatchNorm, ConvBN, ModuleDef
 
 __all__ = [
+    "ANN_POOLINGS",
     "MODELS",
+    "SNN_MAX_POOLS",
     "VGG16_LAYERS",
     "ConvNet",
     "ResNet",
@@ -76,6 +78,8 @@ def spiking_max_pool_gate(x: jax.Array) -> jax.Array:
 # 2×2 pooling of ConvNet: "avg" (reference ANNs and their SNNs), "max" (ANN only), and the spiking
 # replacement of a max-pool ("max_gate", layer-mode SNN only).
 POOLINGS = {"avg": _avg_pool, "max": _max_pool, "max_gate": spiking_max_pool_gate}
+ANN_POOLINGS = ("avg", "max")  # config.pooling
+SNN_MAX_POOLS = ("avg", "max_gate")  # config.snn_max_pool: what a max-pool ANN's SNN pools with
 
 
 class ConvNet(nn.Module):

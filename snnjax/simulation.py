@@ -42,6 +42,8 @@ from snnjax.neurons import NEURONS, if_neuron, if_step, initial_membrane
 
 __all__ = [
     "CONVERTIBLE_ACTIVATIONS",
+    "MATMUL_PRECISIONS",
+    "SIMULATION_DTYPES",
     "SIMULATION_MODES",
     "SpikingNetwork",
     "apply_folded",
@@ -57,6 +59,8 @@ Variables = Mapping[str, Any]
 # The ANN activation layers the converter turns into spiking neurons.
 CONVERTIBLE_ACTIVATIONS = (ThresholdActivation, Activation)
 SIMULATION_MODES = ("layer", "step")
+SIMULATION_DTYPES = ("float32", "bfloat16")  # dtypes convert.py simulates in (config.snn_dtype)
+MATMUL_PRECISIONS = ("default", "high", "highest")  # jax.default_matmul_precision values
 
 
 def inference_kwargs(module: nn.Module) -> dict[str, Any]:
