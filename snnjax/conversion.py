@@ -29,12 +29,14 @@ from snnjax.simulation import (
     CONVERTIBLE_ACTIVATIONS,
     SIMULATION_MODES,
     SpikingNetwork,
+    apply_folded,
     cumulative_mean_logits,
     inference_kwargs as _inference_kwargs,
     spiking_apply,
     spiking_apply_sequence,
     spiking_model,
 )
+from snnjax.structure import linear_chain, trace_structure
 
 __all__ = [
     "BALANCING_FORMS",
@@ -135,9 +137,6 @@ def _fold_pairs(variables, params, stats, pairs) -> dict[str, Any]:
 
 
 def _fold_by_structure(variables: Variables, model: nn.Module, inputs: jax.Array | None) -> dict[str, Any]:
-    from snnjax.simulation import apply_folded
-    from snnjax.structure import trace_structure
-
     if inputs is None:
         raise ValueError("fold_batchnorm(model=...) needs inputs=: an example batch [B, ...] for the walk.")
     calls = trace_structure(model, variables, inputs)
@@ -258,7 +257,7 @@ def calibrate_thresholds(
     _, state = model.apply(
         variables,
         images,
-        train=False,
+        **_inference_kwargs(model),
         capture_intermediates=lambda mdl, method: isinstance(mdl, Activation) and method == "__call__",
         mutable=["intermediates"],
     )
@@ -278,8 +277,11 @@ def calibrate_thresholds(
     return calibrated
 
 
-def _chain_layers(params: Mapping[tuple[str, ...], Any]) -> list[tuple[tuple[str, ...], str | None]]:
-    """``[(linear layer path, activation name after it)]`` of a :class:`~snnjax.models.ConvNet` chain."""
+def _chain_layers(params: Mapping[tuple[str, ...], Any]) -> list[tuple[tuple, list[tuple], tuple | None]]:
+    """``[(linear layer path, bias paths, activation path)]`` of a :class:`~snnjax.models.ConvNet` chain.
+
+    Found by snnjax's layer names; :func:`snnjax.structure.linear_chain` finds it in any model.
+    """
     names = {k[0] for k in params}
     if any(name.startswith(("stem", "stage")) for name in names):
         raise ValueError(
@@ -289,14 +291,25 @@ def _chain_layers(params: Mapping[tuple[str, ...], Any]) -> list[tuple[tuple[str
     convs = sorted((n for n in names if n.startswith("conv_bn")), key=lambda n: int(n[len("conv_bn") :]))
     dense = sorted((n for n in names if n.startswith("fc") and not n.startswith("fc_act")),
                    key=lambda n: int(n[len("fc") :]))  # fmt: skip
-    chain: list[tuple[tuple[str, ...], str | None]] = [
-        ((n, "conv"), f"act{n[len('conv_bn') :]}") for n in convs
+    chain = [
+        ((n, "conv"), [(n, "conv", "bias"), (n, "bn", "bias")], (f"act{n[len('conv_bn') :]}",)) for n in convs
     ]
-    chain += [((n,), f"fc_act{n[len('fc') :]}") for n in dense]
-    return [*chain, (("head",), None)]
+    chain += [((n,), [(n, "bias")], (f"fc_act{n[len('fc') :]}",)) for n in dense]
+    return [*chain, (("head",), [], None)]
 
 
-def balance_weights(snn_variables: Variables) -> dict[str, Any]:
+def _structure_chain(snn_variables: Variables, model: nn.Module, inputs: jax.Array):
+    chain = linear_chain(trace_structure(model, snn_variables, inputs))
+    return [
+        (linear.path, [linear.path + ("bias",)] + [norm.path + ("bias",) for norm in norms],
+         None if activation is None else activation.path)
+        for linear, norms, activation in chain
+    ]  # fmt: skip
+
+
+def balance_weights(
+    snn_variables: Variables, *, model: nn.Module | None = None, inputs: jax.Array | None = None
+) -> dict[str, Any]:
     """The weight form of threshold balancing: rescale weights so every threshold becomes 1.
 
     For each linear layer ``l`` of the chain, ``W ← W·λ_{l−1}/λ_l`` and ``b ← b/λ_l`` (per channel
@@ -307,7 +320,10 @@ def balance_weights(snn_variables: Variables) -> dict[str, Any]:
 
     Args:
       snn_variables: SNN variables from :func:`ann_to_snn_variables` with ``fold_bn=True`` (a
-        BatchNorm after the conv would undo the rescaling) of a :class:`~snnjax.models.ConvNet`.
+        BatchNorm after the conv would undo the rescaling).
+      model: the ANN, to find the chain by one structure walk (any plain-chain model); without it,
+        a :class:`~snnjax.models.ConvNet`'s layers are found by their names.
+      inputs: an example input ``[B, ...]``, with ``model``.
 
     Returns:
       New variables with every ``threshold`` leaf equal to 1.
@@ -316,10 +332,18 @@ def balance_weights(snn_variables: Variables) -> dict[str, Any]:
       ValueError: for unfolded BatchNorm or a model that is not a plain chain.
     """
     params = _flat(snn_variables["params"])
-    if any(k[-2:] == ("bn", "scale") for k in params):
+    if any(k[-2:] == ("bn", "scale") for k in params) or snn_variables.get("batch_stats"):
         raise ValueError("balance_weights needs folded BatchNorm: convert with fold_bn=True first.")
+    if model is not None:
+        if inputs is None:
+            raise ValueError(
+                "balance_weights(model=...) needs inputs=: an example batch [B, ...] for the walk."
+            )
+        chain = _structure_chain(snn_variables, model, inputs)
+    else:
+        chain = _chain_layers(params)
     input_scale = jnp.ones(())
-    for path, activation in _chain_layers(params):
+    for path, bias_paths, activation in chain:
         kernel = params[path + ("kernel",)]
         in_features = kernel.shape[-2]
         # After a flatten (NHWC, channels fastest) a per-channel scale repeats over the positions.
@@ -328,14 +352,13 @@ def balance_weights(snn_variables: Variables) -> dict[str, Any]:
         if activation is None:
             params[path + ("kernel",)] = kernel
             break
-        threshold = params[(activation, "threshold")]
+        threshold = params[activation + ("threshold",)]
         out_scale = jnp.broadcast_to(threshold, (kernel.shape[-1],))
         params[path + ("kernel",)] = kernel / jnp.broadcast_to(out_scale, kernel.shape)
-        bias_paths = [path + ("bias",), (path[0], "bn", "bias")]
         for bias_path in bias_paths:
             if bias_path in params:
                 params[bias_path] = params[bias_path] / out_scale
-        params[(activation, "threshold")] = jnp.ones_like(threshold)
+        params[activation + ("threshold",)] = jnp.ones_like(threshold)
         input_scale = threshold
     balanced = dict(snn_variables)
     balanced["params"] = traverse_util.unflatten_dict(params)

@@ -406,7 +406,8 @@ def _convert_and_evaluate(
     windows = reported_steps(config.snn_num_steps, levels) if windowed else None
     simulated_variables = snn_variables
     if config.balancing == "weights":
-        simulated_variables = conversion.balance_weights(snn_variables)
+        example = jnp.zeros((1, *dataset.image_shape))  # the walk reads shapes only
+        simulated_variables = conversion.balance_weights(snn_variables, model=ann_model, inputs=example)
     accuracy = snn_accuracy_by_step(
         snn_model(config.snn_mode),
         simulated_variables,

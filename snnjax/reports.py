@@ -35,8 +35,8 @@ import numpy as np
 from flax import traverse_util
 
 from snnjax import parallel
-from snnjax.layers import Conv
 from snnjax.simulation import CONVERTIBLE_ACTIVATIONS, SpikingNetwork, inference_kwargs
+from snnjax.structure import trace_structure
 
 __all__ = ["energy_report", "linear_layer_costs", "record_activations", "spiking_layer_report"]
 
@@ -85,35 +85,29 @@ def linear_layer_costs(
       image) and ``fed_by`` (the activation layer's name, or ``None`` for the analog input).
     """
     ann = model.ann if isinstance(model, SpikingNetwork) else model
+    calls = trace_structure(ann, variables, jnp.zeros((1, *image_shape)))
     layers: list[dict[str, Any]] = []
-    last_activation: list[str | None] = [None]
-
-    def interceptor(next_fun, args, kwargs, context):
-        module, x = context.module, args[0] if args else None
-        if context.method_name == "__call__" and isinstance(module, (Conv, nn.Conv, nn.Dense)):
-            name = "/".join(module.path)
-            fed_by = last_activation[0]
-            if module.path[-2:-1] == ("shortcut",):
-                # A projection shortcut reads the block's input, like the block's first conv.
-                sibling = "/".join((*module.path[:-2], "conv_bn1", module.path[-1]))
-                fed_by = next(layer["fed_by"] for layer in layers if layer["name"] == sibling)
-            layers.append({"name": name, "fed_by": fed_by, "inputs": int(np.prod(x.shape[1:]))})
-            output = next_fun(*args, **kwargs)
-            per_output = (
-                x.shape[-1]
-                if isinstance(module, nn.Dense)
-                else x.shape[-1] * int(np.prod(module.kernel_size))
-            )
-            layers[-1]["macs"] = int(np.prod(output.shape[1:])) * per_output
-            return output
-        output = next_fun(*args, **kwargs)
-        if isinstance(module, CONVERTIBLE_ACTIVATIONS) and context.method_name == "__call__":
-            last_activation[0] = "/".join(module.path)
-        return output
-
-    with nn.intercept_methods(interceptor):
-        jax.eval_shape(
-            lambda v: ann.apply(v, jnp.zeros((1, *image_shape)), **inference_kwargs(ann)), variables
+    last_activation: str | None = None
+    for call in calls:
+        if call.kind == "activation":
+            last_activation = call.name
+            continue
+        if call.kind not in ("conv", "dense"):
+            continue
+        source = calls[call.fed_by] if call.fed_by is not None else None
+        # The activation whose output this layer reads as is (e.g. a projection shortcut reads its
+        # block's input); after pooling or flattening, the last activation before it.
+        fed_by = source.name if source is not None and source.kind == "activation" else last_activation
+        kernel_size = getattr(call.module, "kernel_size", ())
+        kernel_size = tuple(kernel_size) if isinstance(kernel_size, tuple | list) else (kernel_size,)
+        per_output = call.input_shape[-1] * (int(np.prod(kernel_size)) if call.kind == "conv" else 1)
+        layers.append(
+            {
+                "name": call.name,
+                "fed_by": fed_by,
+                "inputs": int(np.prod(call.input_shape[1:])),
+                "macs": int(np.prod(call.output_shape[1:])) * per_output,
+            }
         )
     return layers
 

@@ -17,9 +17,9 @@ import flax.linen as nn
 import jax
 
 from snnjax.layers import Conv
-from snnjax.simulation import CONVERTIBLE_ACTIVATIONS, inference_kwargs
+from snnjax.simulation import CONVERTIBLE_ACTIVATIONS, apply_folded
 
-__all__ = ["LayerCall", "trace_structure"]
+__all__ = ["LayerCall", "linear_chain", "trace_structure"]
 
 KINDS = {
     "conv": (nn.Conv, Conv),
@@ -38,6 +38,7 @@ class LayerCall:
       kind: ``"conv"``, ``"dense"``, ``"batchnorm"`` or ``"activation"``.
       module: the bound module (its fields, e.g. a BatchNorm's ``epsilon``, can be read).
       input_shape: the shape of its input (batch axis first).
+      output_shape: the shape of its output.
       fed_by: index of the recorded call whose output is this call's input unchanged, or None.
     """
 
@@ -45,6 +46,7 @@ class LayerCall:
     kind: str
     module: Any
     input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
     fed_by: int | None
 
     @property
@@ -65,7 +67,8 @@ def trace_structure(model: nn.Module, variables: Mapping[str, Any], inputs: jax.
 
     Args:
       model: an ANN (any Flax Linen module).
-      variables: its variables.
+      variables: its variables (ANN or SNN; a BatchNorm whose statistics were folded away counts as
+        a BatchNorm that adds its bias).
       inputs: an example input ``[B, ...]`` (only its shape and dtype are used).
 
     Returns:
@@ -81,11 +84,59 @@ def trace_structure(model: nn.Module, variables: Mapping[str, Any], inputs: jax.
         x = args[0]
         fed_by = next((i for i, y in enumerate(outputs) if y is x), None)
         output = next_fun(*args, **kwargs)
-        calls.append(LayerCall(tuple(context.module.path), kind, context.module, tuple(x.shape), fed_by))
+        call = LayerCall(
+            tuple(context.module.path), kind, context.module, tuple(x.shape), tuple(output.shape), fed_by
+        )
+        calls.append(call)
         outputs.append(output)
         return output
 
     with nn.intercept_methods(interceptor):
-        jax.eval_shape(lambda v, x: model.apply(v, x, **inference_kwargs(model)), variables, inputs)
+        jax.eval_shape(lambda v, x: apply_folded(model, v, x), variables, inputs)
     outputs.clear()  # abstract values of a finished trace
     return calls
+
+
+def linear_chain(calls: list[LayerCall]) -> list[tuple[LayerCall, list[LayerCall], LayerCall | None]]:
+    """A plain chain's ``[(Conv/Dense, its BatchNorms, the activation after them)]``, head last.
+
+    A plain chain alternates: a Conv/Dense, optionally a BatchNorm fed by it, an activation fed by
+    that, ... and a final Conv/Dense (the head, activation None). Pooling and flattening between them
+    are not layers and may appear anywhere.
+
+    Raises:
+      ValueError: naming the first layer that breaks the pattern (e.g. an activation after a residual
+        add, a shortcut convolution that reads an earlier activation).
+    """
+    chain: list[tuple[LayerCall, list[LayerCall], LayerCall | None]] = []
+    linear: LayerCall | None = None
+    norms: list[LayerCall] = []
+    last, last_activation = None, None  # indices: last call of the pending group, last activation
+
+    def broken(call: LayerCall, why: str) -> ValueError:
+        return ValueError(f"not a plain chain of layers at {call.name!r}: {why}.")
+
+    for index, call in enumerate(calls):
+        if call.kind in ("conv", "dense"):
+            if linear is not None:
+                raise broken(call, "two Conv/Dense layers without an activation between them")
+            source = calls[call.fed_by] if call.fed_by is not None else None
+            if source is not None and source.kind == "activation" and call.fed_by != last_activation:
+                raise broken(call, f"it reads {source.name!r}, not the activation just before it")
+            linear, norms, last = call, [], index
+        elif call.kind == "batchnorm":
+            if linear is None or call.fed_by != last:
+                raise broken(call, "a BatchNorm that does not directly follow a Conv/Dense")
+            norms.append(call)
+            last = index
+        else:
+            if linear is None or call.fed_by != last:
+                raise broken(
+                    call, "an activation that does not directly follow a Conv/Dense (or its BatchNorm)"
+                )
+            chain.append((linear, norms, call))
+            linear, last_activation = None, index
+    if linear is None:
+        raise ValueError("not a plain chain of layers: no Conv/Dense after the last activation (the head).")
+    chain.append((linear, norms, None))
+    return chain

@@ -65,14 +65,14 @@ class Residual(nn.Module):
         return nn.Dense(3, name="head")(x)
 
 
-def dyadic(tree, seed, scale=4):
-    """Replaces every leaf by multiples of 1/8 in [-scale/8, scale/8] (thresholds 1, variances 1 or 4)."""
+def dyadic(tree, seed, scale=4, thresholds=(1.0,)):
+    """Replaces every leaf by multiples of 1/8 in [-scale/8, scale/8] (variances 1 or 4)."""
     flat = traverse_util.flatten_dict(tree)
     rng = np.random.default_rng(seed)
     out = {}
     for path, leaf in flat.items():
         if path[-1] == "threshold":
-            value = np.ones(leaf.shape)
+            value = rng.choice(thresholds, leaf.shape)
         elif path[-1] == "var":
             value = rng.choice([1.0, 4.0], leaf.shape)
         elif path[-1] == "scale":
@@ -83,9 +83,11 @@ def dyadic(tree, seed, scale=4):
     return traverse_util.unflatten_dict(out)
 
 
-def build(model, input_shape, seed=0, batch=2):
+def build(model, input_shape, seed=0, batch=2, thresholds=(1.0,)):
     variables = model.init(jax.random.key(0), jnp.zeros((batch, *input_shape)))
-    variables = {c: dyadic(tree, seed + i) for i, (c, tree) in enumerate(variables.items())}
+    variables = {
+        c: dyadic(tree, seed + i, thresholds=thresholds) for i, (c, tree) in enumerate(variables.items())
+    }
     pixels = np.random.default_rng(seed + 7).integers(0, 9, (batch, *input_shape)) / 8.0
     images = jnp.asarray(pixels, jnp.float32)
     return variables, images
@@ -389,3 +391,54 @@ def test_unfoldable_batchnorm_is_named():
     shared_variables, shared_images = build(shared, (4, 4, 1), seed=2)
     with pytest.raises(ValueError, match="changed the ANN's outputs"):
         snnjax.fold_batchnorm(shared_variables, model=shared, inputs=shared_images)
+
+
+# Weight balancing and operation counts from the structure walk.
+
+
+def test_weight_balancing_by_structure_keeps_every_spike_of_a_user_chain():
+    ann = DenseBN()
+    variables, images = build(ann, (4, 4, 1), seed=11, thresholds=(0.5, 2.0))
+    folded = snnjax.ann_to_snn_variables(variables, fold_bn=True, model=ann, inputs=images)
+    balanced = snnjax.balance_weights(folded, model=ann, inputs=images)
+    thresholds = [
+        v for k, v in traverse_util.flatten_dict(balanced["params"]).items() if k[-1] == "threshold"
+    ]
+    assert thresholds and all(np.all(np.asarray(t) == 1.0) for t in thresholds)
+    snn = snnjax.spiking_model(ann, fold_bn=True)
+    # Powers of two rescale exactly, so the balanced SNN's logits are bitwise the threshold form's.
+    np.testing.assert_array_equal(
+        snnjax.spiking_apply(snn, balanced, images, 6), snnjax.spiking_apply(snn, folded, images, 6)
+    )
+
+
+def test_weight_balancing_by_structure_equals_by_name_on_a_convnet():
+    from helpers import QCFS4 as QCFS4_LAYER, init, randomize_variables
+
+    ann = snnjax.TinyCNN(num_classes=3, activation=QCFS4_LAYER)
+    variables = randomize_variables(init(ann, (8, 8, 1)), threshold=1.5)
+    folded = snnjax.ann_to_snn_variables(variables, fold_bn=True)
+    images = jnp.zeros((1, 8, 8, 1))
+    by_name = snnjax.balance_weights(folded)
+    by_structure = snnjax.balance_weights(folded, model=ann, inputs=images)
+    jax.tree.map(np.testing.assert_array_equal, by_structure, by_name)
+
+
+def test_weight_balancing_refuses_a_residual_model_naming_the_layer():
+    ann = Residual()
+    variables, images = build(ann, (4, 4, 2))
+    with pytest.raises(ValueError, match=r"not a plain chain of layers at 'block/out'"):
+        snnjax.balance_weights(snnjax.ann_to_snn_variables(variables), model=ann, inputs=images)
+
+
+def test_operation_counts_follow_the_data_flow_of_a_user_residual_block():
+    ann = Residual()
+    variables, _ = build(ann, (4, 4, 2))
+    costs = {c["name"]: c for c in snnjax.linear_layer_costs(ann, variables, (4, 4, 2))}
+    assert [(name, c["fed_by"]) for name, c in costs.items()] == [
+        ("stem", None),
+        ("block/c1", "stem_act"),
+        ("block/c2", "block/inner"),
+        ("head", "block/out"),
+    ]
+    assert costs["stem"]["macs"] == 16 * 4 * 2 * 9 and costs["head"]["macs"] == 4 * 3
