@@ -148,7 +148,7 @@ def set_aside(manager: ocp.CheckpointManager, step: int, reason: str) -> str:
 
 
 def restore_newest_readable(
-    manager: ocp.CheckpointManager, template: Any, mesh: jax.sharding.Mesh | None = None
+    manager: ocp.CheckpointManager, template: Any, mesh: jax.sharding.Mesh | None = None, subset: bool = False
 ) -> tuple[Any, int | None, list[int]]:
     """Restores the newest step of ``manager`` that can be read, into the structure of ``template``.
 
@@ -157,6 +157,9 @@ def restore_newest_readable(
       template: the expected tree (e.g. ``jax.eval_shape`` of the train state); only its structure,
         shapes and dtypes are used.
       mesh: restore replicated over this mesh (default: the first device).
+      subset: ``template`` is a dict holding some of the stored top-level entries (e.g. only
+        ``params`` and ``batch_stats`` of a train state, for conversion: no optimizer is needed);
+        the others are not compared and not returned.
 
     Returns:
       ``(state, step, unreadable)``: the restored tree and its step, ``(None, None, [])`` when the
@@ -185,6 +188,8 @@ def restore_newest_readable(
         except Exception as error:  # Orbax/tensorstore raise many types for damaged files
             unreadable.append((step, f"{type(error).__name__}: {str(error)[:300]}"))
             continue
+        if subset:
+            stored = {k: v for k, v in stored.items() if k.split("/")[0] in template}
         difference = _mismatch(expected, stored)
         if difference is not None:
             raise CheckpointMismatchError(
@@ -192,7 +197,13 @@ def restore_newest_readable(
                 f"{difference}. Pass the config it was trained with (see config.json in the workdir)."
             )
         try:
-            state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            if subset:  # restore as stored, keep the requested entries, place them like the template
+                restored = manager.restore(step, args=ocp.args.StandardRestore())
+                state = jax.device_put(
+                    {k: restored[k] for k in template}, jax.tree.map(lambda a: a.sharding, abstract)
+                )
+            else:
+                state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except Exception as error:
             unreadable.append((step, f"{type(error).__name__}: {str(error)[:300]}"))
             continue

@@ -26,6 +26,7 @@ from snnjax import (
     methods,
     parallel,
     reports,
+    summaries,
     training,
     workdir as workdir_lib,
 )
@@ -33,9 +34,7 @@ from snnjax.config_validation import validate_config
 from snnjax.layers import threshold_to_param
 from snnjax.neurons import WINDOWED_NEURONS
 
-__all__ = ["convert_and_evaluate", "format_table", "snn_accuracy_by_step"]
-
-REPORTED_STEPS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+__all__ = ["convert_and_evaluate", "snn_accuracy_by_step"]
 
 
 @functools.partial(jax.jit, static_argnames=("snn_model", "num_steps", "dtype"))
@@ -47,14 +46,6 @@ def _snn_correct_by_step(snn_model, variables, images, labels, mask, num_steps, 
     top1 = (jnp.argmax(logits, -1) == labels_t) & mask[None]  # [T, B]
     top5 = training.top_k_correct(logits, labels_t, 5) & mask[None]
     return jnp.sum(top1, axis=1), jnp.sum(top5, axis=1)
-
-
-def reported_steps(num_steps: int, levels: int | None = None) -> list[int]:
-    """The t shown in tables: 1, 2, 4, ... up to T, plus T itself and L (when ≤ T)."""
-    steps = {t for t in REPORTED_STEPS if t <= num_steps} | {num_steps}
-    if levels is not None and levels <= num_steps:
-        steps.add(levels)
-    return sorted(steps)
 
 
 def snn_accuracy_by_step(
@@ -107,117 +98,8 @@ def snn_accuracy_by_step(
     return {"top1": top1 / count, "top5": top5 / count}
 
 
-def format_table(ann_accuracy: float, snn_accuracy: np.ndarray, levels: int | None = None) -> str:
-    """A text table of ANN accuracy and SNN accuracy at T = 1, 2, 4, ... (and T = L)."""
-    steps = [t for t in reported_steps(len(snn_accuracy), levels) if np.isfinite(snn_accuracy[t - 1])]
-    lines = [f"{'':>10}  {'accuracy':>9}  {'Δ vs ANN':>9}", f"{'ANN':>10}  {100 * ann_accuracy:8.2f}%"]
-    for t in steps:
-        acc = snn_accuracy[t - 1]
-        mark = " (=L)" if t == levels else ""
-        lines.append(
-            f"{'SNN T=' + str(t):>10}  {100 * acc:8.2f}%  {100 * (acc - ann_accuracy) + 0.0:+8.2f}{mark}"
-        )
-    return "\n".join(lines)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_accuracy(path: str, ann_accuracy: float, snn_accuracy: np.ndarray, title: str) -> None:
-    """Accuracy vs T: the SNN curve (simulated t only) and the ANN as a dashed line."""
-    plt = _pyplot()
-    steps = np.arange(1, len(snn_accuracy) + 1)
-    simulated = np.isfinite(snn_accuracy)
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    ax.plot(
-        steps[simulated],
-        100 * snn_accuracy[simulated],
-        marker="o",
-        markersize=3,
-        label="SNN (mean logits over 1..t)",
-    )
-    ax.axhline(100 * ann_accuracy, color="k", linestyle="--", label=f"ANN {100 * ann_accuracy:.2f}%")
-    ax.set_xscale("log", base=2)
-    ticks = [t for t in REPORTED_STEPS if t <= len(snn_accuracy)]
-    ax.set_xticks(ticks, [str(t) for t in ticks])
-    ax.set_xlabel("time steps t")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def plot_layers(path: str, layer_report: dict, title: str) -> None:
-    """Two panels over the activation layers, in network order.
-
-    Top: relative L2 error (ANN vs SNN rate·θ) at each reported t. Bottom: mean firing rate (spikes per
-    neuron per step) and the fraction of silent neurons.
-    """
-    plt = _pyplot()
-    layers = layer_report["layers"]
-    names = [layer["name"] for layer in layers]
-    index = np.arange(len(layers))
-    fig, (ax_error, ax_rate) = plt.subplots(
-        2, 1, figsize=(max(6, 0.45 * len(layers) + 2), 7), dpi=120, sharex=True
-    )
-    for t in layers[0]["errors"]:
-        ax_error.plot(
-            index, [layer["errors"][t]["relative_l2"] for layer in layers], marker="o", label=f"t = {t}"
-        )
-    ax_error.set_ylabel("relative L2 error ‖r·θ − a‖/‖a‖")
-    ax_error.set_title(title)
-    ax_error.grid(True, alpha=0.3)
-    ax_error.legend()
-    ax_rate.bar(index, [layer["mean_rate"] for layer in layers], color="tab:orange", label="mean firing rate")
-    ax_rate.plot(index, [layer["fraction_silent"] for layer in layers], "k.", label="fraction silent")
-    ax_rate.set_ylabel(f"spikes/neuron/step, or fraction\n(over t ≤ {layer_report['firing_steps']})")
-    ax_rate.set_ylim(0, 1)
-    ax_rate.grid(True, axis="y", alpha=0.3)
-    ax_rate.legend()
-    ax_rate.set_xticks(index, names, rotation=60, ha="right", fontsize=8)
-    ax_rate.set_xlabel("activation layer (network order)")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def format_layer_table(layer_report: dict, energy: dict) -> str:
-    """Per-layer error at each reported t, firing statistics, and the operation/energy totals."""
-    lines = []
-    for t in layer_report["layers"][0]["errors"]:
-        lines += [
-            f"layer-wise ANN vs SNN at t={t} ({layer_report['images']} test images; rate and silent at "
-            f"t={layer_report['firing_steps']}):",
-            f"{'layer':>26} {'rel L2':>7} {'cosine':>7} {'clip':>7} {'quant':>7} {'uneven':>7} {'v<0':>5} "
-            f"{'rate':>6} {'silent':>6}",
-        ]
-        for layer in layer_report["layers"]:
-            e = layer["errors"][t]
-            lines.append(
-                f"{layer['name'][-26:]:>26} {e['relative_l2']:7.4f} {e['cosine']:7.4f} {e['clipping']:7.4f} "
-                f"{e['quantization']:7.4f} {e['unevenness']:7.4f} {e['negative_residual']:5.2f} "
-                f"{layer['mean_rate']:6.3f} {layer['fraction_silent']:6.2f}"
-            )
-    lines.append(
-        f"per image: ANN {energy['ann_macs'] / 1e6:.3f} M MACs = {energy['ann_energy_uj']:.3f} µJ; "
-        f"SNN (t={layer_report['firing_steps']}) {energy['snn_macs'] / 1e6:.3f} M MACs + "
-        f"{energy['snn_sops'] / 1e6:.3f} M SOPs ({layer_report['spikes_per_image']:.0f} spikes) = "
-        f"{energy['snn_energy_uj']:.3f} µJ ({energy['pj_per_mac']} pJ/MAC, {energy['pj_per_ac']} pJ/AC)"
-    )
-    return "\n".join(lines)
-
-
-def _import_torch(config: ml_collections.ConfigDict, dataset, mesh) -> training.TrainState:
-    """A train state holding a reference PyTorch checkpoint's weights (``config.torch_checkpoint``)."""
+def _import_torch(config: ml_collections.ConfigDict, dataset) -> dict:
+    """The ANN variables of a reference PyTorch checkpoint (``config.torch_checkpoint``)."""
     state_dict = interop.read_torch_checkpoint(config.torch_checkpoint)
     variables, report = interop.from_torch_state_dict(
         state_dict,
@@ -229,7 +111,6 @@ def _import_torch(config: ml_collections.ConfigDict, dataset, mesh) -> training.
     )
     if report["unmapped"]:
         print(f"warning: {len(report['unmapped'])} checkpoint entries unused: {report['unmapped'][:10]}")
-    model, tx, _ = training.build_model_and_optimizer(config, dataset.num_classes, 1)
     params = jax.tree_util.tree_map_with_path(
         lambda path, x: (
             threshold_to_param(x, config.threshold_parameterization)
@@ -238,14 +119,7 @@ def _import_torch(config: ml_collections.ConfigDict, dataset, mesh) -> training.
         ),
         variables["params"],
     )
-    # The imported weights are the whole state: no initialization needed (the optimizer is unused).
-    state = training.TrainState.create(
-        apply_fn=model.apply,
-        params=params,
-        batch_stats=jax.tree.map(jnp.asarray, variables["batch_stats"]),
-        tx=tx,
-    )
-    return parallel.replicate(mesh, state)
+    return {"params": params, "batch_stats": jax.tree.map(jnp.asarray, variables["batch_stats"])}
 
 
 def _sha256(path: str) -> str:
@@ -256,29 +130,34 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _restore(
-    config: ml_collections.ConfigDict, workdir: str, dataset, mesh
-) -> tuple[training.TrainState, dict]:
-    """The trained state and where it came from (``{"checkpoint", "step", "directory"}`` or the .pth)."""
+def _restore(config: ml_collections.ConfigDict, workdir: str, dataset, model, mesh) -> tuple[dict, dict]:
+    """The trained ANN's variables (no optimizer state) and where they came from.
+
+    Returns:
+      ``({"params", "batch_stats"}, source)`` with ``source = {"checkpoint", "step", "directory"}``,
+      or ``{"torch_checkpoint", "sha256", "torch_layout"}`` for an imported .pth.
+    """
     if config.torch_checkpoint is not None:
         source = {
             "torch_checkpoint": os.path.abspath(config.torch_checkpoint),
             "sha256": _sha256(config.torch_checkpoint),
             "torch_layout": config.torch_layout,
         }
-        return _import_torch(config, dataset, mesh), source
-    steps_per_epoch = max(dataset.num_train // config.batch_size, 1)
+        return parallel.replicate(mesh, _import_torch(config, dataset)), source
     manager = checkpoints.checkpoint_manager(workdir, config.checkpoint, read_only=True)
-    template = training.abstract_train_state(config, dataset, steps_per_epoch)
+    template = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), jnp.zeros((1, *dataset.image_shape)), train=False)
+    )
+    template = {"params": template["params"], "batch_stats": template.get("batch_stats", {})}
     try:
-        state, step, _ = checkpoints.restore_newest_readable(manager, template, mesh)
+        variables, step, _ = checkpoints.restore_newest_readable(manager, template, mesh, subset=True)
     finally:
         manager.close()
-    if state is None:
+    if variables is None:
         raise FileNotFoundError(
             f"No checkpoint in {manager.directory}: run train.py with the same --config and --workdir first."
         )
-    return state, {
+    return variables, {
         "checkpoint": config.checkpoint,
         "step": int(step),
         "directory": os.fspath(manager.directory),
@@ -376,11 +255,12 @@ def _convert_and_evaluate(
     """
     mesh = parallel.data_mesh()
     dataset = data_lib.load_dataset(config.dataset, config.data_dir, config.seed, config.image_size)
-    state, source = _restore(config, workdir, dataset, mesh)
-    start = time.perf_counter()
-    ann = training.evaluate(state, dataset.test_batches(config.eval_batch_size), mesh)
-    ann_variables = {"params": state.params, "batch_stats": state.batch_stats}
     ann_model = training.build_ann(config, dataset.num_classes)
+    ann_variables, source = _restore(config, workdir, dataset, ann_model, mesh)
+    start = time.perf_counter()
+    ann = training.evaluate(
+        training.inference_state(ann_model, ann_variables), dataset.test_batches(config.eval_batch_size), mesh
+    )
     per_channel = config.per_channel_threshold
     if config.method == methods.Method.RELU:
         calibration = dataset.calibration_images(config.calibration_examples)
@@ -403,7 +283,7 @@ def _convert_and_evaluate(
 
     levels = methods.levels(config)
     windowed = neuron in WINDOWED_NEURONS
-    windows = reported_steps(config.snn_num_steps, levels) if windowed else None
+    windows = summaries.reported_steps(config.snn_num_steps, levels) if windowed else None
     simulated_variables = snn_variables
     if config.balancing == "weights":
         example = jnp.zeros((1, *dataset.image_shape))  # the walk reads shapes only
@@ -424,7 +304,7 @@ def _convert_and_evaluate(
         + (f", L={levels}" if levels else "")
         + f", {neuron} neuron, {config.snn_mode} mode, {config.snn_dtype}"
     )
-    print(format_table(ann["accuracy"], snn, levels))
+    print(summaries.format_table(ann["accuracy"], snn, levels))
     last = max(t for t in range(1, len(snn) + 1) if np.isfinite(snn[t - 1]))
     top5 = accuracy["top5"][last - 1]
     print(f"top-5: ANN {100 * ann['top5_accuracy']:.2f}%, SNN at T={last} {100 * top5:.2f}%")
@@ -452,7 +332,7 @@ def _convert_and_evaluate(
         config.energy_pj_per_mac,
         config.energy_pj_per_ac,
     )
-    print(format_layer_table(layer_report, energy))
+    print(summaries.format_layer_table(layer_report, energy))
     num_spiking = len(layer_report["layers"])  # all on the longest path (shortcuts are shorter)
     if windowed:
         print(
@@ -501,11 +381,13 @@ def _convert_and_evaluate(
     title = f"{config.dataset} / {config.model} / {config.method} ({neuron})"
     workdir_lib.atomic_write(
         os.path.join(workdir, "snn_accuracy.png"),
-        lambda path: plot_accuracy(path, ann["accuracy"], snn, f"{title}, {dataset.num_test} test images"),
+        lambda path: summaries.plot_accuracy(
+            path, ann["accuracy"], snn, f"{title}, {dataset.num_test} test images"
+        ),
     )
     workdir_lib.atomic_write(
         os.path.join(workdir, "snn_layers.png"),
-        lambda path: plot_layers(path, layer_report, f"{title}, {layer_report['images']} images"),
+        lambda path: summaries.plot_layers(path, layer_report, f"{title}, {layer_report['images']} images"),
     )
     print(f"Wrote {os.path.join(workdir, 'snn_eval.json')}, snn_accuracy.png and snn_layers.png")
     if config.export_nir:

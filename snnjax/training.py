@@ -34,6 +34,7 @@ __all__ = [
     "epoch_cosine_schedule",
     "eval_step",
     "evaluate",
+    "inference_state",
     "sgd_coupled_weight_decay",
     "top_k_correct",
     "train_and_evaluate",
@@ -91,6 +92,18 @@ def create_train_state(
         params=variables["params"],
         batch_stats=variables.get("batch_stats", {}),
         tx=tx,
+    )
+
+
+def inference_state(model: nn.Module, variables: dict[str, Any]) -> TrainState:
+    """A :class:`TrainState` for evaluation only: ``model.apply`` and ``variables``, no optimizer."""
+    return TrainState(
+        step=0,
+        apply_fn=model.apply,
+        params=variables["params"],
+        tx=None,
+        opt_state=None,
+        batch_stats=variables.get("batch_stats", {}),
     )
 
 
