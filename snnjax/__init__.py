@@ -17,10 +17,6 @@ from snnjax.conversion import (
     fold_batchnorm as fold_batchnorm,
     spiking_activation as spiking_activation,
 )
-from snnjax.interop import (
-    from_torch_state_dict as from_torch_state_dict,
-    read_torch_checkpoint as read_torch_checkpoint,
-)
 from snnjax.layers import (
     Activation as Activation,
     BatchNorm as BatchNorm,
@@ -59,6 +55,10 @@ from snnjax.simulation import (
     spiking_apply as spiking_apply,
     spiking_apply_sequence as spiking_apply_sequence,
     spiking_model as spiking_model,
+)
+from snnjax.torch_checkpoints import (
+    from_torch_state_dict as from_torch_state_dict,
+    read_torch_checkpoint as read_torch_checkpoint,
 )
 
 __version__ = "0.1.0"

@@ -14,12 +14,12 @@ from snnjax.augment import AUGMENTATIONS
 from snnjax.checkpoints import CHECKPOINT_KINDS
 from snnjax.conversion import BALANCING_FORMS
 from snnjax.data import DATASETS
-from snnjax.interop import LAYOUTS
 from snnjax.layers import CONV_IMPLEMENTATIONS, ThresholdParameterization
 from snnjax.methods import Method, snn_neuron
 from snnjax.models import ANN_POOLINGS, MODELS, SNN_MAX_POOLS
 from snnjax.neurons import NEURONS
 from snnjax.simulation import MATMUL_PRECISIONS, SIMULATION_DTYPES, SIMULATION_MODES
+from snnjax.torch_checkpoints import LAYOUTS
 
 __all__ = ["validate_config"]
 

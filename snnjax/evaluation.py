@@ -180,7 +180,7 @@ def _check_conversion_inputs(config: ml_collections.ConfigDict, workdir: str) ->
                 f"{config.snn_max_pool!r}; export needs the IF neuron and average pooling."
             )
         if importlib.util.find_spec("nir") is None:
-            raise ValueError("config.export_nir needs the nir package: pip install 'snnjax[interop]'.")
+            raise ValueError("config.export_nir needs the nir package: pip install 'snnjax[nir]'.")
     if config.torch_checkpoint is not None:
         if not os.path.isfile(config.torch_checkpoint):
             raise FileNotFoundError(f"config.torch_checkpoint={config.torch_checkpoint!r} does not exist.")

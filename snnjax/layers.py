@@ -202,9 +202,9 @@ def conv_hybrid(
 ) -> jax.Array:
     """XLA's convolution, except that the kernel gradient is computed as im2col + matmul.
 
-    On XLA:CPU the forward and input-gradient convolutions run near the matmul rate on maps of 8×8
-    and up, but the weight-gradient convolution does not (~3 GFLOP/s measured); this keeps the fast two
-    and replaces the slow one. Same contract and gradients as :func:`conv_xla`.
+    On XLA:CPU the forward and input-gradient convolutions run near the matmul rate on larger maps but
+    the weight-gradient convolution does not (``benchmarks/results/train_throughput.md``); this keeps
+    the fast two and replaces the slow one. Same contract and gradients as :func:`conv_xla`.
     """
     return conv_xla(x, kernel, strides, padding)
 
@@ -228,9 +228,9 @@ CONV_IMPLEMENTATIONS = {"im2col": conv_im2col, "xla": conv_xla, "hybrid": conv_h
 def auto_conv_implementation(spatial_size: int) -> str:
     """The fastest convolution for this backend and a map of ``spatial_size = H·W`` input pixels.
 
-    Measured on a 2-core AVX CPU: XLA's forward/input-gradient convolutions are 2–8× faster than
-    im2col on maps of 14×14 and up, its weight gradient 3–4× slower; on maps of 4×4 and below every
-    XLA convolution is slow (2×2: 68× slower forward). GPUs/TPUs: XLA throughout.
+    On CPU: im2col on maps of 4×4 and below (where every XLA convolution was slow), ``hybrid`` above
+    (XLA's forward/input gradient, im2col's weight gradient), as measured by
+    ``python -m benchmarks.train_throughput`` (``benchmarks/results/``). GPUs/TPUs: XLA throughout.
     """
     if jax.default_backend() != "cpu":
         return "xla"

@@ -21,7 +21,6 @@ spikes take back excess positive ones). Both are our reconstruction from the pap
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import jax
@@ -33,7 +32,6 @@ __all__ = [
     "NEURONS",
     "WINDOWED_NEURONS",
     "if_neuron",
-    "if_neuron_pallas",
     "if_neuron_with_state",
     "if_step",
     "initial_membrane",
@@ -83,9 +81,9 @@ def _time_major(z: jax.Array, name: str) -> jax.Array:
 
 
 # Up to this many steps the IF scan is unrolled into straight-line code that XLA fuses into few passes
-# over memory (benchmarks/results/README.md): on a 2-core CPU it cut ResNet-20 SNN time by 28 % at T = 4
-# and 21 % at T = 8 but made T = 32 slower; on an H100 it cut T = 32 by 40 % (VGG-16) and 31 %
-# (ResNet-20). Longer windows stay a rolled scan (compile time grows with the unrolled length).
+# over memory; the limits are where unrolling stopped paying off in the measurements of
+# benchmarks/results/README.md (CPU and H100). Longer windows stay a rolled scan (compile time grows
+# with the unrolled length).
 UNROLL_MAX_STEPS = {"cpu": 8, "default": 32}
 
 
@@ -139,66 +137,6 @@ def if_neuron_with_state(
         unroll = _auto_unroll(z.shape[0])
     final_membrane, outputs = jax.lax.scan(step, membrane, z, unroll=unroll)
     return outputs, final_membrane
-
-
-# Neurons per program of the Pallas IF kernel; longest window it handles (its time loop is unrolled).
-PALLAS_BLOCK = 1024
-PALLAS_MAX_STEPS = 64
-
-
-def if_neuron_pallas(
-    z: jax.Array, threshold: jax.Array | float, v0: float = 0.5, interpret: bool = False
-) -> jax.Array:
-    """:func:`if_neuron` as one Pallas kernel (GPU).
-
-    Each program keeps a block of membranes in registers and walks the T steps, so z is read once and
-    the spikes written once. Same arithmetic as :func:`if_step`, so the outputs are identical (tested
-    on CPU in interpret mode). On an H100 it ran an IF layer of 16.8 M neurons 2.2× faster than
-    XLA's fused scan at T = 32 (1.8 vs 4.1 ms, 2.4 TB/s) and 1.2× at T = 4
-    (``benchmarks/pallas_if_probe.py``). Inside a network it did not win (VGG-16 T = 32: 31.1 vs
-    30.2 ms; T = 4: 4.9 vs 3.9 ms; ``benchmarks/results/h100_pallas.md``) because XLA fuses the
-    BatchNorm/bias before the neuron into its own scan, so :func:`if_neuron` keeps the scan and this
-    kernel is opt-in. Inference only (no VJP).
-
-    Args:
-      z: input currents ``[T, ...]``, float32, ``1 <= T <= PALLAS_MAX_STEPS``.
-      threshold: θ, broadcasting against ``z.shape[1:]`` from the right.
-      v0: initial membrane as a fraction of θ.
-      interpret: run the kernel in Pallas' interpreter (CPU testing).
-
-    Returns:
-      ``[T, ...]`` outputs in ``{0, θ}``.
-    """
-    from jax.experimental import pallas as pl
-
-    z = _time_major(z, "if_neuron_pallas")
-    num_steps, neuron_shape = z.shape[0], z.shape[1:]
-    size = math.prod(neuron_shape)
-    theta = jnp.broadcast_to(jnp.asarray(threshold, z.dtype), neuron_shape).reshape(size)
-    flat = z.reshape(num_steps, size)
-    pad = -size % PALLAS_BLOCK
-    if pad:  # padded neurons get θ = 1 and zero input: they never fire and are cut off below
-        flat = jnp.pad(flat, ((0, 0), (0, pad)))
-        theta = jnp.pad(theta, (0, pad), constant_values=1)
-
-    def kernel(z_ref, theta_ref, out_ref):
-        block_theta = theta_ref[...]
-        membrane = v0 * block_theta
-        for t in range(num_steps):
-            membrane, out_ref[t, :] = if_step(membrane, z_ref[t, :], block_theta)
-
-    out = pl.pallas_call(
-        kernel,
-        out_shape=jax.ShapeDtypeStruct(flat.shape, z.dtype),
-        grid=(flat.shape[1] // PALLAS_BLOCK,),
-        in_specs=[
-            pl.BlockSpec((num_steps, PALLAS_BLOCK), lambda i: (0, i)),
-            pl.BlockSpec((PALLAS_BLOCK,), lambda i: (i,)),
-        ],
-        out_specs=pl.BlockSpec((num_steps, PALLAS_BLOCK), lambda i: (0, i)),
-        interpret=interpret,
-    )(flat, theta)
-    return out[:, :size].reshape(z.shape)
 
 
 def if_neuron(

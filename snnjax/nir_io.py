@@ -41,7 +41,7 @@ def _import_nir():
     try:
         import nir
     except ImportError as error:
-        raise ImportError("NIR export needs the `nir` package: pip install 'snnjax[interop]'.") from error
+        raise ImportError("NIR export needs the `nir` package: pip install 'snnjax[nir]'.") from error
     return nir
 
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from snnjax import neurons
+from snnjax import experimental
 from snnjax.activations import qcfs
 from snnjax.neurons import if_neuron, if_neuron_with_state, integrate_then_fire, signed_if_neuron
 
@@ -157,5 +157,6 @@ def test_pallas_kernel_is_identical_to_the_scan(shape, theta):
     # Interpret mode runs the kernel's own code on the CPU; 2100 and 96 neurons exercise the padding.
     z = jax.random.normal(jax.random.key(3), shape)
     np.testing.assert_array_equal(
-        neurons.if_neuron_pallas(z, theta, v0=0.5, interpret=True), if_neuron_with_state(z, theta, v0=0.5)[0]
+        experimental.if_neuron_pallas(z, theta, v0=0.5, interpret=True),
+        if_neuron_with_state(z, theta, v0=0.5)[0],
     )
