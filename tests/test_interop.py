@@ -450,6 +450,7 @@ def test_reader_matches_torch_save_when_pytorch_is_installed(tmp_path):
         np.testing.assert_array_equal(read[key], value, err_msg=key)
 
 
+@pytest.mark.slow
 def test_convert_py_path_accepts_a_reference_checkpoint(tmp_path, capsys):
     from configs import ci_tiny
 

@@ -121,15 +121,15 @@ def test_graphs_not_from_snnjax_are_refused():
         interop.from_nir(graph)
 
 
-def test_convert_writes_a_nir_file_that_reads_back(tmp_path):
+def test_convert_writes_a_nir_file_that_reads_back(tiny_workdir):
     from configs import ci_tiny
-    from snnjax import evaluation, training
+    from snnjax import evaluation
 
+    workdir, _ = tiny_workdir  # ci_tiny trained once per session (conftest)
     config = ci_tiny.get_config()
     config.export_nir = True
     config.report_examples = 64
-    training.train_and_evaluate(config, str(tmp_path))
-    evaluation.convert_and_evaluate(config, str(tmp_path))
-    snn, variables, v0 = interop.from_nir(nir.read(tmp_path / "snn.nir"))
+    evaluation.convert_and_evaluate(config, str(workdir))
+    snn, variables, v0 = interop.from_nir(nir.read(workdir / "snn.nir"))
     images = jnp.zeros((4, 8, 8, 1))
     assert conversion.spiking_apply(snn, variables, images, 3).shape == (3, 4, 10) and v0 == 0.5

@@ -4,8 +4,10 @@ import pathlib
 import re
 
 import numpy as np
+import pytest
 
 
+@pytest.mark.slow
 def test_readme_python_example_runs():
     readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)

@@ -18,8 +18,8 @@ ROOT = pathlib.Path(__file__).parents[1]
 
 
 def tiny_config(**overrides):
+    """The config of the session's trained ``tiny_workdir`` (2 epochs of 44 steps), with overrides."""
     config = ci_tiny.get_config()
-    config.num_epochs = 2  # 44 steps per epoch on the 1,437 training digits
     for field, value in overrides.items():
         config[field] = value
     return config
@@ -27,24 +27,6 @@ def tiny_config(**overrides):
 
 def assert_trees_equal(a, b):
     jax.tree.map(np.testing.assert_array_equal, a, b)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A 2-epoch tiny run (checkpoints at steps 44 and 88) and its final state, copied per test."""
-    workdir = tmp_path_factory.mktemp("trained")
-    state = training.train_and_evaluate(tiny_config(), str(workdir))
-    return workdir, jax.device_get((state.params, state.batch_stats))
-
-
-@pytest.fixture
-def run(trained, tmp_path):
-    import shutil
-
-    source, final = trained
-    workdir = tmp_path / "run"
-    shutil.copytree(source, workdir)
-    return workdir, final
 
 
 def steps_in(folder):
@@ -114,8 +96,8 @@ def test_non_finite_variables_names_every_bad_array():
     "field, value",
     [("batch_size", 16), ("method", "slip_relu"), ("learning_rate", 0.05), ("num_epochs", 3), ("seed", 1)],
 )
-def test_training_refuses_another_config_in_a_trained_workdir(run, field, value, monkeypatch):
-    workdir, _ = run
+def test_training_refuses_another_config_in_a_trained_workdir(tiny_workdir, field, value, monkeypatch):
+    workdir, _ = tiny_workdir
     recorded = (workdir / "config.json").read_bytes()
     monkeypatch.setattr(data_lib, "load_dataset", lambda *a, **k: pytest.fail("checked after loading data"))
     with pytest.raises(ValueError, match=rf"these fields differ: {field}: trained with .*, now {value!r}"):
@@ -124,30 +106,30 @@ def test_training_refuses_another_config_in_a_trained_workdir(run, field, value,
     assert steps_in(workdir / "checkpoints") == [44, 88]
 
 
-def test_free_fields_may_change_on_resume(run):
-    workdir, final = run
+def test_free_fields_may_change_on_resume(tiny_workdir):
+    workdir, final = tiny_workdir
     state = training.train_and_evaluate(tiny_config(log_every_steps=7, eval_batch_size=32), str(workdir))
     assert int(state.step) == 88
     assert_trees_equal((state.params, state.batch_stats), final)
 
 
-def test_conversion_refuses_another_network_before_any_work(run, monkeypatch):
-    workdir, _ = run
+def test_conversion_refuses_another_network_before_any_work(tiny_workdir, monkeypatch):
+    workdir, _ = tiny_workdir
     monkeypatch.setattr(data_lib, "load_dataset", lambda *a, **k: pytest.fail("refused after loading data"))
     for field, value in (("model", "small_cnn"), ("levels", 8), ("per_channel_threshold", True)):
         with pytest.raises(ValueError, match=rf"{field}: trained with .*, now {value!r}"):
             evaluation.convert_and_evaluate(tiny_config(**{field: value}), str(workdir))
 
 
-def test_conversion_fields_stay_free(run):
-    workdir, _ = run
+def test_conversion_fields_stay_free(tiny_workdir):
+    workdir, _ = tiny_workdir
     config = tiny_config(snn_num_steps=4, snn_mode="step", report_steps=(2,), batch_size=16, num_epochs=9)
     result = evaluation.convert_and_evaluate(config, str(workdir))
     assert list(result["snn_accuracy"]) == ["1", "2", "3", "4"]
 
 
-def test_unreadable_recorded_config_is_named(run):
-    workdir, _ = run
+def test_unreadable_recorded_config_is_named(tiny_workdir):
+    workdir, _ = tiny_workdir
     (workdir / "config.json").write_text('{"model": "tiny_cnn", ')
     with pytest.raises(ValueError, match=r"config.json \(the config this workdir was trained with\) cannot"):
         training.train_and_evaluate(tiny_config(), str(workdir))
@@ -156,8 +138,8 @@ def test_unreadable_recorded_config_is_named(run):
 # 4. convert.py checks everything first and loses no results.
 
 
-def test_conversion_records_what_produced_the_results(run):
-    workdir, _ = run
+def test_conversion_records_what_produced_the_results(tiny_workdir):
+    workdir, _ = tiny_workdir
     result = evaluation.convert_and_evaluate(tiny_config(), str(workdir))
     written = json.loads((workdir / "snn_eval.json").read_text())
     assert written == result
@@ -220,8 +202,8 @@ def truncate_step(workdir, step):
             path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
-def test_corrupt_newest_step_falls_back_with_both_steps_named(run, capsys):
-    workdir, final = run
+def test_corrupt_newest_step_falls_back_with_both_steps_named(tiny_workdir, capsys):
+    workdir, final = tiny_workdir
     truncate_step(workdir, 88)
     result = evaluation.convert_and_evaluate(tiny_config(), str(workdir))
     err = capsys.readouterr().err
@@ -244,8 +226,8 @@ def test_corrupt_newest_step_falls_back_with_both_steps_named(run, capsys):
     assert [r["step"] for r in records if "test_accuracy" in r] == [44, 88]
 
 
-def test_no_readable_step_stops_with_every_step_named(run):
-    workdir, _ = run
+def test_no_readable_step_stops_with_every_step_named(tiny_workdir):
+    workdir, _ = tiny_workdir
     truncate_step(workdir, 88)
     truncate_step(workdir, 44)
     with pytest.raises(ValueError, match=r"no readable checkpoint.*step 88 at .*step 44 at"):
@@ -254,8 +236,8 @@ def test_no_readable_step_stops_with_every_step_named(run):
         training.train_and_evaluate(tiny_config(), str(workdir))
 
 
-def test_a_readable_checkpoint_of_another_network_is_a_mismatch(run):
-    workdir, _ = run
+def test_a_readable_checkpoint_of_another_network_is_a_mismatch(tiny_workdir):
+    workdir, _ = tiny_workdir
     (workdir / "config.json").unlink()  # a workdir from before configs were recorded
     with pytest.raises(checkpoints.CheckpointMismatchError, match=r"step 88 at .* stores another network"):
         evaluation.convert_and_evaluate(tiny_config(model="small_cnn"), str(workdir))

@@ -220,6 +220,7 @@ def test_batch_size_must_divide_over_the_devices(tmp_path):
         training.train_and_evaluate(config, str(tmp_path))
 
 
+@pytest.mark.slow
 def test_spikeconverter_end_to_end_reports_identity_bfloat16_and_mismatch(tmp_path, capsys):
     config = ci_tiny.get_config()
     config.method = "spikeconverter"
