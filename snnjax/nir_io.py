@@ -17,17 +17,23 @@ rebuilds the identical snnjax SNN).
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Mapping
 from typing import Any
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
 from snnjax import conversion, models
 from snnjax.activations import qcfs
-from snnjax.layers import ThresholdActivation
+from snnjax.layers import Conv, ThresholdActivation
+from snnjax.simulation import inference_kwargs, swapping_interceptor
+from snnjax.structure import POOLS, linear_chain, trace_structure
 
-__all__ = ["from_nir", "to_nir"]
+__all__ = ["NIRChain", "from_nir", "to_nir"]
 
 SEMANTICS = {
     "threshold_comparison": ">=",
@@ -54,9 +60,7 @@ def _describe(model) -> dict[str, Any]:
         }
     if isinstance(model, models.ResNet):
         return {"class": "ResNet", "stage_sizes": list(model.stage_sizes), "widths": list(model.widths)}
-    raise ValueError(
-        f"NIR export supports ConvNet (VGG-16, SmallCNN) and ResNet models, not {type(model).__name__}."
-    )
+    return None  # any other model: exported as a plain chain found by the structure walk
 
 
 def to_nir(
@@ -96,6 +100,14 @@ def to_nir(
     nir = _import_nir()
     ann = snn_model.ann if isinstance(snn_model, conversion.SpikingNetwork) else snn_model
     description = _describe(ann)
+    if description is None:
+        nodes, edges, description, params, exported = _chain_graph(
+            nir, ann, snn_variables, image_shape, fold_thresholds
+        )
+        num_classes = int(nodes["output"].output_type["output"][-1])
+        graph = _graph(nir, nodes, edges, description, params, v0, fold_thresholds, image_shape, num_classes)
+        _check_chain(ann, exported, graph, image_shape)
+        return graph
     if description["class"] == "ConvNet" and getattr(ann, "pooling", "avg") != "avg":
         raise ValueError("NIR export supports average pooling only (replace max-pooling first).")
     params = traverse_util.flatten_dict(dict(snn_variables["params"]))
@@ -199,13 +211,20 @@ def to_nir(
     nodes["head"] = nir.Affine(weight=head.T.copy(), bias=params[("head", "bias")])
     nodes["output"] = nir.Output(output_type={"output": np.array([head.shape[1]])})
     edges += [(last, "head"), ("head", "output")]
+    return _graph(
+        nir, nodes, edges, description, params, v0, fold_thresholds, image_shape, int(head.shape[1])
+    )
+
+
+def _graph(nir, nodes, edges, description, params, v0, fold_thresholds, image_shape, num_classes):
+    """The type-checked graph with our semantics and the architecture in ``metadata["snnjax"]``."""
     metadata = {
         "snnjax": {
             **SEMANTICS,
             "v0": float(v0),
             "thresholds_folded": bool(fold_thresholds),
             "per_channel": _per_channel(params),
-            "num_classes": int(head.shape[1]),
+            "num_classes": num_classes,
             "image_shape": list(image_shape),
             **description,
         }
@@ -242,6 +261,10 @@ def from_nir(graph):
         raise ValueError("This NIR graph was not written by snnjax.to_nir (no metadata['snnjax']).")
     activation = functools.partial(ThresholdActivation, fn=functools.partial(qcfs, levels=1))
     meta = {key: _text(value) if isinstance(value, bytes | str) else value for key, value in meta.items()}
+    if meta["class"] == "chain":
+        ann, variables = _chain_from_graph(graph, meta)
+        snn = conversion.spiking_model(ann, v0=float(meta["v0"]), per_channel=bool(meta["per_channel"]))
+        return snn, variables, float(meta["v0"])
     if meta["class"] == "ConvNet":
         layers = [
             models.POOL if _text(layer) == models.POOL else int(_text(layer)) for layer in meta["layers"]
@@ -282,3 +305,208 @@ def from_nir(graph):
         "params": traverse_util.unflatten_dict({k: np.asarray(v, np.float32) for k, v in params.items()})
     }
     return snn, variables, float(meta["v0"])
+
+
+# Any plain chain of layers (a user's own model), found by one structure walk.
+
+
+class NIRChain(nn.Module):
+    """A plain chain of layers read back from a NIR graph; layers are named after the graph's nodes.
+
+    Attributes:
+      ops: ``("conv", name, features, kernel_size, stride, padding)``, ``("dense", name, features)``,
+        ``("if", name)``, ``("avgpool", name, window, stride)`` or ``("flatten", name)``, in order.
+    """
+
+    ops: tuple
+
+    @nn.compact
+    def __call__(self, x):
+        """Maps ``[B, H, W, C]`` (or ``[B, F]``) through the chain."""
+        for op in self.ops:
+            kind, name = op[0], op[1]
+            if kind == "conv":
+                _, _, features, kernel_size, stride, pad = op
+                x = Conv(features, kernel_size, (stride, stride), ((pad, pad), (pad, pad)), name=name)(x)
+            elif kind == "dense":
+                x = nn.Dense(op[2], name=name)(x)
+            elif kind == "if":
+                x = ThresholdActivation(fn=functools.partial(qcfs, levels=1), name=name)(x)
+            elif kind == "avgpool":
+                x = nn.avg_pool(x, op[2], op[3])
+            else:
+                x = x.reshape((x.shape[0], -1))
+        return x
+
+
+def _symmetric_padding(module, path: str) -> int:
+    """NIR's Conv2d pads symmetrically: the padding of a module, or an error naming it."""
+    padding, kernel = module.padding, module.kernel_size
+    kernel = tuple(kernel) if isinstance(kernel, tuple | list) else (kernel, kernel)
+    strides = getattr(module, "strides", 1) or 1
+    strides = tuple(strides) if isinstance(strides, tuple | list) else (strides, strides)
+    if padding == "VALID":
+        return 0
+    if padding == "SAME" and set(strides) == {1} and all(k % 2 for k in kernel) and len(set(kernel)) == 1:
+        return kernel[0] // 2
+    if isinstance(padding, int):
+        return padding
+    if not isinstance(padding, str):
+        pads = {p for pair in padding for p in (pair if isinstance(pair, tuple | list) else (pair, pair))}
+        if len(pads) == 1:
+            return int(pads.pop())
+    raise ValueError(
+        f"{path}: padding {padding!r} (strides {strides}) is not one symmetric amount; NIR's Conv2d "
+        "cannot express it."
+    )
+
+
+def _chain_graph(nir, ann, snn_variables, image_shape, fold_thresholds):
+    """``(nodes, edges, description, params)`` of a plain chain found by the structure walk."""
+    example = jnp.zeros((1, *image_shape))
+    if snn_variables.get("batch_stats"):
+        snn_variables = conversion.fold_batchnorm(snn_variables, model=ann, inputs=example)
+    if fold_thresholds:
+        snn_variables = conversion.balance_weights(snn_variables, model=ann, inputs=example)
+    calls = trace_structure(ann, snn_variables, example)
+    norms = {linear.path: group for linear, group, _ in linear_chain(calls)}  # refuses non-chains
+    flat = traverse_util.flatten_dict(dict(snn_variables["params"]))
+    params = {k: np.asarray(v, np.float32) for k, v in flat.items()}
+    nodes: dict[str, Any] = {"input": nir.Input(input_type={"input": np.array(_nir_shape(image_shape))})}
+    edges: list[tuple[str, str]] = []
+    ops: list[tuple] = []
+    last, shape = "input", tuple(image_shape)  # NHWC (or feature) shape without the batch axis
+
+    def add(name, node, op):
+        nonlocal last
+        nodes[name] = node
+        edges.append((last, name))
+        ops.append(op)
+        last = name
+
+    for call in calls:
+        name = ".".join(call.path) if call.kind not in POOLS else f"pool{len(ops)}"
+        if call.kind in POOLS:
+            details = call.module
+            if call.kind == "max_pool" or details["padding"] not in ("VALID", ((0, 0), (0, 0))):
+                raise ValueError(
+                    f"a {call.kind} with padding {details['padding']!r} after {last!r}: NIR export takes "
+                    "average pooling without padding."
+                )
+            window, strides = details["window"], details["strides"]
+            node = nir.AvgPool2d(
+                kernel_size=np.array(window), stride=np.array(strides), padding=np.array([0, 0])
+            )
+            add(name, node, ("avgpool", name, window, strides))
+            shape = tuple(call.output_shape[1:])
+        elif call.kind in ("conv", "dense"):
+            flattened = None
+            if call.kind == "dense" and len(shape) == 3 and call.input_shape[1:] == (int(np.prod(shape)),):
+                flatten = f"flatten{len(ops)}"
+                node = nir.Flatten(input_type={"input": np.array(_nir_shape(shape))}, start_dim=0)
+                add(flatten, node, ("flatten", flatten))
+                flattened, shape = shape, (int(np.prod(shape)),)
+            if tuple(call.input_shape[1:]) != shape:
+                raise ValueError(
+                    f"{call.name}: its input {call.input_shape[1:]} is not what the previous layer gives "
+                    f"{shape} through average pooling or flattening: NIR export cannot express the "
+                    "operation between them."
+                )
+            kernel = params[(*call.path, "kernel")]
+            bias = params.get((*call.path, "bias"), np.zeros(kernel.shape[-1], np.float32))
+            for norm in norms.get(call.path, []):  # folded BatchNorm: its bias joins the layer's
+                bias = bias + params[(*norm.path, "bias")]
+            if call.kind == "conv":
+                pad = _symmetric_padding(call.module, call.name)
+                stride = _stride(call.module)
+                weight, bias = kernel.transpose(3, 2, 0, 1), np.asarray(bias, np.float32)
+                node = nir.Conv2d(shape[:2], weight, stride, pad, dilation=1, groups=1, bias=bias)
+                add(name, node, ("conv", name, int(kernel.shape[-1]), tuple(kernel.shape[:2]), stride, pad))
+            else:
+                if flattened is not None:  # our flatten is H-W-C, NIR's (like PyTorch's) C-H-W
+                    h, w, c = flattened
+                    kernel = kernel.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(h * w * c, -1)
+                node = nir.Affine(weight=kernel.T.copy(), bias=np.asarray(bias, np.float32))
+                add(name, node, ("dense", name, int(kernel.shape[-1])))
+            shape = tuple(call.output_shape[1:])
+        elif call.kind == "activation":
+            theta = params[(*call.path, "threshold")]
+            neuron_shape = _nir_shape(shape)
+            if theta.ndim:  # one θ per channel; NIR puts channels first
+                theta = theta.reshape(-1, *(1,) * (len(neuron_shape) - 1))
+            theta = np.broadcast_to(theta, neuron_shape)
+            node = nir.IF(r=np.ones(neuron_shape, np.float32), v_threshold=np.array(theta, np.float32))
+            add(name, node, ("if", name))
+    nodes["output"] = nir.Output(output_type={"output": np.array(_nir_shape(shape))})
+    edges.append((last, "output"))
+    return nodes, edges, {"class": "chain", "ops": json.dumps(ops)}, params, snn_variables
+
+
+def _check_chain(ann, variables, graph, image_shape) -> None:
+    """Refuses an export whose graph does not compute what the model computes between its layers.
+
+    The walk sees layers, pooling and flattening; an operation it cannot see that keeps shapes (a
+    scaling, an add, ...) would silently change the network. Both are run with every activation as
+    the identity (so no spike can flip) on a random input, and must agree.
+    """
+    chain, chain_variables = _chain_from_graph(graph, graph.metadata["snnjax"])
+    x = jax.random.normal(jax.random.key(0), (2, *image_shape))
+    with nn.intercept_methods(swapping_interceptor(lambda module, y: y)):
+        want = ann.apply(variables, x, **inference_kwargs(ann))
+        got = chain.apply(chain_variables, x)
+    scale = float(jnp.max(jnp.abs(want))) or 1.0
+    close = want.shape == got.shape and np.allclose(
+        np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4 * scale
+    )
+    if not close:
+        raise ValueError(
+            f"{type(ann).__name__} computes something between its layers that NIR export cannot see (a "
+            "scaling, an add, ...): the exported graph would be another network. Export refused."
+        )
+
+
+def _stride(module) -> int:
+    strides = getattr(module, "strides", 1) or 1
+    strides = tuple(strides) if isinstance(strides, tuple | list) else (strides, strides)
+    if len(set(strides)) != 1:
+        raise ValueError(f"{'/'.join(module.path)}: strides {strides} differ per axis; NIR export needs one.")
+    return int(strides[0])
+
+
+def _nir_shape(shape) -> list[int]:
+    """NHWC (no batch) → NIR's C-H-W; vectors unchanged."""
+    shape = list(shape)
+    return [shape[-1], *shape[:-1]] if len(shape) == 3 else shape
+
+
+def _chain_from_graph(graph, meta):
+    """The :class:`NIRChain` and its variables from a chain graph written by :func:`to_nir`."""
+    ops = [tuple(op) for op in json.loads(_text(meta["ops"]))]
+    ops = [tuple(tuple(v) if isinstance(v, list) else v for v in op) for op in ops]
+    params: dict[tuple[str, ...], np.ndarray] = {}
+    flatten_shape = None
+    for op in ops:
+        kind, name = op[0], op[1]
+        node = graph.nodes[name]
+        if kind == "conv":
+            params[(name, "kernel")] = np.asarray(node.weight).transpose(2, 3, 1, 0)
+            params[(name, "bias")] = np.asarray(node.bias)
+        elif kind == "dense":
+            kernel = np.asarray(node.weight).T
+            if flatten_shape is not None:
+                c, h, w = flatten_shape
+                kernel = kernel.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(c * h * w, -1)
+                flatten_shape = None
+            params[(name, "kernel")], params[(name, "bias")] = kernel, np.asarray(node.bias)
+        elif kind == "if":
+            theta = np.asarray(node.v_threshold)
+            per_channel = bool(meta["per_channel"])
+            params[(name, "threshold")] = (
+                theta.reshape(theta.shape[0], -1)[:, 0] if per_channel else theta.reshape(-1)[0]
+            )
+        elif kind == "flatten":
+            flatten_shape = tuple(int(d) for d in node.input_type["input"])
+    variables = {
+        "params": traverse_util.unflatten_dict({k: np.asarray(v, np.float32) for k, v in params.items()})
+    }
+    return NIRChain(ops=tuple(ops)), variables

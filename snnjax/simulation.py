@@ -47,6 +47,7 @@ __all__ = [
     "SIMULATION_MODES",
     "SpikingNetwork",
     "apply_folded",
+    "swapping_interceptor",
     "cumulative_mean_logits",
     "inference_kwargs",
     "spiking_apply",
@@ -100,7 +101,7 @@ def _folded_bias(module: nn.Module, x: jax.Array) -> jax.Array:
     return x + jnp.broadcast_to(bias.astype(x.dtype), x.shape)
 
 
-def _swapping_interceptor(spike: Callable[[nn.Module, jax.Array], jax.Array] | None):
+def swapping_interceptor(spike: Callable[[nn.Module, jax.Array], jax.Array] | None):
     """The interceptor that makes an ANN the SNN.
 
     Every activation layer call becomes ``spike(layer, x)`` (``spike=None``: the layer runs as it is),
@@ -127,7 +128,7 @@ def apply_folded(model: nn.Module, variables: Variables, inputs: jax.Array) -> A
       variables: its variables after :func:`snnjax.fold_batchnorm`.
       inputs: ``[B, ...]``.
     """
-    with nn.intercept_methods(_swapping_interceptor(None)):
+    with nn.intercept_methods(swapping_interceptor(None)):
         return model.apply(variables, inputs, **inference_kwargs(model))
 
 
@@ -221,7 +222,7 @@ class SpikingNetwork:
             return y.reshape(x.shape)
 
         flat = inputs.reshape(num_steps * batch, *inputs.shape[2:])
-        with nn.intercept_methods(_swapping_interceptor(spike)):
+        with nn.intercept_methods(swapping_interceptor(spike)):
             outputs = ann.apply(variables, flat, *args, **kwargs)
         _check_found(found, self.ann)
         return jax.tree.map(lambda y: y.reshape(num_steps, batch, *y.shape[1:]), outputs)
@@ -241,7 +242,7 @@ class SpikingNetwork:
             new_membranes[key], output = if_step(membrane, z, theta, surrogate=self.surrogate)
             return output
 
-        with nn.intercept_methods(_swapping_interceptor(spike)):
+        with nn.intercept_methods(swapping_interceptor(spike)):
             outputs = self.ann.apply(variables, x, *args, **kwargs)
         _check_found(list(new_membranes), self.ann)
         return new_membranes, outputs

@@ -4,11 +4,14 @@
 ``flax.linen.intercept_methods`` and records every call of a synaptic layer (``nn.Conv``, snnjax
 ``Conv``, ``nn.Dense``), a BatchNorm and a snnjax activation layer, with its module path and which
 earlier recorded call produced its input (when the input is that call's output unchanged). Layers are
-recognised by their class, never by their name, so the walk works on any Flax Linen model.
+recognised by their class, never by their name, so the walk works on any Flax Linen model. Pooling is a
+function, not a module: calls of ``flax.linen.avg_pool`` / ``max_pool`` are recorded too (the two
+names are wrapped for the duration of the walk), with their window, strides and padding.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Mapping
 from typing import Any
@@ -19,7 +22,9 @@ import jax
 from snnjax.layers import Conv
 from snnjax.simulation import CONVERTIBLE_ACTIVATIONS, apply_folded
 
-__all__ = ["LayerCall", "linear_chain", "trace_structure"]
+__all__ = ["POOLS", "LayerCall", "linear_chain", "trace_structure"]
+
+POOLS = ("avg_pool", "max_pool")  # functions of flax.linen recorded as calls of these kinds
 
 KINDS = {
     "conv": (nn.Conv, Conv),
@@ -35,8 +40,10 @@ class LayerCall:
 
     Attributes:
       path: the module path, ``("block", "c1")``.
-      kind: ``"conv"``, ``"dense"``, ``"batchnorm"`` or ``"activation"``.
-      module: the bound module (its fields, e.g. a BatchNorm's ``epsilon``, can be read).
+      kind: ``"conv"``, ``"dense"``, ``"batchnorm"``, ``"activation"``, or a pooling function of
+        :data:`POOLS`.
+      module: the bound module (its fields, e.g. a BatchNorm's ``epsilon``, can be read); for a
+        pooling call, ``{"window", "strides", "padding"}``.
       input_shape: the shape of its input (batch axis first).
       output_shape: the shape of its output.
       fed_by: index of the recorded call whose output is this call's input unchanged, or None.
@@ -77,24 +84,50 @@ def trace_structure(model: nn.Module, variables: Mapping[str, Any], inputs: jax.
     calls: list[LayerCall] = []
     outputs: list[Any] = []
 
+    def record(path, kind, module, x, output):
+        fed_by = next((i for i, y in enumerate(outputs) if y is x), None)
+        calls.append(LayerCall(path, kind, module, tuple(x.shape), tuple(output.shape), fed_by))
+        outputs.append(output)
+
     def interceptor(next_fun, args, kwargs, context):
         kind = _kind(context.module) if context.method_name == "__call__" else None
         if kind is None:
             return next_fun(*args, **kwargs)
-        x = args[0]
-        fed_by = next((i for i, y in enumerate(outputs) if y is x), None)
         output = next_fun(*args, **kwargs)
-        call = LayerCall(
-            tuple(context.module.path), kind, context.module, tuple(x.shape), tuple(output.shape), fed_by
-        )
-        calls.append(call)
-        outputs.append(output)
+        record(tuple(context.module.path), kind, context.module, args[0], output)
         return output
 
-    with nn.intercept_methods(interceptor):
+    with nn.intercept_methods(interceptor), _recording_pools(record):
         jax.eval_shape(lambda v, x: apply_folded(model, v, x), variables, inputs)
     outputs.clear()  # abstract values of a finished trace
     return calls
+
+
+@contextlib.contextmanager
+def _recording_pools(record):
+    """Wraps ``flax.linen.avg_pool``/``max_pool`` so that their calls are recorded (restored after)."""
+    originals = {name: getattr(nn, name) for name in POOLS}
+
+    def recording(name):
+        def pool(x, window_shape, strides=None, padding="VALID", **kwargs):
+            y = originals[name](x, window_shape, strides, padding, **kwargs)
+            details = {
+                "window": tuple(window_shape),
+                "strides": tuple(strides or window_shape),
+                "padding": padding,
+            }
+            record((name,), name, details, x, y)
+            return y
+
+        return pool
+
+    try:
+        for name in POOLS:
+            setattr(nn, name, recording(name))
+        yield
+    finally:
+        for name, fn in originals.items():
+            setattr(nn, name, fn)
 
 
 def linear_chain(calls: list[LayerCall]) -> list[tuple[LayerCall, list[LayerCall], LayerCall | None]]:
@@ -117,6 +150,8 @@ def linear_chain(calls: list[LayerCall]) -> list[tuple[LayerCall, list[LayerCall
         return ValueError(f"not a plain chain of layers at {call.name!r}: {why}.")
 
     for index, call in enumerate(calls):
+        if call.kind in POOLS:
+            continue
         if call.kind in ("conv", "dense"):
             if linear is not None:
                 raise broken(call, "two Conv/Dense layers without an activation between them")

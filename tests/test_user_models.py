@@ -15,7 +15,7 @@ import pytest
 from flax import traverse_util
 
 import snnjax
-from snnjax import activations, surrogates
+from snnjax import activations, interop, surrogates
 
 QCFS4 = functools.partial(activations.qcfs, levels=4)
 V0 = 0.5
@@ -442,3 +442,65 @@ def test_operation_counts_follow_the_data_flow_of_a_user_residual_block():
         ("head", "block/out"),
     ]
     assert costs["stem"]["macs"] == 16 * 4 * 2 * 9 and costs["head"]["macs"] == 4 * 3
+
+
+# NIR export of user chains (found by the structure walk) and import back.
+
+
+@pytest.mark.parametrize(
+    "factory, input_shape", [(InsideCall, (8, 8, 1)), (sequential, (4,)), (DenseBN, (4, 4, 1))]
+)
+def test_user_chain_round_trips_through_a_nir_file(tmp_path, factory, input_shape):
+    nir = pytest.importorskip("nir")
+    ann = factory()
+    variables, images = build(ann, input_shape, seed=9, thresholds=(0.5, 1.0, 2.0))
+    snn_variables = snnjax.ann_to_snn_variables(variables)  # BatchNorm is folded by the export
+    snn = snnjax.spiking_model(ann, v0=V0)
+    graph = interop.to_nir(snn, snn_variables, input_shape, v0=V0, lossy=True)
+    nir.write(tmp_path / "user.nir", graph)
+    read_snn, read_variables, v0 = interop.from_nir(nir.read(tmp_path / "user.nir"))
+    assert v0 == V0
+    np.testing.assert_array_equal(
+        snnjax.spiking_apply(read_snn, read_variables, images, 6),
+        snnjax.spiking_apply(snn, snn_variables, images, 6),
+    )
+
+
+class MaxPooled(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = snnjax.ThresholdActivation(fn=QCFS4, threshold_init=1.0)(nn.Conv(2, (3, 3))(x))
+        x = nn.max_pool(x, (2, 2), (2, 2))
+        return nn.Dense(2)(x.reshape((x.shape[0], -1)))
+
+
+class Scaled(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = snnjax.ThresholdActivation(fn=QCFS4, threshold_init=1.0)(nn.Dense(4)(x))
+        return nn.Dense(2)(jnp.concatenate([x, x], axis=-1))  # an op NIR export cannot see
+
+
+class Doubled(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = snnjax.ThresholdActivation(fn=QCFS4, threshold_init=1.0)(nn.Dense(4)(x))
+        return nn.Dense(2)(2.0 * x)  # keeps the shape: only the numerical check can see it
+
+
+@pytest.mark.parametrize(
+    "factory, input_shape, message",
+    [
+        (Residual, (4, 4, 2), r"not a plain chain of layers at 'block/out'"),
+        (Doubled, (3,), r"Doubled computes something between its layers that NIR export cannot see"),
+        (MaxPooled, (4, 4, 1), r"a max_pool with padding 'VALID' after 'ThresholdActivation_0'"),
+        (Scaled, (3,), r"Dense_1: its input \(8,\) is not what the previous layer gives \(4,\)"),
+    ],
+)
+def test_nir_export_names_what_it_cannot_express(factory, input_shape, message):
+    pytest.importorskip("nir")
+    ann = factory()
+    variables, _ = build(ann, input_shape)
+    snn = snnjax.spiking_model(ann)
+    with pytest.raises(ValueError, match=message):
+        interop.to_nir(snn, snnjax.ann_to_snn_variables(variables), input_shape, v0=V0, lossy=True)
