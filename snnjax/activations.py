@@ -17,9 +17,11 @@ Gradient conventions (these change training, so they are part of the API):
 from __future__ import annotations
 
 import enum
+import operator
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
     "QCFSOrder",
@@ -69,9 +71,29 @@ def _broadcast_threshold(threshold: jax.Array | float, x: jax.Array) -> jax.Arra
     return jnp.broadcast_to(jnp.asarray(threshold, jnp.result_type(x)), jnp.shape(x))
 
 
-def _check_levels(levels: int) -> None:
-    if not isinstance(levels, int) or isinstance(levels, bool) or levels <= 0:
+def _check_levels(levels: int) -> int:
+    """``levels`` as a Python int: Python and NumPy ints are accepted; a traced value is refused."""
+    if isinstance(levels, jax.core.Tracer):
+        raise ValueError(
+            "levels (L) is a traced value, but it sets the quantization grid and must be static: pass a "
+            "Python int (e.g. functools.partial(qcfs, levels=4), or jax.jit(..., static_argnames='levels'))."
+        )
+    if isinstance(levels, bool) or not isinstance(levels, int | np.integer) or levels <= 0:
         raise ValueError(f"levels (L) must be a positive int, got {levels!r}.")
+    return operator.index(levels)
+
+
+def _check_threshold(threshold: jax.Array | float) -> None:
+    """Refuses λ ≤ 0 when λ is a concrete value (outside jit; traced values are not inspected)."""
+    if isinstance(threshold, jax.core.Tracer):
+        return
+    values = np.asarray(threshold)
+    if values.size and not np.all(values > 0):
+        raise ValueError(
+            f"the threshold λ must be positive (it divides x), got min λ = {float(values.min())}; with the "
+            "identity parameterization λ can drift below zero in training: use threshold_parameterization="
+            "'softplus' or a larger threshold_init."
+        )
 
 
 def relu(x: jax.Array) -> jax.Array:
@@ -89,6 +111,7 @@ def threshold_relu(x: jax.Array, threshold: jax.Array | float) -> jax.Array:
     Returns:
       Array of ``x``'s shape. Gradient w.r.t. λ is 1 where ``x > λ`` and 0 elsewhere.
     """
+    _check_threshold(threshold)
     return clip_inclusive(x, 0.0, _broadcast_threshold(threshold, x))
 
 
@@ -108,15 +131,19 @@ def qcfs(
     Args:
       x: pre-activations, any shape.
       threshold: λ > 0, a scalar or an array broadcasting against ``x``.
-      levels: L, the number of quantization steps (a positive int).
+      levels: L, the number of quantization steps: a positive int (Python or NumPy), static.
       shift: φ in ``[0, 1)``; ½ is the paper's choice, 0 gives clip-floor (QCFS Theorem 1).
       order: ``"clip_floor"`` (default, revised reference code) or ``"floor_clip"`` (original);
         identical forward pass, different gradients, see :class:`QCFSOrder`.
 
     Returns:
       Array of ``x``'s shape, values in ``{0, λ/L, ..., λ}``.
+
+    Raises:
+      ValueError: for ``levels`` that is not a positive int or is traced, or a concrete λ ≤ 0.
     """
-    _check_levels(levels)
+    levels = _check_levels(levels)
+    _check_threshold(threshold)
     order = QCFSOrder(order)
     threshold = _broadcast_threshold(threshold, x)
     if order is QCFSOrder.CLIP_FLOOR:
@@ -157,6 +184,8 @@ def slip_relu(
     """
     if not isinstance(c, jax.core.Tracer) and not 0.0 <= float(c) <= 1.0:
         raise ValueError(f"SlipReLU weight c must lie in [0, 1], got {c!r}.")
+    levels = _check_levels(levels)
+    _check_threshold(threshold)
     threshold = _broadcast_threshold(threshold, x)
     ramp = clip_inclusive(x + shift1 * threshold / levels, 0.0, threshold)
     step = qcfs(x, threshold, levels, shift=shift2, order=QCFSOrder.FLOOR_CLIP)

@@ -132,3 +132,25 @@ class TestSlipReLU:
     def test_c_outside_unit_interval_rejected(self, c):
         with pytest.raises(ValueError, match="c must lie in"):
             act.slip_relu(self.x, 1.0, 4, c)
+
+
+def test_levels_accept_numpy_ints_and_refuse_traced_values():
+    x = jnp.linspace(-1.0, 3.0, 9)
+    np.testing.assert_array_equal(act.qcfs(x, 2.0, np.int64(4)), act.qcfs(x, 2.0, 4))
+    with pytest.raises(ValueError, match="traced value.*must be static"):
+        jax.jit(lambda levels: act.qcfs(x, 2.0, levels))(4)
+    with pytest.raises(ValueError, match="positive int"):
+        act.qcfs(x, 2.0, 2.5)
+
+
+@pytest.mark.parametrize(
+    "fn", [lambda x, t: act.qcfs(x, t, 4), act.threshold_relu, lambda x, t: act.slip_relu(x, t, 4, 0.5)]
+)
+def test_non_positive_threshold_is_refused_outside_jit(fn):
+    x = jnp.linspace(-1.0, 3.0, 9)
+    for bad in (0.0, -1.0, jnp.array([1.0, -0.5])):
+        with pytest.raises(ValueError, match="threshold λ must be positive"):
+            fn(x[..., None] if jnp.ndim(bad) else x, bad)
+    # Under jit λ is traced and not inspected (training may pass through λ ≤ 0 with the identity
+    # parameterization, as the reference code does).
+    assert jnp.all(jnp.isfinite(jax.jit(fn)(x, 1.0)))
