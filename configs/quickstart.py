@@ -7,7 +7,7 @@ warm, about half of it creating .venv and installing; training 30 epochs ~20 s, 
 evaluation (T = 1..32) and the layer report ~8 s.
 Expected result (seed 42, 360 test images, one image = 0.28 points; re-measured 2026-11-23 with jax
 0.10.2; the earlier record, SNN 97.50 / 99.17 / 99.17 / 98.61 / 98.61 / 98.89, is not reproduced here
-by the commit that recorded it either: it trains bitwise the same weights as today's code):
+by commit 1b36160 either, which trains bitwise the same weights as today's code):
 ANN 99.17 %; SNN T=1 97.78, T=2 99.44, T=4 (= L) 98.89, T=8 99.44, T=16 99.17, T=32 99.17.
 Seeds 0, 1, 2 (which also change the split): ANN 98.89 / 99.72 / 99.72; SNN − ANN at T = L:
 +0.56 / −0.28 / 0.00; at T = 32: +0.28 / 0.00 / −0.28.
