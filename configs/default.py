@@ -71,4 +71,7 @@ def get_config() -> config_dict.ConfigDict:
     config.energy_pj_per_ac = 0.9  # 45 nm, 32-bit float accumulate (one synaptic operation)
     # Also write workdir/snn.nir (NIR graph; lossy: NIR's IF resets to a value, ours by subtraction).
     config.export_nir = False
+    # Also write a portable SNN (jax.export StableHLO at T = snn_num_steps, symbolic batch) to this path
+    # (relative = inside the workdir) plus PATH.json; snnjax.load_exported(PATH) runs it anywhere.
+    config.export = config_dict.placeholder(str)
     return config

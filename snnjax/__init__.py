@@ -17,6 +17,10 @@ from snnjax.conversion import (
     fold_batchnorm as fold_batchnorm,
     spiking_activation as spiking_activation,
 )
+from snnjax.export import (
+    export_snn as export_snn,
+    load_exported as load_exported,
+)
 from snnjax.layers import (
     Activation as Activation,
     BatchNorm as BatchNorm,

@@ -22,6 +22,7 @@ from snnjax import (
     checkpoints,
     conversion,
     data as data_lib,
+    export as export_lib,
     interop,
     methods,
     parallel,
@@ -181,6 +182,13 @@ def _check_conversion_inputs(config: ml_collections.ConfigDict, workdir: str) ->
             )
         if importlib.util.find_spec("nir") is None:
             raise ValueError("config.export_nir needs the nir package: pip install 'snnjax[nir]'.")
+    if config.export is not None:
+        if not config.export.strip():
+            raise ValueError("config.export is empty: give a file path (relative = inside the workdir).")
+        if importlib.util.find_spec("flatbuffers") is None:
+            raise ValueError(
+                "config.export needs the flatbuffers package (jax.export): pip install flatbuffers."
+            )
     if config.torch_checkpoint is not None:
         if not os.path.isfile(config.torch_checkpoint):
             raise FileNotFoundError(f"config.torch_checkpoint={config.torch_checkpoint!r} does not exist.")
@@ -392,6 +400,31 @@ def _convert_and_evaluate(
     print(f"Wrote {os.path.join(workdir, 'snn_eval.json')}, snn_accuracy.png and snn_layers.png")
     if config.export_nir:
         _export_nir(snn_model("layer"), snn_variables, dataset.image_shape, v0, workdir)
+    if config.export is not None:
+        path = os.path.join(workdir, config.export)
+        _, mean, std = data_lib.NORMALIZATION[dataset.name]
+        export_lib.export_snn(
+            snn_model(config.snn_mode),
+            jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), simulated_variables),
+            dataset.image_shape,
+            config.snn_num_steps,
+            path,
+            metadata={
+                "normalization": {
+                    "pixels": "scaled to [0, 1], then (x - mean) / std",
+                    "mean": mean,
+                    "std": std,
+                },
+                "dataset": config.dataset,
+                "model": config.model,
+                "method": config.method,
+                "levels": levels,
+                "source": source,
+            },
+        )
+        print(
+            f"Wrote {path} and {path}.json (portable SNN at T={config.snn_num_steps}; snnjax.load_exported)"
+        )
     return result
 
 

@@ -68,6 +68,7 @@ FREE_TRAINING_FIELDS = frozenset(
         "energy_pj_per_mac",
         "energy_pj_per_ac",
         "export_nir",
+        "export",
     }
 )
 
