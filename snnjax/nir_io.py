@@ -143,11 +143,7 @@ def to_nir(
         return node.output_type["output"].tolist()
 
     def neuron(name, path, sources, neuron_shape):
-        theta = params[(*path, "threshold")]
-        if theta.ndim:  # one θ per channel; NIR puts channels first
-            theta = theta.reshape(-1, *(1,) * (len(neuron_shape) - 1))
-        theta = np.broadcast_to(theta, neuron_shape)
-        nodes[name] = nir.IF(r=np.ones(neuron_shape, np.float32), v_threshold=np.array(theta, np.float32))
+        nodes[name] = _if_node(nir, params[(*path, "threshold")], neuron_shape)
         edges.extend((source, name) for source in sources)
 
     last = "input"
@@ -232,6 +228,15 @@ def _graph(nir, nodes, edges, description, params, v0, fold_thresholds, image_sh
     graph = nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
     graph.infer_types()
     return graph
+
+
+def _if_node(nir, theta: np.ndarray, neuron_shape) -> Any:
+    """A NIR IF node with threshold θ (scalar, or one per channel: NIR puts channels first)."""
+    neuron_shape = tuple(neuron_shape)
+    if theta.ndim:
+        theta = theta.reshape(-1, *(1,) * (len(neuron_shape) - 1))
+    theta = np.broadcast_to(theta, neuron_shape)
+    return nir.IF(r=np.ones(neuron_shape, np.float32), v_threshold=np.array(theta, np.float32))
 
 
 def _per_channel(params) -> bool:
@@ -362,7 +367,10 @@ def _symmetric_padding(module, path: str) -> int:
 
 
 def _chain_graph(nir, ann, snn_variables, image_shape, fold_thresholds):
-    """``(nodes, edges, description, params)`` of a plain chain found by the structure walk."""
+    """``(nodes, edges, description, params, variables)`` of a plain chain found by the structure walk.
+
+    ``variables`` are the exported ones (BatchNorm folded, thresholds balanced if asked).
+    """
     example = jnp.zeros((1, *image_shape))
     if snn_variables.get("batch_stats"):
         snn_variables = conversion.fold_batchnorm(snn_variables, model=ann, inputs=example)
@@ -430,13 +438,7 @@ def _chain_graph(nir, ann, snn_variables, image_shape, fold_thresholds):
                 add(name, node, ("dense", name, int(kernel.shape[-1])))
             shape = tuple(call.output_shape[1:])
         elif call.kind == "activation":
-            theta = params[(*call.path, "threshold")]
-            neuron_shape = _nir_shape(shape)
-            if theta.ndim:  # one θ per channel; NIR puts channels first
-                theta = theta.reshape(-1, *(1,) * (len(neuron_shape) - 1))
-            theta = np.broadcast_to(theta, neuron_shape)
-            node = nir.IF(r=np.ones(neuron_shape, np.float32), v_threshold=np.array(theta, np.float32))
-            add(name, node, ("if", name))
+            add(name, _if_node(nir, params[(*call.path, "threshold")], _nir_shape(shape)), ("if", name))
     nodes["output"] = nir.Output(output_type={"output": np.array(_nir_shape(shape))})
     edges.append((last, "output"))
     return nodes, edges, {"class": "chain", "ops": json.dumps(ops)}, params, snn_variables

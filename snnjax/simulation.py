@@ -37,7 +37,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from snnjax.layers import Activation, ThresholdActivation
+from snnjax.layers import Activation, Conv, ThresholdActivation
+from snnjax.models import spiking_max_pool_gate
 from snnjax.neurons import NEURONS, if_neuron, if_step, initial_membrane
 
 __all__ = [
@@ -208,8 +209,6 @@ class SpikingNetwork:
         num_steps, batch = inputs.shape[0], inputs.shape[1]
         ann = self.ann
         if getattr(ann, "pooling", None) == "max_gate":  # snnjax ConvNet's spiking max-pool gate
-            from snnjax.models import spiking_max_pool_gate
-
             ann = ann.clone(pooling=_unfold_time(spiking_max_pool_gate, num_steps))
         found = []
 
@@ -252,8 +251,7 @@ class SpikingNetwork:
         membranes, first = self._one_step(variables, None, step_input(0), args, kwargs)
 
         def step(carry, t):
-            carry, outputs = self._one_step(variables, carry, step_input(t), args, kwargs)
-            return carry, outputs
+            return self._one_step(variables, carry, step_input(t), args, kwargs)
 
         _, later = jax.lax.scan(step, membranes, jnp.arange(1, num_steps))
         return jax.tree.map(lambda a, b: jnp.concatenate([a[None], b], axis=0), first, later)
@@ -444,8 +442,6 @@ def _check_static_images(
     e.g. a time-major sequence passed as images (Flax convolutions would fold it into the batch and
     run). Models whose first layer is not a convolution are not checked.
     """
-    from snnjax.layers import Conv
-
     first: list[tuple[nn.Module, int]] = []
 
     def interceptor(next_fun, call_args, call_kwargs, context):
