@@ -38,10 +38,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from snnjax.layers import Activation, Conv, ThresholdActivation
+from snnjax.low_latency import LOW_LATENCY_NEURONS, NETWORK_PRERUN_NEURONS
 from snnjax.models import spiking_max_pool_gate
-from snnjax.neurons import NEURONS, if_neuron, if_step, initial_membrane
+from snnjax.neurons import NEURONS, if_neuron, if_neuron_with_state, if_step, initial_membrane
 
 __all__ = [
+    "ALL_NEURONS",
+    "CALIBRATION",
     "CONVERTIBLE_ACTIVATIONS",
     "MATMUL_PRECISIONS",
     "SIMULATION_DTYPES",
@@ -61,6 +64,11 @@ Variables = Mapping[str, Any]
 # The ANN activation layers the converter turns into spiking neurons.
 CONVERTIBLE_ACTIVATIONS = (ThresholdActivation, Activation)
 SIMULATION_MODES = ("layer", "step")
+# Every neuron a SpikingNetwork runs by name: the reference IF, SpikeConverter's two, and the
+# training-free low-latency ones of snnjax.low_latency (layer mode only).
+ALL_NEURONS = {**NEURONS, **LOW_LATENCY_NEURONS}
+# Per-layer corrections that snnjax.calibration writes into the "calibration" variable collection.
+CALIBRATION = "calibration"
 SIMULATION_DTYPES = ("float32", "bfloat16")  # dtypes convert.py simulates in (config.snn_dtype)
 MATMUL_PRECISIONS = ("default", "high", "highest")  # jax.default_matmul_precision values
 
@@ -153,13 +161,15 @@ class SpikingNetwork:
     Attributes:
       ann: the ANN, an unbound Flax Linen module.
       v0: initial membrane as a fraction of θ.
-      neuron: a key of :data:`snnjax.neurons.NEURONS`.
+      neuron: a key of :data:`ALL_NEURONS`.
       mode: ``"layer"`` or ``"step"``.
       per_channel: the thresholds are per channel (informational: θ's shape comes from the variables).
       fold_bn: the variables have BatchNorm folded (informational: folded layers are recognised by
         their variables).
       surrogate: the IF neuron's surrogate derivative (see :mod:`snnjax.surrogates`); None = the exact
         step function, whose gradient with respect to the input is zero.
+      neuron_options: keyword options of a low-latency neuron, as ``(name, value)`` pairs (a dict is
+        accepted and stored sorted): ``max_spikes`` (burst, group), ``prerun`` (cos, cos_network, srp).
     """
 
     ann: nn.Module
@@ -169,23 +179,51 @@ class SpikingNetwork:
     per_channel: bool = False
     fold_bn: bool = False
     surrogate: Callable[[jax.Array], jax.Array] | None = None
+    neuron_options: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self):
+        if isinstance(self.neuron_options, Mapping):  # hashable, so the model can be a static jit argument
+            object.__setattr__(self, "neuron_options", tuple(sorted(self.neuron_options.items())))
         if self.mode not in SIMULATION_MODES:
             raise ValueError(
                 f"simulation mode {self.mode!r} is unknown; allowed: {', '.join(SIMULATION_MODES)}."
             )
-        if self.neuron not in NEURONS:
-            raise ValueError(f"neuron {self.neuron!r} is unknown; allowed: {', '.join(NEURONS)}.")
+        if self.neuron not in ALL_NEURONS:
+            raise ValueError(f"neuron {self.neuron!r} is unknown; allowed: {', '.join(ALL_NEURONS)}.")
         if self.mode == "step" and self.neuron != "if":
             raise ValueError(
                 f"step mode runs the IF neuron only; neuron {self.neuron!r} needs mode='layer' "
-                "(integrate_then_fire sees its whole window before firing)."
+                "(it sees a layer's whole window: integrate_then_fire, the pre-run of cos/srp)."
             )
         if self.surrogate is not None and self.neuron != "if":
             raise ValueError(
                 f"a surrogate gradient is defined for the 'if' neuron only, not {self.neuron!r}."
             )
+        allowed = set(inspect.signature(ALL_NEURONS[self.neuron]).parameters) - {"z", "threshold", "v0"}
+        unknown = sorted(set(dict(self.neuron_options)) - allowed)
+        if unknown:
+            raise ValueError(
+                f"neuron_options {unknown} do not apply to neuron {self.neuron!r}; it takes "
+                f"{sorted(allowed) or 'none'}."
+            )
+
+    @property
+    def prerun_steps(self) -> int:
+        """Network-wide pre-run steps before the readout window (cos_network, srp; else 0)."""
+        if self.neuron not in NETWORK_PRERUN_NEURONS:
+            return 0
+        return int(dict(self.neuron_options).get("prerun", 4))
+
+    def simulated_steps(self, num_steps: int) -> int:
+        """Steps :func:`spiking_apply` simulates for a readout of ``num_steps`` steps.
+
+        ``ρ + T`` with a network-wide pre-run; ``max(T, ρ)`` for the reference COS schedule, whose
+        layers pre-run on the first ρ steps of their input (a shorter readout is the causal prefix);
+        else T.
+        """
+        if self.neuron == "cos":
+            return max(num_steps, int(dict(self.neuron_options).get("prerun", 4)))
+        return self.prerun_steps + num_steps
 
     def clone(self, **updates: Any) -> SpikingNetwork:
         """A copy with fields replaced; other names are the ANN's fields (e.g. ``pooling="max_gate"``)."""
@@ -200,10 +238,23 @@ class SpikingNetwork:
         """The variable tree, as the ANN's ``init`` on ``images [B, ...]`` (the SNN's tree is the ANN's)."""
         return self.ann.init(rngs, images, *args, **kwargs)
 
-    def _neuron(self, z: jax.Array, theta: jax.Array) -> jax.Array:
+    def _neuron(self, module: nn.Module, z: jax.Array, theta: jax.Array) -> jax.Array:
+        """The spiking layer ``module`` over its input currents ``z [T, B, ...]``."""
+        if module.has_variable(CALIBRATION, "membrane") or _has_bias_correction(module):
+            if self.neuron != "if":
+                raise ValueError(
+                    f"activation layer {_path(module)!r} carries calibration corrections, which are "
+                    f"defined for the 'if' neuron, not {self.neuron!r}."
+                )
+            z = _bias_corrected(module, z)
+            start = initial_membrane(z.shape[1:], jnp.broadcast_to(theta, z.shape[1:]), self.v0, z.dtype)
+            if module.has_variable(CALIBRATION, "membrane"):
+                offset = module.get_variable(CALIBRATION, "membrane").astype(z.dtype)
+                start = start + jnp.broadcast_to(offset, start.shape)
+            return if_neuron_with_state(z, theta, membrane=start, surrogate=self.surrogate)[0]
         if self.surrogate is not None:
             return if_neuron(z, theta, self.v0, surrogate=self.surrogate)
-        return NEURONS[self.neuron](z, theta, v0=self.v0)
+        return ALL_NEURONS[self.neuron](z, theta, v0=self.v0, **dict(self.neuron_options))
 
     def _layer_mode(self, variables, inputs, args, kwargs, record):
         num_steps, batch = inputs.shape[0], inputs.shape[1]
@@ -214,7 +265,7 @@ class SpikingNetwork:
 
         def spike(module, x):
             z = x.reshape(num_steps, -1, *x.shape[1:])
-            y = self._neuron(z, _threshold(module, z.dtype))
+            y = self._neuron(module, z, _threshold(module, z.dtype))
             found.append(_path(module))
             if record is not None:
                 record[_path(module)] = (z, y)
@@ -232,6 +283,11 @@ class SpikingNetwork:
 
         def spike(module, z):
             key = _path(module)
+            if module.has_variable(CALIBRATION, "membrane") or _has_bias_correction(module):
+                raise ValueError(
+                    f"activation layer {key!r} carries calibration corrections: run the calibrated SNN "
+                    "in layer mode."
+                )
             while key in new_membranes:  # a layer called twice per step keeps two membranes
                 key += "#"
             theta = jnp.broadcast_to(_threshold(module, z.dtype), z.shape)
@@ -285,6 +341,23 @@ class SpikingNetwork:
         return outputs, record
 
 
+def _has_bias_correction(module: nn.Module) -> bool:
+    return module.has_variable(CALIBRATION, "bias") or module.has_variable(CALIBRATION, "step_bias")
+
+
+def _bias_corrected(module: nn.Module, z: jax.Array) -> jax.Array:
+    """``z [T, B, ..., C]`` minus the layer's calibrated bias: ``bias [C]`` at every step, or
+    ``step_bias [T_cal, C]`` at steps ``t < T_cal`` (none after)."""
+    if module.has_variable(CALIBRATION, "bias"):
+        z = z - jnp.broadcast_to(module.get_variable(CALIBRATION, "bias").astype(z.dtype), z.shape)
+    if module.has_variable(CALIBRATION, "step_bias"):
+        step_bias = module.get_variable(CALIBRATION, "step_bias").astype(z.dtype)[: z.shape[0]]
+        step_bias = jnp.pad(step_bias, ((0, z.shape[0] - step_bias.shape[0]), (0, 0)))
+        shape = (z.shape[0],) + (1,) * (z.ndim - 2) + (z.shape[-1],)
+        z = z - jnp.broadcast_to(step_bias.reshape(shape), z.shape)
+    return z
+
+
 def _check_found(found: list[str], ann: nn.Module) -> None:
     if not found:
         known = ", ".join(cls.__name__ for cls in CONVERTIBLE_ACTIVATIONS)
@@ -318,6 +391,7 @@ def spiking_model(
     mode: str = "layer",
     neuron: str = "if",
     surrogate: Callable[[jax.Array], jax.Array] | None = None,
+    neuron_options: Mapping[str, Any] | None = None,
 ) -> SpikingNetwork:
     """The SNN of ``ann_model``: the same module, its activation layers run as spiking neurons.
 
@@ -327,11 +401,14 @@ def spiking_model(
       fold_bn: the variables will have BatchNorm folded (``ann_to_snn_variables(..., fold_bn=True)``).
       per_channel: thresholds are per channel.
       mode: ``"layer"`` or ``"step"`` simulation (see :func:`spiking_apply`); same outputs.
-      neuron: a key of :data:`snnjax.neurons.NEURONS`: ``"if"`` (reference IF),
-        ``"integrate_then_fire"`` or ``"signed_if"`` (SpikeConverter).
+      neuron: a key of :data:`ALL_NEURONS`: ``"if"`` (reference IF), ``"integrate_then_fire"`` or
+        ``"signed_if"`` (SpikeConverter), or a low-latency neuron of :mod:`snnjax.low_latency`
+        (``"burst"``, ``"group"``, ``"cos"``, ``"cos_network"``, ``"srp"``; layer mode).
       surrogate: opt-in surrogate derivative of the IF neuron's spike (:mod:`snnjax.surrogates`), for
         fine-tuning the SNN with ``jax.grad``; the default (None) is the exact neuron, whose gradient
         with respect to its input is zero.
+      neuron_options: the low-latency neuron's options, e.g. ``{"max_spikes": 2}`` (burst, group) or
+        ``{"prerun": 4}`` (cos, cos_network, srp).
 
     Returns:
       A :class:`SpikingNetwork` for :func:`spiking_apply`.
@@ -349,6 +426,7 @@ def spiking_model(
         per_channel=per_channel,
         fold_bn=fold_bn,
         surrogate=surrogate,
+        neuron_options=dict(neuron_options or {}),
     )
 
 
@@ -390,9 +468,13 @@ def spiking_apply(
       *args: passed to the ANN's ``__call__`` (default: ``train=False`` when it takes ``train``).
       **kwargs: likewise.
 
+    A neuron with a network-wide pre-run (``cos_network``, ``srp``) runs ``ρ + T`` steps and returns
+    the last T (see :meth:`SpikingNetwork.simulated_steps`); the total latency of every neuron is
+    :func:`snnjax.low_latency.total_latency`.
+
     Returns:
-      Per-step outputs, e.g. logits ``[T, B, num_classes]`` (average them over t for the prediction at
-      t; see :func:`cumulative_mean_logits`).
+      Per-step outputs of the readout window, e.g. logits ``[T, B, num_classes]`` (average them over t
+      for the prediction at t; see :func:`cumulative_mean_logits`).
 
     Raises:
       ValueError: for T < 1, a traced T, or images of a higher rank than the first convolution reads.
@@ -405,8 +487,12 @@ def spiking_apply(
     _check_static_images(snn_model, snn_variables, images, args, kwargs)
     if snn_model.mode == "step":
         return snn_model._step_mode(snn_variables, lambda t: images, num_steps, args, kwargs)
-    inputs = jnp.broadcast_to(images, (num_steps, *images.shape))
-    return snn_model.apply(snn_variables, inputs, *args, **kwargs)
+    prerun, simulated = snn_model.prerun_steps, snn_model.simulated_steps(num_steps)
+    inputs = jnp.broadcast_to(images, (simulated, *images.shape))
+    outputs = snn_model.apply(snn_variables, inputs, *args, **kwargs)
+    if simulated == num_steps:
+        return outputs
+    return jax.tree.map(lambda y: y[prerun : prerun + num_steps], outputs)
 
 
 def spiking_apply_sequence(
@@ -460,7 +546,12 @@ def _check_static_images(
     layer_mode = dataclasses.replace(snn_model, mode="layer")
     try:
         with nn.intercept_methods(interceptor):
-            jax.eval_shape(lambda v, x: layer_mode.apply(v, x[None], *args, **kwargs), variables, images)
+            steps = layer_mode.simulated_steps(1)
+            jax.eval_shape(
+                lambda v, x: layer_mode.apply(v, jnp.broadcast_to(x, (steps, *x.shape)), *args, **kwargs),
+                variables,
+                images,
+            )
     except Exception:
         if too_many_axes() is None:
             raise  # a failure of its own, not caused by the input's rank
