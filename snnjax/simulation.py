@@ -346,8 +346,10 @@ def _has_bias_correction(module: nn.Module) -> bool:
 
 
 def _bias_corrected(module: nn.Module, z: jax.Array) -> jax.Array:
-    """``z [T, B, ..., C]`` minus the layer's calibrated bias: ``bias [C]`` at every step, or
-    ``step_bias [T_cal, C]`` at steps ``t < T_cal`` (none after)."""
+    """``z [T, B, ..., C]`` minus the layer's calibrated bias.
+
+    ``bias [C]`` applies at every step, ``step_bias [T_cal, C]`` at steps ``t < T_cal`` (none after).
+    """
     if module.has_variable(CALIBRATION, "bias"):
         z = z - jnp.broadcast_to(module.get_variable(CALIBRATION, "bias").astype(z.dtype), z.shape)
     if module.has_variable(CALIBRATION, "step_bias"):
