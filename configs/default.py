@@ -63,6 +63,15 @@ def get_config() -> config_dict.ConfigDict:
     config.balancing = "threshold"  # threshold (θ = λ) | weights (W·λ_{l-1}/λ_l, θ = 1; ConvNets, fold_bn)
     config.calibration_percentile = 99.9  # relu method: θ = this percentile of activations
     config.calibration_examples = 1024  # relu method: training images used for calibration
+    # Training-free low-latency method run on the converted SNN (snnjax.low_latency, snnjax.calibration):
+    # none | burst | group | cos | cos_network | srp | bias_calibration | potential_calibration |
+    # step_bias_calibration. Reported against total latency (pre-run steps included).
+    config.post_conversion = "none"
+    config.prerun_steps = 4  # cos, cos_network: ρ; srp: τ (pre-run steps)
+    config.spikes_per_step = 2  # burst: most spikes per step; group: members m (quantum θ/m)
+    config.post_calibration_examples = 256  # *_calibration: training images used (never test images)
+    config.post_calibration_steps = 8  # *_calibration: T the corrections are calibrated for
+    config.step_bias_alpha = 0.5  # step_bias_calibration: FTBC's update step size
 
     # Reports written by convert.py next to snn_eval.json.
     config.report_examples = 256  # test images for the layer-wise error and firing statistics

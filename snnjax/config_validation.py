@@ -15,7 +15,7 @@ from snnjax.checkpoints import CHECKPOINT_KINDS
 from snnjax.conversion import BALANCING_FORMS
 from snnjax.data import DATASETS
 from snnjax.layers import CONV_IMPLEMENTATIONS, ThresholdParameterization
-from snnjax.methods import Method, snn_neuron
+from snnjax.methods import POST_CONVERSIONS, Method, snn_neuron
 from snnjax.models import ANN_POOLINGS, MODELS, SNN_MAX_POOLS
 from snnjax.neurons import NEURONS
 from snnjax.simulation import MATMUL_PRECISIONS, SIMULATION_DTYPES, SIMULATION_MODES
@@ -60,6 +60,45 @@ def _real(
         raise ValueError(f"config.{field}={value!r} must be a finite number in {interval}.")
 
 
+def _check_post_conversion(config: ml_collections.ConfigDict) -> None:
+    """Refuses low-latency methods on SNNs they are not defined for, with the reason."""
+    for field in ("spikes_per_step", "post_calibration_examples", "post_calibration_steps"):
+        _positive_int(config, field)
+    _int_at_least(config, "prerun_steps", 0)
+    _real(config, "step_bias_alpha", 0.0, 1.0, low_open=True)
+    method = config.post_conversion
+    if method == "none":
+        return
+    neuron = snn_neuron(config)
+    if neuron != "if":
+        raise ValueError(
+            f"config.post_conversion={method!r} changes the IF neuron, but method {config.method!r} runs "
+            f"{neuron!r} (config.snn_neuron); "
+            + (
+                "SpikeConverter's layer-separated SNN already equals its quantized ANN exactly."
+                if neuron == "integrate_then_fire"
+                else "unset config.snn_neuron or config.post_conversion."
+            )
+        )
+    if config.snn_mode != "layer":
+        raise ValueError(
+            f"config.post_conversion={method!r} needs config.snn_mode='layer' (its neurons see a layer's "
+            "whole window: pre-run, replay, or per-step corrections)."
+        )
+    if method.endswith("_calibration") and config.balancing == "weights":
+        raise ValueError(
+            f"config.post_conversion={method!r} calibrates biases in the threshold form; set "
+            "config.balancing='threshold'."
+        )
+    if config.export_nir:
+        raise ValueError(
+            f"config.export_nir: NIR has no counterpart for config.post_conversion={method!r}; export the "
+            "plain IF SNN (post_conversion='none') or use config.export."
+        )
+    if method in ("srp", "cos_network", "cos") and config.prerun_steps < 1:
+        raise ValueError(f"config.prerun_steps=0 switches {method!r} off: set it to 1 or more.")
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raises ValueError naming the first invalid field of ``config``."""
     _choice(config, "dataset", DATASETS)
@@ -83,6 +122,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"config.snn_mode='step' runs the 'if' neuron only; method {config.method!r} uses "
             f"{snn_neuron(config)!r} (config.snn_neuron): use config.snn_mode='layer'."
         )
+    _choice(config, "post_conversion", POST_CONVERSIONS)
+    _check_post_conversion(config)
     if config.snn_max_pool == "max_gate" and config.snn_mode == "step":
         raise ValueError("config.snn_max_pool='max_gate' needs config.snn_mode='layer'.")
     if config.balancing == "weights" and not config.fold_bn:

@@ -19,11 +19,13 @@ import numpy as np
 from tqdm import tqdm
 
 from snnjax import (
+    calibration as calibration_lib,
     checkpoints,
     conversion,
     data as data_lib,
     export as export_lib,
     interop,
+    low_latency,
     methods,
     parallel,
     reports,
@@ -282,10 +284,21 @@ def _convert_and_evaluate(
     )
     neuron = methods.snn_neuron(config)
     v0 = methods.initial_membrane_fraction(config)
+    # The low-latency method, if any, changes the neuron the accuracy is measured with; the layer-wise
+    # error report stays that of the plain SNN (its ideal-neuron split is defined for it).
+    post = methods.post_conversion(config)
+    run_neuron = post.neuron if post is not None else neuron
+    options = post.neuron_options if post is not None else {}
 
-    def snn_model(mode):
+    def snn_model(mode, plain=False):
         model = conversion.spiking_model(
-            ann_model, v0=v0, fold_bn=config.fold_bn, per_channel=per_channel, mode=mode, neuron=neuron
+            ann_model,
+            v0=v0,
+            fold_bn=config.fold_bn,
+            per_channel=per_channel,
+            mode=mode,
+            neuron=neuron if plain else run_neuron,
+            neuron_options=None if plain else options,
         )
         return model.clone(pooling=config.snn_max_pool) if hasattr(model.ann, "pooling") else model
 
@@ -296,6 +309,17 @@ def _convert_and_evaluate(
     if config.balancing == "weights":
         example = jnp.zeros((1, *dataset.image_shape))  # the walk reads shapes only
         simulated_variables = conversion.balance_weights(snn_variables, model=ann_model, inputs=example)
+    calibration = None
+    if post is not None and post.calibration is not None:
+        simulated_variables, calibration = _calibrate(
+            config,
+            dataset,
+            ann_model,
+            ann_variables,
+            snn_model("layer", plain=True),
+            snn_variables,
+            post.calibration,
+        )
     accuracy = snn_accuracy_by_step(
         snn_model(config.snn_mode),
         simulated_variables,
@@ -307,12 +331,29 @@ def _convert_and_evaluate(
         dtype=jnp.dtype(config.snn_dtype),
     )
     snn = accuracy["top1"]
+    card = low_latency.NEURON_CARDS[run_neuron]
     print(
         f"\n{config.dataset} test set ({dataset.num_test} images), {config.model}, method {config.method}"
         + (f", L={levels}" if levels else "")
-        + f", {neuron} neuron, {config.snn_mode} mode, {config.snn_dtype}"
+        + f", {run_neuron} neuron, {config.snn_mode} mode, {config.snn_dtype}"
     )
-    print(summaries.format_table(ann["accuracy"], snn, levels))
+    if post is not None:
+        print(
+            f"post-conversion method {post.name}"
+            + "".join(f", {k}={v}" for k, v in options.items())
+            + f"; spikes: {card.alphabet}; extra state per neuron: {card.state}"
+            + (
+                f"; calibrated on {calibration['images']} training images for T={calibration['steps']}"
+                if calibration
+                else ""
+            )
+        )
+    num_spiking = len(_spiking_layer_names(ann_model, ann_variables, dataset.image_shape))
+    latency = {
+        t: low_latency.total_latency(run_neuron, t, num_spiking, options.get("prerun", 0))
+        for t in range(1, config.snn_num_steps + 1)
+    }
+    print(summaries.format_table(ann["accuracy"], snn, levels, latency))
     last = max(t for t in range(1, len(snn) + 1) if np.isfinite(snn[t - 1]))
     top5 = accuracy["top5"][last - 1]
     print(f"top-5: ANN {100 * ann['top5_accuracy']:.2f}%, SNN at T={last} {100 * top5:.2f}%")
@@ -326,7 +367,7 @@ def _convert_and_evaluate(
     layer_report = reports.spiking_layer_report(
         ann_model,
         ann_variables,
-        snn_model("layer"),
+        snn_model("layer", plain=True),
         snn_variables,
         itertools.islice(dataset.test_batches(report_batch), -(-config.report_examples // report_batch)),
         report_steps,
@@ -334,14 +375,32 @@ def _convert_and_evaluate(
         windowed=windowed,
         mesh=mesh,
     )
-    energy = reports.energy_report(
-        reports.linear_layer_costs(ann_model, ann_variables, dataset.image_shape),
-        {layer["name"]: layer["spikes_per_image"] for layer in layer_report["layers"]},
-        config.energy_pj_per_mac,
-        config.energy_pj_per_ac,
-    )
+    spikes = {layer["name"]: layer["spikes_per_image"] for layer in layer_report["layers"]}
+    costs = reports.linear_layer_costs(ann_model, ann_variables, dataset.image_shape)
+    energy = reports.energy_report(costs, spikes, config.energy_pj_per_mac, config.energy_pj_per_ac)
     print(summaries.format_layer_table(layer_report, energy))
-    num_spiking = len(layer_report["layers"])  # all on the longest path (shortcuts are shorter)
+    method_energy = None
+    if post is not None:
+        firing_steps = layer_report["firing_steps"]
+        method_spikes = reports.method_spikes_per_image(
+            snn_model("layer"),
+            simulated_variables,
+            itertools.islice(dataset.test_batches(report_batch), -(-config.report_examples // report_batch)),
+            firing_steps,
+            mesh,
+        )
+        method_energy = reports.energy_report(
+            costs, method_spikes, config.energy_pj_per_mac, config.energy_pj_per_ac
+        )
+        method_energy["readout_steps"] = firing_steps
+        method_energy["simulated_steps"] = snn_model("layer").simulated_steps(firing_steps)
+        method_energy["spikes_per_image"] = sum(method_spikes.values())
+        print(
+            f"{post.name}: {method_energy['spikes_per_image']:.0f} spikes/image over "
+            f"{method_energy['simulated_steps']} simulated steps (t={firing_steps}; plain IF: "
+            f"{layer_report['spikes_per_image']:.0f}), energy {method_energy['snn_energy_uj']:.3f} µJ/image "
+            f"(plain IF {energy['snn_energy_uj']:.3f}, ANN {energy['ann_energy_uj']:.3f})"
+        )
     if windowed:
         print(
             f"latency: {neuron} separates the layers in time; an output needs ({num_spiking} spiking "
@@ -360,16 +419,24 @@ def _convert_and_evaluate(
         "snn_accuracy": by_step(snn),
         "ann_top5_accuracy": float(ann["top5_accuracy"]),
         "snn_top5_accuracy": by_step(accuracy["top5"]),
-        "neuron": neuron,
+        "neuron": run_neuron,
+        "post_conversion": config.post_conversion,
+        "neuron_options": options,
+        "spike_alphabet": card.alphabet,
+        "extra_state_per_neuron": card.state,
+        # Training images the corrections were computed from (never test images); None without one.
+        "calibration": calibration,
         "snn_mode": config.snn_mode,
         "snn_dtype": config.snn_dtype,
         "balancing": config.balancing,
         "spiking_layers": num_spiking,
-        # Steps from the first input to the output for each simulated T: T for the IF neuron (all
-        # layers run concurrently), (spiking layers + 1)·T with temporal separation.
-        "latency_steps": {t: int(t) * (num_spiking + 1 if windowed else 1) for t in by_step(snn)},
+        # Total latency of each readout t: every simulated step from the first input to the output,
+        # pre-run steps included (snnjax.low_latency.total_latency).
+        "latency_steps": {t: latency[int(t)] for t in by_step(snn)},
         "layers": layer_report,
         "energy": energy,
+        # The post-conversion method's own spikes and energy (pre-run steps included); None without one.
+        "method_energy": method_energy,
         # What produced these numbers.
         "v0": v0,
         "levels": levels,
@@ -386,11 +453,15 @@ def _convert_and_evaluate(
             json.dump(result, f, indent=2)
 
     workdir_lib.atomic_write(result_path, write_json)
-    title = f"{config.dataset} / {config.model} / {config.method} ({neuron})"
+    title = f"{config.dataset} / {config.model} / {config.method} ({run_neuron})"
     workdir_lib.atomic_write(
         os.path.join(workdir, "snn_accuracy.png"),
         lambda path: summaries.plot_accuracy(
-            path, ann["accuracy"], snn, f"{title}, {dataset.num_test} test images"
+            path,
+            ann["accuracy"],
+            snn,
+            f"{title}, {dataset.num_test} test images",
+            latency if any(latency[t] != t for t in latency) else None,
         ),
     )
     workdir_lib.atomic_write(
@@ -426,6 +497,43 @@ def _convert_and_evaluate(
             f"Wrote {path} and {path}.json (portable SNN at T={config.snn_num_steps}; snnjax.load_exported)"
         )
     return result
+
+
+def _spiking_layer_names(ann_model, ann_variables, image_shape) -> list[str]:
+    """The activation layers a one-image ANN call goes through.
+
+    All lie on the longest path: shortcuts skip activations, they add none.
+    """
+    shapes = jax.eval_shape(
+        lambda x: reports.record_activations(ann_model, ann_variables, x), jnp.zeros((1, *image_shape))
+    )
+    return list(shapes)
+
+
+def _calibrate(
+    config, dataset, ann_model, ann_variables, snn_model, snn_variables, kind: str
+) -> tuple[dict, dict]:
+    """Calibrates the SNN on ``config.post_calibration_examples`` training images (never test images)."""
+    images = dataset.calibration_images(config.post_calibration_examples)
+    batch = config.eval_batch_size
+    batches = [images[i : i + batch] for i in range(0, len(images), batch)]
+    start = time.perf_counter()
+    variables, info = calibration_lib.calibrate_snn(
+        snn_model,
+        snn_variables,
+        ann_model,
+        ann_variables,
+        batches,
+        config.post_calibration_steps,
+        kind,
+        config.step_bias_alpha,
+    )
+    info["split"] = "train"
+    print(
+        f"calibrated ({info['kind']}) on {info['images']} training images in {info['batches']} batches "
+        f"for T={info['steps']} ({time.perf_counter() - start:.1f}s)"
+    )
+    return variables, info
 
 
 def _export_nir(snn_model, snn_variables, image_shape, v0: float, workdir: str) -> None:

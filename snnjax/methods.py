@@ -6,6 +6,7 @@ This is the glue between config fields and the pure functions; library users can
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 
@@ -14,7 +15,16 @@ import ml_collections
 from snnjax import activations
 from snnjax.layers import Activation, ModuleDef, ThresholdActivation
 
-__all__ = ["Method", "ann_activation", "initial_membrane_fraction", "levels", "snn_neuron"]
+__all__ = [
+    "POST_CONVERSIONS",
+    "Method",
+    "PostConversion",
+    "ann_activation",
+    "initial_membrane_fraction",
+    "levels",
+    "post_conversion",
+    "snn_neuron",
+]
 
 
 class Method(enum.StrEnum):
@@ -102,3 +112,44 @@ def levels(config: ml_collections.ConfigDict) -> int | None:
     """L of a quantized method (QCFS, SlipReLU, SpikeConverter: its window T), else None."""
     quantized = (Method.QCFS, Method.SLIP_RELU, Method.SPIKECONVERTER)
     return int(config.levels) if _method(config) in quantized else None
+
+
+@dataclasses.dataclass(frozen=True)
+class PostConversion:
+    """A training-free low-latency method (``config.post_conversion``) as the SNN runs it.
+
+    Attributes:
+      name: the config value.
+      neuron: the SNN neuron (a key of :data:`snnjax.simulation.ALL_NEURONS`).
+      neuron_options: the neuron's options (``prerun``, ``max_spikes``).
+      calibration: a :data:`snnjax.calibration.CALIBRATION_KINDS` kind, or None.
+    """
+
+    name: str
+    neuron: str
+    neuron_options: dict
+    calibration: str | None = None
+
+
+# config.post_conversion value -> (neuron, the config field holding its option, calibration kind)
+POST_CONVERSIONS = {
+    "none": ("if", None, None),
+    "burst": ("burst", "spikes_per_step", None),
+    "group": ("group", "spikes_per_step", None),
+    "cos": ("cos", "prerun_steps", None),
+    "cos_network": ("cos_network", "prerun_steps", None),
+    "srp": ("srp", "prerun_steps", None),
+    "bias_calibration": ("if", None, "bias"),
+    "potential_calibration": ("if", None, "potential"),
+    "step_bias_calibration": ("if", None, "step_bias"),
+}
+_OPTION_NAMES = {"spikes_per_step": "max_spikes", "prerun_steps": "prerun"}
+
+
+def post_conversion(config: ml_collections.ConfigDict) -> PostConversion | None:
+    """The low-latency method of ``config.post_conversion`` (None for ``"none"``)."""
+    if config.post_conversion == "none":
+        return None
+    neuron, field, kind = POST_CONVERSIONS[config.post_conversion]
+    options = {_OPTION_NAMES[field]: int(config[field])} if field else {}
+    return PostConversion(config.post_conversion, neuron, options, kind)

@@ -38,7 +38,13 @@ from snnjax import parallel
 from snnjax.simulation import CONVERTIBLE_ACTIVATIONS, SpikingNetwork, inference_kwargs
 from snnjax.structure import trace_structure
 
-__all__ = ["energy_report", "linear_layer_costs", "record_activations", "spiking_layer_report"]
+__all__ = [
+    "energy_report",
+    "linear_layer_costs",
+    "method_spikes_per_image",
+    "record_activations",
+    "spiking_layer_report",
+]
 
 
 def record_activations(
@@ -259,6 +265,64 @@ def spiking_layer_report(
         "spikes_per_image": sum(layer["spikes_per_image"] for layer in layers),
         "layers": layers,
     }
+
+
+@functools.partial(jax.jit, static_argnames=("snn_model", "num_steps"))
+def _spike_sums(snn_model, snn_variables, images, mask, num_steps):
+    steps = snn_model.simulated_steps(num_steps)
+    record = record_activations(snn_model, snn_variables, jnp.broadcast_to(images, (steps, *images.shape)))
+    params = traverse_util.flatten_dict(snn_variables["params"], sep="/")
+    options = dict(snn_model.neuron_options)
+    sums = {}
+    for name, (_, y) in record.items():
+        y = jnp.abs(y.astype(jnp.float32))
+        theta = jnp.broadcast_to(params[f"{name}/threshold"].astype(jnp.float32), y.shape[1:])
+        if snn_model.neuron == "group":
+            theta = theta / options.get("max_spikes", 4)
+        spikes = jnp.round(y / theta[None])  # a multi-spike output counts as its number of spikes
+        if snn_model.neuron == "cos":  # the next layer pre-runs on the first ρ outputs, then replays them
+            spikes = jnp.concatenate([spikes, spikes[: options.get("prerun", 4)]], axis=0)
+        valid = _broadcast_mask(mask, y.shape[1:], 0)
+        sums[name] = jnp.sum(jnp.sum(spikes, axis=0) * valid)
+    return sums
+
+
+def method_spikes_per_image(
+    snn_model: SpikingNetwork,
+    snn_variables: Mapping[str, Any],
+    batches: Iterable,
+    num_steps: int,
+    mesh=None,
+) -> dict[str, float]:
+    """Spikes per image of each spiking layer over every step simulated for a readout of ``num_steps``.
+
+    Counts what a layer sends, as the operation counts of :func:`energy_report` need: pre-run steps
+    included; an output of ``k`` spikes in one step (burst, group neurons) counts ``k``; with the
+    reference COS schedule a layer's first ρ outputs count twice (the next layer pre-runs on them
+    and then replays them).
+
+    Args:
+      snn_model: the layer-mode SNN (any neuron).
+      snn_variables: its variables (calibration corrections included).
+      batches: ``(images [B, H, W, C], labels [B], mask [B])`` tuples.
+      num_steps: the readout length t (:meth:`SpikingNetwork.simulated_steps` gives what is run).
+      mesh: data mesh (default: all devices).
+
+    Returns:
+      ``{layer name: spikes per image}``.
+    """
+    mesh = mesh if mesh is not None else parallel.data_mesh()
+    snn_variables = parallel.replicate(mesh, snn_variables)
+    totals: dict[str, float] = {}
+    num_images = 0
+    for batch in batches:
+        num_images += int(np.sum(batch[2]))
+        images, _, mask = parallel.shard_batch(mesh, *batch)
+        for name, value in jax.device_get(
+            _spike_sums(snn_model, snn_variables, images, mask, num_steps)
+        ).items():
+            totals[name] = totals.get(name, 0.0) + float(value)
+    return {name: value / max(num_images, 1) for name, value in totals.items()}
 
 
 def energy_report(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 __all__ = [
@@ -24,16 +26,30 @@ def reported_steps(num_steps: int, levels: int | None = None) -> list[int]:
     return sorted(steps)
 
 
-def format_table(ann_accuracy: float, snn_accuracy: np.ndarray, levels: int | None = None) -> str:
-    """A text table of ANN accuracy and SNN accuracy at T = 1, 2, 4, ... (and T = L)."""
+def format_table(
+    ann_accuracy: float,
+    snn_accuracy: np.ndarray,
+    levels: int | None = None,
+    latency: Mapping[int, int] | None = None,
+) -> str:
+    """A text table of ANN accuracy and SNN accuracy at T = 1, 2, 4, ... (and T = L).
+
+    Args:
+      ann_accuracy: a fraction.
+      snn_accuracy: ``[T]`` fractions (NaN where not simulated).
+      levels: L, marked in the table.
+      latency: total latency (simulated steps) of each readout t; shown as a column when it differs
+        from t anywhere.
+    """
     steps = [t for t in reported_steps(len(snn_accuracy), levels) if np.isfinite(snn_accuracy[t - 1])]
-    lines = [f"{'':>10}  {'accuracy':>9}  {'Δ vs ANN':>9}", f"{'ANN':>10}  {100 * ann_accuracy:8.2f}%"]
+    show_latency = latency is not None and any(latency[t] != t for t in steps)
+    header = f"{'':>10}  {'accuracy':>9}  {'Δ vs ANN':>9}" + ("  total latency" if show_latency else "")
+    lines = [header, f"{'ANN':>10}  {100 * ann_accuracy:8.2f}%"]
     for t in steps:
         acc = snn_accuracy[t - 1]
         mark = " (=L)" if t == levels else ""
-        lines.append(
-            f"{'SNN T=' + str(t):>10}  {100 * acc:8.2f}%  {100 * (acc - ann_accuracy) + 0.0:+8.2f}{mark}"
-        )
+        row = f"{'SNN T=' + str(t):>10}  {100 * acc:8.2f}%  {100 * (acc - ann_accuracy) + 0.0:+8.2f}"
+        lines.append(row + (f"  {latency[t]:>13}" if show_latency else "") + mark)
     return "\n".join(lines)
 
 
@@ -46,14 +62,25 @@ def _pyplot():
     return plt
 
 
-def plot_accuracy(path: str, ann_accuracy: float, snn_accuracy: np.ndarray, title: str) -> None:
-    """Accuracy vs T: the SNN curve (simulated t only) and the ANN as a dashed line."""
+def plot_accuracy(
+    path: str,
+    ann_accuracy: float,
+    snn_accuracy: np.ndarray,
+    title: str,
+    latency: Mapping[int, int] | None = None,
+) -> None:
+    """Accuracy vs T: the SNN curve (simulated t only) and the ANN as a dashed line.
+
+    With ``latency`` (total latency of each readout t) the x axis is the total latency, pre-run
+    steps included, so that methods with a pre-run are drawn where they really stand.
+    """
     plt = _pyplot()
     steps = np.arange(1, len(snn_accuracy) + 1)
     simulated = np.isfinite(snn_accuracy)
+    x = steps if latency is None else np.asarray([latency.get(int(t), np.nan) for t in steps], float)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     ax.plot(
-        steps[simulated],
+        x[simulated],
         100 * snn_accuracy[simulated],
         marker="o",
         markersize=3,
@@ -61,9 +88,9 @@ def plot_accuracy(path: str, ann_accuracy: float, snn_accuracy: np.ndarray, titl
     )
     ax.axhline(100 * ann_accuracy, color="k", linestyle="--", label=f"ANN {100 * ann_accuracy:.2f}%")
     ax.set_xscale("log", base=2)
-    ticks = [t for t in REPORTED_STEPS if t <= len(snn_accuracy)]
+    ticks = [t for t in REPORTED_STEPS if t <= np.nanmax(x[simulated])]
     ax.set_xticks(ticks, [str(t) for t in ticks])
-    ax.set_xlabel("time steps t")
+    ax.set_xlabel("time steps t" if latency is None else "total latency (simulated steps, pre-run included)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
