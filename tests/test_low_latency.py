@@ -297,3 +297,82 @@ def test_calibration_refuses_other_neurons_and_step_mode(net):
     )
     with pytest.raises(ValueError, match="run the calibrated SNN in layer mode"):
         snnjax.spiking_apply(snnjax.spiking_model(model, mode="step"), calibrated, images, 2)
+
+
+@pytest.mark.parametrize(
+    "post, options, alphabet, latency_at_1",
+    [
+        ("srp", {"prerun_steps": 2}, "binary {0, θ}", 3),
+        ("cos", {"prerun_steps": 2}, "binary {0, θ}", None),  # n·ρ + 1, n read from the report
+        ("group", {"spikes_per_step": 2}, "up to m spikes {0, θ/m, …, θ}", 1),
+        ("step_bias_calibration", {"post_calibration_examples": 40}, "binary {0, θ}", 1),
+    ],
+)
+def test_convert_reports_total_latency_alphabet_and_calibration(
+    tiny_workdir, monkeypatch, post, options, alphabet, latency_at_1
+):
+    from configs import ci_tiny
+    from snnjax import calibration as calibration_lib, data, evaluation
+
+    workdir, _ = tiny_workdir
+    config = ci_tiny.get_config()
+    config.post_conversion = post
+    config.update(options)
+    seen = []
+    real = calibration_lib.calibrate_snn
+
+    def spy(*args, **kwargs):
+        batches = list(args[4])
+        seen.extend(batches)
+        return real(*args[:4], batches, *args[5:], **kwargs)
+
+    monkeypatch.setattr(calibration_lib, "calibrate_snn", spy)
+    result = evaluation.convert_and_evaluate(config, str(workdir))
+    assert result["post_conversion"] == post and result["spike_alphabet"] == alphabet
+    spiking = result["spiking_layers"]
+    expected = latency_at_1 if latency_at_1 is not None else spiking * 2 + 1
+    assert result["latency_steps"]["1"] == expected
+    assert result["latency_steps"]["8"] == expected + 7
+    energy = result["method_energy"]
+    steps = energy["readout_steps"]
+    assert energy["simulated_steps"] == steps + (2 if post == "srp" else 0)
+    if post == "group":  # twice the quanta of an IF neuron's spikes, at least as many spikes
+        assert energy["spikes_per_image"] >= result["layers"]["spikes_per_image"]
+    if post.endswith("_calibration"):
+        assert result["calibration"] == {
+            "kind": "step_bias",
+            "steps": 8,
+            "batches": 1,
+            "images": 40,
+            "split": "train",
+        }
+        # the calibration read the first 40 training images, nothing from the test split
+        dataset = data.load_dataset(config.dataset, config.data_dir, config.seed, config.image_size)
+        np.testing.assert_array_equal(np.concatenate(seen), dataset.train_images[:40])
+    else:
+        assert result["calibration"] is None and not seen
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"method": "spikeconverter", "post_conversion": "cos"}, "already equals its quantized ANN exactly"),
+        ({"post_conversion": "srp", "snn_mode": "step"}, "needs config.snn_mode='layer'"),
+        (
+            {"post_conversion": "bias_calibration", "balancing": "weights", "fold_bn": True},
+            "set config.balancing='threshold'",
+        ),
+        ({"post_conversion": "srp", "export_nir": True}, "NIR has no counterpart"),
+        ({"post_conversion": "srp", "prerun_steps": 0}, "prerun_steps=0 switches 'srp' off"),
+        ({"post_conversion": "burst", "spikes_per_step": 0}, "spikes_per_step"),
+        ({"post_conversion": "offset"}, "post_conversion"),
+    ],
+)
+def test_config_refuses_combinations_that_make_no_sense(overrides, message):
+    from configs import ci_tiny
+    from snnjax.config_validation import validate_config
+
+    config = ci_tiny.get_config()
+    config.update(overrides)
+    with pytest.raises(ValueError, match=message):
+        validate_config(config)
