@@ -490,6 +490,8 @@ def _convert_and_evaluate(
                 "model": config.model,
                 "method": config.method,
                 "levels": levels,
+                "post_conversion": config.post_conversion,
+                "neuron_options": options,
                 "source": source,
             },
         )
