@@ -174,6 +174,7 @@ def plot_latency(rows: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    ax.set_prop_cycle(color=plt.cm.tab20.colors)  # more methods than the default ten colours
     for row in rows:
         points = sorted((row["latency_steps"][t], 100 * a) for t, a in row["snn_accuracy"].items())
         style = "--" if row["ann"] != FLAGS.config.method else "-"
