@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from snnjax.reports import record_activations
+from snnjax.reports import activation_shapes, record_activations
 from snnjax.simulation import CALIBRATION, SpikingNetwork, inference_kwargs
 
 __all__ = ["CALIBRATION_KINDS", "calibrate_snn"]
@@ -134,7 +134,7 @@ def calibrate_snn(
     for images in batches:
         images = jnp.asarray(images)
         if not layers:  # zero corrections for every layer, so the variable tree keeps one structure
-            shapes = jax.eval_shape(lambda x: record_activations(ann_model, ann_variables, x), images)
+            shapes = activation_shapes(ann_model, ann_variables, images)
             layers = list(shapes)
             for path, (_, out) in shapes.items():
                 shape = {

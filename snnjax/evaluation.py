@@ -348,7 +348,10 @@ def _convert_and_evaluate(
                 else ""
             )
         )
-    num_spiking = len(_spiking_layer_names(ann_model, ann_variables, dataset.image_shape))
+    # All activation layers lie on the longest path: shortcuts skip activations, they add none.
+    num_spiking = len(
+        reports.activation_shapes(ann_model, ann_variables, jnp.zeros((1, *dataset.image_shape)))
+    )
     latency = {
         t: low_latency.total_latency(run_neuron, t, num_spiking, options.get("prerun", 0))
         for t in range(1, config.snn_num_steps + 1)
@@ -499,17 +502,6 @@ def _convert_and_evaluate(
             f"Wrote {path} and {path}.json (portable SNN at T={config.snn_num_steps}; snnjax.load_exported)"
         )
     return result
-
-
-def _spiking_layer_names(ann_model, ann_variables, image_shape) -> list[str]:
-    """The activation layers a one-image ANN call goes through.
-
-    All lie on the longest path: shortcuts skip activations, they add none.
-    """
-    shapes = jax.eval_shape(
-        lambda x: reports.record_activations(ann_model, ann_variables, x), jnp.zeros((1, *image_shape))
-    )
-    return list(shapes)
 
 
 def _calibrate(

@@ -38,7 +38,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from snnjax.neurons import if_neuron_with_state, initial_membrane
+from snnjax.neurons import _time_major, if_neuron_with_state, initial_membrane
 
 __all__ = [
     "LOW_LATENCY_NEURONS",
@@ -54,13 +54,6 @@ __all__ = [
     "srp_neuron",
     "total_latency",
 ]
-
-
-def _time_major(z: jax.Array, name: str) -> jax.Array:
-    z = jnp.asarray(z)
-    if z.ndim < 1 or z.shape[0] < 1:
-        raise ValueError(f"{name} expects time-major input [T, ...] with T >= 1, got shape {z.shape}.")
-    return z
 
 
 def _count(name: str, value: int, low: int) -> int:

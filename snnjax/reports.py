@@ -39,6 +39,7 @@ from snnjax.simulation import CONVERTIBLE_ACTIVATIONS, SpikingNetwork, inference
 from snnjax.structure import trace_structure
 
 __all__ = [
+    "activation_shapes",
     "energy_report",
     "linear_layer_costs",
     "method_spikes_per_image",
@@ -74,6 +75,17 @@ def record_activations(
     with nn.intercept_methods(interceptor):
         model.apply(variables, inputs, **inference_kwargs(model))
     return recorded
+
+
+def activation_shapes(
+    model: nn.Module, variables: Mapping[str, Any], inputs: jax.Array
+) -> dict[str, tuple[jax.ShapeDtypeStruct, jax.ShapeDtypeStruct]]:
+    """:func:`record_activations` traced abstractly: each activation layer's input and output shape.
+
+    Returns:
+      ``{module path: (input, output)}`` as ``jax.ShapeDtypeStruct``, in call order; nothing is computed.
+    """
+    return jax.eval_shape(lambda x: record_activations(model, variables, x), inputs)
 
 
 def linear_layer_costs(
@@ -272,16 +284,15 @@ def _spike_sums(snn_model, snn_variables, images, mask, num_steps):
     steps = snn_model.simulated_steps(num_steps)
     record = record_activations(snn_model, snn_variables, jnp.broadcast_to(images, (steps, *images.shape)))
     params = traverse_util.flatten_dict(snn_variables["params"], sep="/")
-    options = dict(snn_model.neuron_options)
     sums = {}
     for name, (_, y) in record.items():
         y = jnp.abs(y.astype(jnp.float32))
         theta = jnp.broadcast_to(params[f"{name}/threshold"].astype(jnp.float32), y.shape[1:])
         if snn_model.neuron == "group":
-            theta = theta / options.get("max_spikes", 4)
+            theta = theta / snn_model.neuron_option("max_spikes")
         spikes = jnp.round(y / theta[None])  # a multi-spike output counts as its number of spikes
         if snn_model.neuron == "cos":  # the next layer pre-runs on the first ρ outputs, then replays them
-            spikes = jnp.concatenate([spikes, spikes[: options.get("prerun", 4)]], axis=0)
+            spikes = jnp.concatenate([spikes, spikes[: snn_model.neuron_option("prerun")]], axis=0)
         valid = _broadcast_mask(mask, y.shape[1:], 0)
         sums[name] = jnp.sum(jnp.sum(spikes, axis=0) * valid)
     return sums

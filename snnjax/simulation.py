@@ -207,12 +207,19 @@ class SpikingNetwork:
                 f"{sorted(allowed) or 'none'}."
             )
 
+    def neuron_option(self, name: str) -> Any:
+        """A neuron option as the neuron runs it: the given value, else the neuron function's default."""
+        options = dict(self.neuron_options)
+        if name in options:
+            return options[name]
+        return inspect.signature(ALL_NEURONS[self.neuron]).parameters[name].default
+
     @property
     def prerun_steps(self) -> int:
         """Network-wide pre-run steps before the readout window (cos_network, srp; else 0)."""
         if self.neuron not in NETWORK_PRERUN_NEURONS:
             return 0
-        return int(dict(self.neuron_options).get("prerun", 4))
+        return int(self.neuron_option("prerun"))
 
     def simulated_steps(self, num_steps: int) -> int:
         """Steps :func:`spiking_apply` simulates for a readout of ``num_steps`` steps.
@@ -222,7 +229,7 @@ class SpikingNetwork:
         else T.
         """
         if self.neuron == "cos":
-            return max(num_steps, int(dict(self.neuron_options).get("prerun", 4)))
+            return max(num_steps, int(self.neuron_option("prerun")))
         return self.prerun_steps + num_steps
 
     def clone(self, **updates: Any) -> SpikingNetwork:

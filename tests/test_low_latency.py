@@ -15,6 +15,14 @@ import snnjax
 from snnjax import activations, calibration, low_latency, neurons
 
 QCFS4 = functools.partial(activations.qcfs, levels=4)
+# Each low-latency neuron with its mechanism switched off: the IF neuron.
+MECHANISM_OFF = [
+    ("burst", {"max_spikes": 1}),
+    ("group", {"max_spikes": 1}),
+    ("cos", {"prerun": 0}),
+    ("cos_network", {"prerun": 0}),
+    ("srp", {"prerun": 0}),
+]
 
 
 def column(*values):
@@ -104,16 +112,7 @@ def test_srp_neuron_masks_by_residual_potential():
     np.testing.assert_array_equal(out[2:], [[0, 1, 0, 1], [0, 0, 0, 0]])
 
 
-@pytest.mark.parametrize(
-    "neuron,options",
-    [
-        ("burst", {"max_spikes": 1}),
-        ("group", {"max_spikes": 1}),
-        ("cos", {"prerun": 0}),
-        ("cos_network", {"prerun": 0}),
-        ("srp", {"prerun": 0}),
-    ],
-)
+@pytest.mark.parametrize("neuron,options", MECHANISM_OFF)
 def test_mechanism_off_is_the_if_neuron_bit_for_bit(neuron, options):
     z = jax.random.normal(jax.random.key(0), (9, 4, 5)) * 0.7
     theta = jnp.asarray([0.5, 1.0, 1.5, 2.0, 3.0])
@@ -150,16 +149,7 @@ def net():
     return model, variables, snnjax.ann_to_snn_variables(variables), images
 
 
-@pytest.mark.parametrize(
-    "neuron,options",
-    [
-        ("burst", {"max_spikes": 1}),
-        ("group", {"max_spikes": 1}),
-        ("cos", {"prerun": 0}),
-        ("cos_network", {"prerun": 0}),
-        ("srp", {"prerun": 0}),
-    ],
-)
+@pytest.mark.parametrize("neuron,options", MECHANISM_OFF)
 def test_whole_network_method_off_equals_the_if_snn(net, neuron, options):
     model, _, snn_variables, images = net
     expected = snnjax.spiking_apply(snnjax.spiking_model(model), snn_variables, images, 6)
