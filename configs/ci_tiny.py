@@ -5,7 +5,7 @@ Command: ``python train.py --config configs/ci_tiny.py --workdir /tmp/tiny`` the
 only that training, conversion and ``snn_eval.json`` work.
 """
 
-from configs import quickstart
+from snnjax.configs import quickstart
 
 
 def get_config():

@@ -13,7 +13,7 @@ Augmentation: random crop (pad 4), flip, Cutout 16 (the reference uses AutoAugme
 add it with --config.augment=crop,flip,autoaugment,cutout).
 """
 
-from configs import default
+from snnjax.configs import default
 
 
 def get_config():

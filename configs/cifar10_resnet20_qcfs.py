@@ -14,7 +14,7 @@ Measured here (shortened): on CIFAR-10 (JPEG) with --config.num_epochs=100, one 
 Augmentation as the reference: random crop (pad 4), flip, AutoAugment (CIFAR10Policy), Cutout 16.
 """
 
-from configs import default
+from snnjax.configs import default
 
 
 def get_config():

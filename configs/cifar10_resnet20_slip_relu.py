@@ -13,7 +13,7 @@ setting (ANN / T=2 / 4 / 8 / 16 / 32): 91.77 / 73.20 / 83.75 / 89.55 / 91.62 / 9
 Augmentation as the reference: random crop (pad 4), flip, AutoAugment (CIFAR10Policy), Cutout 16.
 """
 
-from configs import default
+from snnjax.configs import default
 
 
 def get_config():

@@ -12,7 +12,7 @@ Expected result: QCFS paper (Bu et al., ICLR 2022, L = 4), test accuracy % — A
 Augmentation as the reference: random crop (pad 4), flip, AutoAugment (CIFAR10Policy), Cutout 16.
 """
 
-from configs import default
+from snnjax.configs import default
 
 
 def get_config():

@@ -11,7 +11,7 @@ long simulations: ANN accuracy is reached only at T in the hundreds (run with
 --config.snn_num_steps=256); no paper number is quoted.
 """
 
-from configs import default
+from snnjax.configs import default
 
 
 def get_config():

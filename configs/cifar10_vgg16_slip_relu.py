@@ -13,7 +13,7 @@ setting (ANN / T=2 / 4 / 8 / 16 / 32): 95.52 / 91.18 / 93.96 / 94.95 / 95.40 / 9
 Augmentation as the reference: random crop (pad 4), flip, AutoAugment (CIFAR10Policy), Cutout 16.
 """
 
-from configs import default
+from snnjax.configs import default
 
 
 def get_config():

@@ -16,7 +16,7 @@ T=16 75.00, T=32 75.02. 2-core CPU: ANN 75.21 %; SNN 60.88 / 71.27 / 74.71 / 75.
 (GPU and CPU differ in float summation order and in the data order of the shuffled batches.)
 """
 
-from configs import default
+from snnjax.configs import default
 
 
 def get_config():

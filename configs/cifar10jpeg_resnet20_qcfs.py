@@ -16,7 +16,7 @@ T=8 83.33, T=16 86.09, T=32 86.95. With --config.method=slip_relu (c = 0.5): ANN
 ANN 91.77, T=2 73.20, T=4 83.75, T=8 89.55, T=16 91.62, T=32 92.24.)
 """
 
-from configs import default
+from snnjax.configs import default
 
 
 def get_config():

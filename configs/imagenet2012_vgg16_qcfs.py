@@ -11,7 +11,7 @@ on host threads (snnjax.streaming). Runtime and result: not run here (no ImageNe
 machines); see the QCFS paper, Table 2 (ImageNet, L = 8), for the published numbers.
 """
 
-from configs import default
+from snnjax.configs import default
 
 
 def get_config():

@@ -11,7 +11,7 @@ Expected result (seed 42): ANN 99.32 %; SNN T=1 91.39, T=2 98.45, T=4 (= L) 99.2
 T=16 99.39, T=32 99.34.
 """
 
-from configs import default
+from snnjax.configs import default
 
 
 def get_config():

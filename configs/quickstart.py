@@ -13,7 +13,7 @@ Seeds 0, 1, 2 (which also change the split; re-measured 2026-11-23): ANN 98.89 /
 SNN − ANN at T = L: +0.28 / +0.28 / −0.28; at T = 32: 0.00 / +0.28 / 0.00.
 """
 
-from configs import default
+from snnjax.configs import default
 
 
 def get_config():

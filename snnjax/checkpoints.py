@@ -6,10 +6,15 @@ half-written metadata file) is diagnosed as such, never as a config mismatch: re
 the newest readable step with a warning that names both steps, and stops with an error only when no
 step is readable. A step whose stored tree differs from the expected one is a mismatch (another
 model or method), reported with the differing variables.
+
+Orbax logs a dozen INFO lines per save through absl; importing this module drops Orbax's records
+below WARNING (:data:`QUIET_ORBAX`), so a library call inside an ``absl.app`` does not flood the
+console. To see them again: ``logging.getLogger("absl").removeFilter(snnjax.checkpoints.QUIET_ORBAX)``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -22,6 +27,7 @@ from etils import epath
 
 __all__ = [
     "CHECKPOINT_KINDS",
+    "QUIET_ORBAX",
     "CheckpointMismatchError",
     "checkpoint_manager",
     "restore_newest_readable",
@@ -30,6 +36,19 @@ __all__ = [
 
 CHECKPOINT_KINDS = {"latest": "checkpoints", "best": "best"}
 SET_ASIDE_DIR = "set_aside"  # workdir/set_aside/<kind>_step<N>: steps moved out of Orbax's way
+
+
+class _QuietOrbax(logging.Filter):
+    """Drops log records below WARNING that come from Orbax's source files."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
+
+
+QUIET_ORBAX = _QuietOrbax()
+# Orbax logs through absl (the "absl" logger) and a few Python loggers under "orbax".
+logging.getLogger("absl").addFilter(QUIET_ORBAX)
+logging.getLogger("orbax").setLevel(logging.WARNING)
 
 
 class CheckpointMismatchError(ValueError):

@@ -1,4 +1,7 @@
-"""The command-line front door of ``train.py`` and ``convert.py``: help, flag errors, readable failures.
+"""The front door of ``snnjax-train`` and ``snnjax-convert``: help, flag errors, readable failures.
+
+* ``--config`` takes a config file or the name of a packaged config (``--config quickstart``; see
+  :func:`snnjax.configs.names`); ``configs/NAME.py`` outside a checkout also means the packaged file.
 
 * ``--help`` (``-h``, ``--helpshort``, ``--helpfull``) prints the usage, the flags and every config
   field with its default, and exits 0 (absl's own help exits 1).
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import pathlib
 import pickle
 import sys
 import textwrap
@@ -22,8 +26,11 @@ from collections.abc import Callable, Iterator
 
 import ml_collections
 from absl import app, flags
+from ml_collections import config_flags
 
-__all__ = ["USER_ERRORS", "readable_errors", "run"]
+from snnjax import configs
+
+__all__ = ["USER_ERRORS", "define_flags", "readable_errors", "resolve_config_argument", "run"]
 
 flags.DEFINE_bool("debug", False, "Show the full Python traceback of an error instead of its message alone.")
 
@@ -53,9 +60,60 @@ def _clean(message: str) -> str:
     return " ".join(message.split())
 
 
-def _help_text(config_fields: ml_collections.ConfigDict | None) -> str:
-    main = sys.modules["__main__"]
-    lines = [(main.__doc__ or "").strip(), flags.FLAGS.main_module_help(), flags.FLAGS.module_help(__name__)]
+def define_flags(workdir_help: str) -> None:
+    """Defines the flags every command has: ``--workdir`` and ``--config`` (a locked config file).
+
+    Args:
+      workdir_help: what the workdir is to this command.
+    """
+    flags.DEFINE_string("workdir", None, workdir_help)
+    config_flags.DEFINE_config_file(
+        "config",
+        None,
+        "Experiment config: a file (configs/quickstart.py) or a packaged config's name (quickstart).",
+        lock_config=True,
+    )
+    flags.mark_flags_as_required(["config", "workdir"])
+
+
+def resolve_config_argument(value: str) -> str:
+    """Maps ``--config``'s value to a file: a path that exists stays; a packaged config's name does not.
+
+    Args:
+      value: ``PATH[:CONFIG_STRING]`` as ml_collections reads it; ``PATH`` may be ``quickstart``,
+        ``quickstart.py`` or ``configs/quickstart.py`` for a packaged config.
+
+    Returns:
+      The value with ``PATH`` replaced by the packaged config's file where ``PATH`` does not exist and
+      names one; otherwise ``value`` unchanged (a missing file is then reported by the flag parser).
+    """
+    file, colon, config_string = value.partition(":")
+    candidate = pathlib.PurePath(file)
+    if pathlib.Path(file).exists() or str(candidate.parent) not in (".", "configs"):
+        return value
+    if candidate.name.removesuffix(".py") not in configs.names():
+        return value
+    return f"{configs.path(candidate.name)}{colon}{config_string}"
+
+
+def _resolve_config_arguments(argv: list[str]) -> list[str]:
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            argv[i] = "--config=" + resolve_config_argument(arg.removeprefix("--config="))
+        elif arg == "--config" and i + 1 < len(argv):
+            argv[i + 1] = resolve_config_argument(argv[i + 1])
+    return argv
+
+
+def _help_text(config_fields: ml_collections.ConfigDict | None, doc: str | None) -> str:
+    if doc is None:
+        doc = sys.modules["__main__"].__doc__ or ""
+    # The command's own flags (defined here or in its module), then the shared ones, each module once.
+    by_module = flags.FLAGS.flags_by_module_dict()
+    modules = [m for m in by_module if m.startswith("snnjax") or m == sys.argv[0]]
+    lines = [doc.strip(), *(flags.FLAGS.module_help(m) for m in modules)]
+    lines += ["", "Packaged configs (--config NAME):", textwrap.fill(" ".join(configs.names()), 100)]
     if config_fields is not None:
         fields = "  ".join(f"{k}={v!r}" for k, v in config_fields.items())
         lines += [
@@ -66,13 +124,15 @@ def _help_text(config_fields: ml_collections.ConfigDict | None) -> str:
     return "\n".join(lines)
 
 
-def _parser(config_fields: ml_collections.ConfigDict | None) -> Callable[[list[str]], list[str]]:
+def _parser(
+    config_fields: ml_collections.ConfigDict | None, doc: str | None
+) -> Callable[[list[str]], list[str]]:
     def parse(argv: list[str]) -> list[str]:
         if any(arg in HELP_FLAGS for arg in argv[1:]):
-            print(_help_text(config_fields))
+            print(_help_text(config_fields, doc))
             sys.exit(0)
         try:
-            rest = flags.FLAGS(argv)
+            rest = flags.FLAGS(_resolve_config_arguments(argv))
             if "config" in flags.FLAGS and flags.FLAGS.config is not None:
                 flags.FLAGS.config.keys()  # a config file that failed to load raises only when used
         except flags.Error as error:
@@ -87,14 +147,19 @@ def _parser(config_fields: ml_collections.ConfigDict | None) -> Callable[[list[s
     return parse
 
 
-def run(main: Callable[[list[str]], None], config_fields: ml_collections.ConfigDict | None = None) -> None:
+def run(
+    main: Callable[[list[str]], None],
+    config_fields: ml_collections.ConfigDict | None = None,
+    doc: str | None = None,
+) -> None:
     """``absl.app.run(main)`` with this module's help and flag-error handling.
 
     Args:
       main: the entry point's main function.
       config_fields: the default config, listed by ``--help``.
+      doc: the command's description for ``--help`` (default: the ``__main__`` module's docstring).
     """
-    app.run(main, flags_parser=_parser(config_fields))
+    app.run(main, flags_parser=_parser(config_fields, doc))
 
 
 @contextlib.contextmanager

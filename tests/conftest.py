@@ -24,8 +24,8 @@ def trained_tiny(tmp_path_factory):
     Returns ``(workdir, (params, batch_stats))`` of the final state on the host. Tests that change the
     workdir take a private copy through :func:`tiny_workdir`.
     """
-    from configs import ci_tiny
     from snnjax import training
+    from snnjax.configs import ci_tiny
 
     workdir = tmp_path_factory.mktemp("trained_tiny")
     state = training.train_and_evaluate(ci_tiny.get_config(), str(workdir))

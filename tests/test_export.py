@@ -73,8 +73,8 @@ def test_loading_refuses_what_is_not_an_artefact(tmp_path):
 
 
 def test_convert_writes_the_artefact_next_to_the_results(tiny_workdir):
-    from configs import ci_tiny
     from snnjax import evaluation
+    from snnjax.configs import ci_tiny
 
     workdir, _ = tiny_workdir
     config = ci_tiny.get_config()

@@ -452,7 +452,7 @@ def test_reader_matches_torch_save_when_pytorch_is_installed(tmp_path):
 
 @pytest.mark.slow
 def test_convert_py_path_accepts_a_reference_checkpoint(tmp_path, capsys):
-    from configs import ci_tiny
+    from snnjax.configs import ci_tiny
 
     sd = reference_state_dict("resnet20", "qcfs_original", in_channels=1)
     write_torch_zip(tmp_path / "ref.pth", {"net": sd})

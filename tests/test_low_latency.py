@@ -301,8 +301,8 @@ def test_calibration_refuses_other_neurons_and_step_mode(net):
 def test_convert_reports_total_latency_alphabet_and_calibration(
     tiny_workdir, monkeypatch, post, options, alphabet, latency_at_1
 ):
-    from configs import ci_tiny
     from snnjax import calibration as calibration_lib, data, evaluation
+    from snnjax.configs import ci_tiny
 
     workdir, _ = tiny_workdir
     config = ci_tiny.get_config()
@@ -359,8 +359,8 @@ def test_convert_reports_total_latency_alphabet_and_calibration(
     ],
 )
 def test_config_refuses_combinations_that_make_no_sense(overrides, message):
-    from configs import ci_tiny
     from snnjax.config_validation import validate_config
+    from snnjax.configs import ci_tiny
 
     config = ci_tiny.get_config()
     config.update(overrides)

@@ -122,8 +122,8 @@ def test_graphs_not_from_snnjax_are_refused():
 
 
 def test_convert_writes_a_nir_file_that_reads_back(tiny_workdir):
-    from configs import ci_tiny
     from snnjax import evaluation
+    from snnjax.configs import ci_tiny
 
     workdir, _ = tiny_workdir  # ci_tiny trained once per session (conftest)
     config = ci_tiny.get_config()

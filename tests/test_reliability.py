@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import ci_tiny
 from snnjax import checkpoints, data as data_lib, evaluation, training, workdir as workdir_lib
+from snnjax.configs import ci_tiny
 
 ROOT = pathlib.Path(__file__).parents[1]
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from configs import ci_tiny
 from snnjax import data as data_lib, evaluation, streaming, training
+from snnjax.configs import ci_tiny
 
 RNG = np.random.default_rng(0)
 

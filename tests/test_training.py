@@ -9,9 +9,9 @@ import numpy as np
 import optax
 import pytest
 
-from configs import ci_tiny, quickstart
 from snnjax import data as data_lib, evaluation, training
 from snnjax.config_validation import validate_config
+from snnjax.configs import ci_tiny, quickstart
 
 
 def test_epoch_cosine_schedule_is_constant_within_an_epoch():
