@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates .venv (Python >= 3.11) and installs snnjax with its test tools. Safe to re-run.
+# Creates .venv (Python >= 3.11) and installs snnjax with its test and docs tools. Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -12,6 +12,6 @@ fi
 if [ ! -f .venv/.snnjax-installed ] || [ pyproject.toml -nt .venv/.snnjax-installed ]; then
   echo "Installing snnjax and its dependencies into .venv ..."
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,docs]"
   touch .venv/.snnjax-installed
 fi

@@ -10,8 +10,10 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -52,14 +54,14 @@ def _snn_correct_by_step(snn_model, variables, images, labels, mask, num_steps, 
 
 
 def snn_accuracy_by_step(
-    snn_model,
-    snn_variables,
+    snn_model: nn.Module,
+    snn_variables: Mapping[str, Any],
     batches: Iterable,
     num_steps: int,
-    mesh=None,
+    mesh: jax.sharding.Mesh | None = None,
     num_batches: int | None = None,
     windows: Sequence[int] | None = None,
-    dtype=jnp.float32,
+    dtype: jnp.dtype = jnp.float32,
 ) -> dict[str, np.ndarray]:
     """SNN top-1 and top-5 accuracy after every step t = 1..T, from one T-step simulation per batch.
 

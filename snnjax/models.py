@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -133,13 +134,49 @@ class ConvNet(nn.Module):
         return nn.Dense(self.num_classes, name="head")(x)
 
 
-# CIFAR head: 32×32 input leaves a 1×1×512 map, so the first linear is 512→4096; on 224×224 ImageNet
-# input the same class flattens 7·7·512 (flatten order is NHWC).
-VGG16 = functools.partial(ConvNet, layers=VGG16_LAYERS, hidden=(4096, 4096))
-# CPU-sized network for small images (8×8 digits, 28×28 MNIST).
-SmallCNN = functools.partial(ConvNet, layers=(32, 32, POOL, 64, POOL), hidden=(128,))
-# Test-only: a few hundred parameters, for fast unit tests; not a real model.
-TinyCNN = functools.partial(ConvNet, layers=(4, POOL), hidden=(8,))
+# The named models are factories spelled like the classes they build: VGG16(num_classes=10, ...).
+def VGG16(**fields: Any) -> ConvNet:
+    """VGG-16 as the conversion references build it: 13 conv-BN-act layers, 2 hidden dense layers.
+
+    Conv widths ``64, 64, P, 128, 128, P, 256×3, P, 512×3, P, 512×3, P`` (:data:`VGG16_LAYERS`, P = 2×2
+    pooling), then dense 4096 → act → 4096 → act → head. On 32×32 CIFAR input the last map is
+    1×1×512, so the first dense is 512 → 4096; on 224×224 input the same model flattens 7·7·512.
+
+    Args:
+      **fields: the other :class:`ConvNet` fields: ``num_classes`` and ``activation`` (required),
+        ``norm``, ``conv_implementation``, ``pooling``.
+
+    Returns:
+      ``ConvNet(layers=VGG16_LAYERS, hidden=(4096, 4096), **fields)``; it maps ``[..., H, W, C]``
+      images (any leading batch axes, e.g. ``[T, B, ...]`` in the SNN) to ``[..., num_classes]``.
+    """
+    return ConvNet(layers=VGG16_LAYERS, hidden=(4096, 4096), **fields)
+
+
+def SmallCNN(**fields: Any) -> ConvNet:
+    """A CPU-sized ConvNet for small images (8×8 digits, 28×28 MNIST): conv 32, 32, P, 64, P; dense 128.
+
+    Args:
+      **fields: the other :class:`ConvNet` fields: ``num_classes`` and ``activation`` (required),
+        ``norm``, ``conv_implementation``, ``pooling``.
+
+    Returns:
+      ``ConvNet(layers=(32, 32, "P", 64, "P"), hidden=(128,), **fields)``.
+    """
+    return ConvNet(layers=(32, 32, POOL, 64, POOL), hidden=(128,), **fields)
+
+
+def TinyCNN(**fields: Any) -> ConvNet:
+    """Test-only: conv 4, P; dense 8 — a few hundred parameters for fast unit tests, not a real model.
+
+    Args:
+      **fields: the other :class:`ConvNet` fields: ``num_classes`` and ``activation`` (required),
+        ``norm``, ``conv_implementation``, ``pooling``.
+
+    Returns:
+      ``ConvNet(layers=(4, "P"), hidden=(8,), **fields)``.
+    """
+    return ConvNet(layers=(4, POOL), hidden=(8,), **fields)
 
 
 class BasicBlock(nn.Module):
@@ -209,9 +246,43 @@ class ResNet(nn.Module):
         return nn.Dense(self.num_classes, name="head")(x)
 
 
-ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), widths=(64, 128, 256, 512))
-ResNet34 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), widths=(64, 128, 256, 512))
-ResNet20 = functools.partial(ResNet, stage_sizes=(3, 3, 3), widths=(16, 32, 64))
+def ResNet18(**fields: Any) -> ResNet:
+    """ResNet-18, CIFAR style (3×3 stem, no max-pool): 2, 2, 2, 2 basic blocks of 64, 128, 256, 512.
+
+    Args:
+      **fields: the other :class:`ResNet` fields: ``num_classes`` and ``activation`` (required),
+        ``norm``, ``conv_implementation``.
+
+    Returns:
+      ``ResNet(stage_sizes=(2, 2, 2, 2), widths=(64, 128, 256, 512), **fields)``.
+    """
+    return ResNet(stage_sizes=(2, 2, 2, 2), widths=(64, 128, 256, 512), **fields)
+
+
+def ResNet34(**fields: Any) -> ResNet:
+    """ResNet-34, CIFAR style (3×3 stem, no max-pool): 3, 4, 6, 3 basic blocks of 64, 128, 256, 512.
+
+    Args:
+      **fields: the other :class:`ResNet` fields: ``num_classes`` and ``activation`` (required),
+        ``norm``, ``conv_implementation``.
+
+    Returns:
+      ``ResNet(stage_sizes=(3, 4, 6, 3), widths=(64, 128, 256, 512), **fields)``.
+    """
+    return ResNet(stage_sizes=(3, 4, 6, 3), widths=(64, 128, 256, 512), **fields)
+
+
+def ResNet20(**fields: Any) -> ResNet:
+    """ResNet-20 (He et al. 2016, CIFAR): 3 stages of 3 basic blocks with 16, 32, 64 channels.
+
+    Args:
+      **fields: the other :class:`ResNet` fields: ``num_classes`` and ``activation`` (required),
+        ``norm``, ``conv_implementation``.
+
+    Returns:
+      ``ResNet(stage_sizes=(3, 3, 3), widths=(16, 32, 64), **fields)``.
+    """
+    return ResNet(stage_sizes=(3, 3, 3), widths=(16, 32, 64), **fields)
 
 
 MODELS = {

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 import jax
@@ -32,6 +32,9 @@ from snnjax.activations import qcfs
 from snnjax.layers import Conv, ThresholdActivation
 from snnjax.simulation import inference_kwargs, swapping_interceptor
 from snnjax.structure import POOLS, linear_chain, trace_structure
+
+if TYPE_CHECKING:  # nir is an optional dependency, imported where it is used
+    import nir
 
 __all__ = ["NIRChain", "from_nir", "to_nir"]
 
@@ -64,14 +67,14 @@ def _describe(model) -> dict[str, Any]:
 
 
 def to_nir(
-    snn_model,
+    snn_model: nn.Module,
     snn_variables: Mapping[str, Any],
     image_shape: tuple[int, int, int],
     *,
     v0: float,
     fold_thresholds: bool = False,
     lossy: bool = False,
-):
+) -> nir.NIRGraph:
     """Writes a converted SNN as a ``nir.NIRGraph``.
 
     Args:
@@ -248,7 +251,7 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def from_nir(graph):
+def from_nir(graph: nir.NIRGraph) -> tuple[nn.Module, dict[str, Any], float]:
     """Rebuilds the snnjax SNN of a graph written by :func:`to_nir`.
 
     Args:

@@ -189,7 +189,7 @@ def spiking_layer_report(
     report_steps: Sequence[int],
     v0: float,
     windowed: bool = False,
-    mesh=None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> dict[str, Any]:
     """Layer-wise ANN-vs-SNN error and firing statistics over a few test batches.
 
@@ -303,7 +303,7 @@ def method_spikes_per_image(
     snn_variables: Mapping[str, Any],
     batches: Iterable,
     num_steps: int,
-    mesh=None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> dict[str, float]:
     """Spikes per image of each spiking layer over every step simulated for a readout of ``num_steps``.
 

@@ -194,7 +194,7 @@ def make_train_step(
 _jit_eval_step = jax.jit(eval_step)
 
 
-def evaluate(state: TrainState, batches: Iterable, mesh) -> dict[str, float]:
+def evaluate(state: TrainState, batches: Iterable, mesh: jax.sharding.Mesh) -> dict[str, float]:
     """Top-1/top-5 accuracy and mean loss of the ANN over ``batches`` (inference-mode BatchNorm).
 
     Args:

@@ -81,3 +81,11 @@ def test_ann_and_snn_share_one_variable_tree():
 def test_batchnorm_uses_pytorch_defaults():
     bn = snnjax.BatchNorm()
     assert (bn.momentum, bn.epsilon) == (0.9, 1e-5)
+
+
+@pytest.mark.parametrize("name", ["VGG16", "SmallCNN", "TinyCNN", "ResNet18", "ResNet20", "ResNet34"])
+def test_model_factories_have_their_own_docstrings(name):
+    import inspect
+
+    doc = inspect.getdoc(getattr(snnjax, name))
+    assert "partial(func" not in doc and "**fields" in doc and "Returns:" in doc

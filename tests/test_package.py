@@ -1,4 +1,4 @@
-"""snnjax installed as a user installs it: a non-editable wheel, used from a directory outside the checkout."""
+"""snnjax installed as a user installs it: a non-editable wheel, used from a folder outside the checkout."""
 
 import json
 import pathlib
