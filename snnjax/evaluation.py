@@ -29,6 +29,7 @@ from snnjax import (
     interop,
     low_latency,
     methods,
+    metrics_writer,
     parallel,
     reports,
     summaries,
@@ -85,6 +86,7 @@ def snn_accuracy_by_step(
     snn_variables = parallel.replicate(mesh, jax.tree.map(lambda x: x.astype(dtype), snn_variables))
     simulations = [num_steps] if windows is None else sorted(set(windows))
     top1, top5, count = np.zeros(num_steps), np.zeros(num_steps), 0
+    progress = summaries.ProgressLog(f"SNN T={num_steps}", num_batches)
     for batch in tqdm(batches, total=num_batches, desc=f"SNN T={num_steps}", leave=False, disable=None):
         sharded = parallel.shard_batch(mesh, *batch)
         for steps in simulations:
@@ -96,6 +98,8 @@ def snn_accuracy_by_step(
                 top1[steps - 1] += float(correct1[-1])
                 top5[steps - 1] += float(correct5[-1])
         count += int(np.sum(batch[2]))
+        progress.update(int(np.sum(batch[2])))
+    progress.close()
     if windows is not None:
         unsimulated = np.ones(num_steps, bool)
         unsimulated[np.asarray(simulations) - 1] = False
@@ -406,6 +410,8 @@ def _convert_and_evaluate(
             f"{layer_report['spikes_per_image']:.0f}), energy {method_energy['snn_energy_uj']:.3f} µJ/image "
             f"(plain IF {energy['snn_energy_uj']:.3f}, ANN {energy['ann_energy_uj']:.3f})"
         )
+        comparison = summaries.energy_comparison(method_energy["snn_energy_uj"], energy["ann_energy_uj"])
+        print(f"{post.name}: {comparison}")
     if windowed:
         print(
             f"latency: {neuron} separates the layers in time; an output needs ({num_spiking} spiking "
@@ -458,6 +464,18 @@ def _convert_and_evaluate(
             json.dump(result, f, indent=2)
 
     workdir_lib.atomic_write(result_path, write_json)
+    run = f"snn_{config.method}_{config.post_conversion}_{run_neuron}_{config.snn_mode}_{config.snn_dtype}"
+    wrote_curves = metrics_writer.write_curves(
+        os.path.join(workdir, "tensorboard", run),
+        {
+            "snn/top1_accuracy_vs_t": {int(t): a for t, a in result["snn_accuracy"].items()},
+            "snn/top5_accuracy_vs_t": {int(t): a for t, a in result["snn_top5_accuracy"].items()},
+            "snn/ann_top1_accuracy": {int(t): result["ann_accuracy"] for t in result["snn_accuracy"]},
+            "snn/top1_accuracy_vs_total_latency": {
+                latency[int(t)]: a for t, a in result["snn_accuracy"].items()
+            },
+        },
+    )
     title = f"{config.dataset} / {config.model} / {config.method} ({run_neuron})"
     workdir_lib.atomic_write(
         os.path.join(workdir, "snn_accuracy.png"),
@@ -467,13 +485,18 @@ def _convert_and_evaluate(
             snn,
             f"{title}, {dataset.num_test} test images",
             latency if any(latency[t] != t for t in latency) else None,
+            levels=levels,
+            num_test=dataset.num_test,
         ),
     )
     workdir_lib.atomic_write(
         os.path.join(workdir, "snn_layers.png"),
         lambda path: summaries.plot_layers(path, layer_report, f"{title}, {layer_report['images']} images"),
     )
-    print(f"Wrote {os.path.join(workdir, 'snn_eval.json')}, snn_accuracy.png and snn_layers.png")
+    print(
+        f"Wrote {os.path.join(workdir, 'snn_eval.json')}, snn_accuracy.png and snn_layers.png"
+        + (f"; TensorBoard: the accuracy-vs-t curve in tensorboard/{run}" if wrote_curves else "")
+    )
     if config.export_nir:
         _export_nir(snn_model("layer"), snn_variables, dataset.image_shape, v0, workdir)
     if config.export is not None:

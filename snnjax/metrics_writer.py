@@ -1,13 +1,15 @@
-"""Where training metrics go: the console, ``workdir/metrics.jsonl`` and TensorBoard event files."""
+"""Where metrics go: ``workdir/metrics.jsonl`` and TensorBoard event files (training and conversion)."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+from collections.abc import Mapping
 
 from snnjax.workdir import atomic_write
 
-__all__ = ["MetricsWriter"]
+__all__ = ["MetricsWriter", "write_curves"]
 
 
 def _step_of(line: str) -> int | None:
@@ -74,3 +76,33 @@ class MetricsWriter:
         """Flushes and closes the event file."""
         if self._tensorboard is not None:
             self._tensorboard.close()
+
+
+def write_curves(directory: str, curves: Mapping[str, Mapping[int, float]]) -> bool:
+    """Writes curves as TensorBoard scalars (x = the integer key) into one run folder, replacing it.
+
+    Conversion uses it for the SNN's accuracy after every t, so TensorBoard shows the curve next to
+    the training run. The folder's previous event files (an earlier conversion with the same
+    settings) are removed: they are derived from ``snn_eval.json``, which is replaced too.
+
+    Args:
+      directory: the run folder, e.g. ``workdir/tensorboard/snn_if_layer_float32``.
+      curves: ``{tag: {x: value}}``.
+
+    Returns:
+      False (and writes nothing) when tensorboardX is not installed.
+    """
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        return False
+    for old in glob.glob(os.path.join(directory, "events.out.tfevents.*")):
+        os.remove(old)
+    writer = SummaryWriter(directory)
+    try:
+        for tag, values in curves.items():
+            for x, value in sorted(values.items()):
+                writer.add_scalar(tag, value, int(x))
+    finally:
+        writer.close()
+    return True

@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+from flax import traverse_util
 from flax.training import train_state
 
 from snnjax import (
@@ -24,6 +25,7 @@ from snnjax import (
     workdir as workdir_lib,
 )
 from snnjax.config_validation import validate_config
+from snnjax.layers import threshold_from_param
 from snnjax.metrics_writer import MetricsWriter
 from snnjax.models import create_model
 
@@ -35,6 +37,7 @@ __all__ = [
     "eval_step",
     "evaluate",
     "inference_state",
+    "layer_thresholds",
     "sgd_coupled_weight_decay",
     "top_k_correct",
     "train_and_evaluate",
@@ -214,6 +217,25 @@ def evaluate(state: TrainState, batches: Iterable, mesh: jax.sharding.Mesh) -> d
     }
 
 
+def layer_thresholds(params: Any, parameterization: str) -> dict[str, float]:
+    """λ of every threshold activation layer, for logging (a per-channel λ gives its mean).
+
+    Args:
+      params: the model's ``params`` tree (on any device).
+      parameterization: how λ is stored (``config.threshold_parameterization``).
+
+    Returns:
+      ``{"threshold/<module path>": λ}``, e.g. ``{"threshold/act0": 2.31, "threshold/fc_act0": 4.02}``;
+      empty for a model without trainable thresholds (plain ReLU).
+    """
+    flat = traverse_util.flatten_dict(params, sep="/")
+    stored = jax.device_get({k: v for k, v in flat.items() if k.endswith("/threshold")})
+    return {
+        f"threshold/{k.removesuffix('/threshold')}": float(np.mean(threshold_from_param(v, parameterization)))
+        for k, v in stored.items()
+    }
+
+
 def build_model_and_optimizer(
     config: ml_collections.ConfigDict, num_classes: int, steps_per_epoch: int
 ) -> tuple[nn.Module, optax.GradientTransformation, optax.Schedule]:
@@ -315,7 +337,7 @@ def train_and_evaluate(
 
 def _train(config, workdir, mesh, dataset, steps_per_epoch, latest, best) -> TrainState:
     """The body of :func:`train_and_evaluate` once everything is checked and the managers are open."""
-    model, tx, _ = build_model_and_optimizer(config, dataset.num_classes, steps_per_epoch)
+    model, tx, schedule = build_model_and_optimizer(config, dataset.num_classes, steps_per_epoch)
     _, mean, std = data_lib.NORMALIZATION[dataset.name]
     step_fn = make_train_step(augment_lib.from_config(config, mean, std), config.seed)
     template = abstract_train_state(config, dataset, steps_per_epoch)
@@ -386,7 +408,12 @@ def _train(config, workdir, mesh, dataset, steps_per_epoch, latest, best) -> Tra
                 now = time.perf_counter()
                 speed = len(window) * config.batch_size / (now - window_start)
                 eta = (now - start_time) / (step - resume_step) * (total_steps - step)
-                writer.write(step, {f"train_{k}": v for k, v in train.items()} | {"images_per_second": speed})
+                writer.write(
+                    step,
+                    {f"train_{k}": v for k, v in train.items()}
+                    | {"images_per_second": speed, "learning_rate": float(schedule(step - 1))}
+                    | layer_thresholds(state.params, config.threshold_parameterization),
+                )
                 if index < steps_per_epoch:
                     print(
                         f"  step {step:7d}/{total_steps} loss {train['loss']:.4f} "

@@ -1,6 +1,7 @@
 """Shared test fixtures: tiny models with non-trivial BatchNorm statistics and thresholds."""
 
 import functools
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -59,3 +60,22 @@ def conv_nchw(x, w, stride, pad, bias=None):
     )  # [n, c, k·k, ho, wo]
     y = np.einsum("nckhw,ock->nohw", cols, w.reshape(o, c, k * k), optimize=True)
     return y if bias is None else y + bias[None, :, None, None]
+
+
+def read_tensorboard_scalars(directory):
+    """``{tag: {step: value}}`` of the TensorBoard event files in ``directory`` (TFRecord read here)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    scalars = {}
+    for path in sorted(pathlib.Path(directory).glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
+            offset += 12 + length + 4  # length, its crc, the record, its crc
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+    return scalars

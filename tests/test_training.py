@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import read_tensorboard_scalars
 
-from snnjax import data as data_lib, evaluation, training
+from snnjax import data as data_lib, evaluation, summaries, training
 from snnjax.config_validation import validate_config
 from snnjax.configs import ci_tiny, quickstart
 
@@ -91,7 +92,8 @@ def test_convert_without_checkpoint_fails_clearly(tmp_path):
 
 
 @pytest.mark.parametrize("method, snn_mode", [("qcfs", "layer"), ("relu", "step")])
-def test_end_to_end_train_convert_writes_valid_report(tmp_path, method, snn_mode, capsys):
+def test_end_to_end_train_convert_writes_valid_report(tmp_path, method, snn_mode, capsys, monkeypatch):
+    monkeypatch.setattr(summaries, "PROGRESS_EVERY_S", 0.0)  # a progress line per batch
     config = ci_tiny.get_config()
     config.method = method
     config.snn_mode = snn_mode
@@ -122,6 +124,16 @@ def test_end_to_end_train_convert_writes_valid_report(tmp_path, method, snn_mode
     assert (tmp_path / "snn_accuracy.png").stat().st_size > 1000
     out = capsys.readouterr().out
     assert "SNN T=8" in out and "ANN" in out
+    # Progress lines reach a log (captured stdout is no terminal): 360 images in batches of 64.
+    assert re.search(r"SNN T=8: 3/6 batches, 192 images, [\d.]+ img/s, ETA \d+ s", out)
+    assert re.search(r"SNN T=8: 6 batches, 360 images in [\d.]+ s \([\d.]+ img/s\)", out)
+    assert re.search(r"The SNN's estimated energy is (HIGHER than|lower than|about equal to) the ANN's", out)
+    # TensorBoard holds the accuracy-vs-t curve of this conversion.
+    (run,) = (tmp_path / "tensorboard").glob("snn_*")
+    curves = read_tensorboard_scalars(run)
+    expected = {int(t): a for t, a in written["snn_accuracy"].items()}
+    assert curves["snn/top1_accuracy_vs_t"] == pytest.approx(expected)
+    assert curves["snn/ann_top1_accuracy"] == pytest.approx(dict.fromkeys(expected, written["ann_accuracy"]))
 
     # Training again in the same workdir resumes from the final checkpoint: no extra steps.
     resumed = training.train_and_evaluate(config, workdir)
@@ -185,7 +197,17 @@ def test_best_checkpoint_summaries_and_metrics(tmp_path):
     assert sum("train_loss" in r for r in records) == 3 * 5  # steps 10, 20, 30, 40, 44 of each epoch
     best_step = max(tests, key=lambda r: r["test_accuracy"])["step"]
     assert [p.name for p in (tmp_path / "best").iterdir() if p.name.isdigit()] == [str(best_step)]
-    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    # TensorBoard: the learning rate of the last step of each logged window, and λ of every layer.
+    scalars = read_tensorboard_scalars(tmp_path / "tensorboard")
+    schedule = training.epoch_cosine_schedule(config.learning_rate, config.num_epochs, 44)
+    logged = [r["step"] for r in records if "train_loss" in r]
+    assert scalars["learning_rate"] == pytest.approx({s: float(schedule(s - 1)) for s in logged})
+    assert scalars["learning_rate"][44] == pytest.approx(0.1) and scalars["learning_rate"][132] < 0.1
+    final = training.train_and_evaluate(config, str(tmp_path))  # already trained: restores the last state
+    thresholds = {k: v for k, v in scalars.items() if k.startswith("threshold/")}
+    assert sorted(thresholds) == ["threshold/act0", "threshold/fc_act0"]
+    assert thresholds["threshold/act0"][132] == pytest.approx(float(final.params["act0"]["threshold"]))
+    assert thresholds["threshold/act0"][10] != thresholds["threshold/act0"][132]  # λ is trained
 
 
 def test_non_finite_loss_stops_with_the_step_named(tmp_path):
