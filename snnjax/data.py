@@ -14,7 +14,7 @@ Sources, by ``config.dataset`` and ``config.data_dir``:
   Tiny-ImageNet after moving its val images into class folders).
 * ``imagenet2012`` is streamed (:mod:`snnjax.streaming`): from ``data_dir/train/<class>/`` and
   ``data_dir/val/<class>/`` image folders, or from tensorflow-datasets' ``data_source``.
-* Without ``data_dir``: tensorflow-datasets (``pip install 'snnjax[tfds]' tensorflow``), which
+* Without ``data_dir``: tensorflow-datasets (``pip install 'snnjax[tfds]'``, no TensorFlow needed), which
   downloads and prepares the dataset on first use.
 
 Images are normalized with per-dataset constants (those of the reference code for CIFAR).
@@ -418,13 +418,19 @@ def _load_tfds(name: str) -> Dataset:
     except ImportError:
         raise ValueError(
             f"config.data_dir is unset, so {name!r} would come from tensorflow-datasets, which is not "
-            "installed: `pip install 'snnjax[tfds]' tensorflow` (downloads on first use), or set "
-            "config.data_dir to a folder with the dataset's files."
+            "installed: `pip install 'snnjax[tfds]'` (downloads on first use), or set config.data_dir to "
+            "a folder with the dataset's files."
         ) from None
     arrays = []
     for split in ("train", "test"):
-        images, labels = tfds.as_numpy(tfds.load(name, split=split, batch_size=-1, as_supervised=True))
-        arrays += [images, labels]
+        # data_source downloads and prepares the dataset (ArrayRecord files) on first use and reads it
+        # without TensorFlow; the streamed datasets read the same way (snnjax.streaming.TfdsSource).
+        source = tfds.data_source(name, split=split)
+        records = [source[i] for i in range(len(source))]
+        arrays += [
+            np.stack([np.asarray(r["image"], np.uint8) for r in records]),
+            np.asarray([int(r["label"]) for r in records]),
+        ]
     return _from_uint8(name, *arrays)
 
 
