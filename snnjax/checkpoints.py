@@ -68,7 +68,12 @@ def checkpoint_manager(workdir: str, kind: str = "latest", read_only: bool = Fal
     directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_KINDS[kind])
     # Orbax's own read_only option logs three warnings; a manager that is never asked to save
     # writes nothing, so read-only here means: no folder created, no temporary folder removed.
-    common = {"create": not read_only, "cleanup_tmp_directories": not read_only}
+    common = {
+        "create": not read_only,
+        "cleanup_tmp_directories": not read_only,
+        # Both managers save the same step; with several processes their barriers need distinct names.
+        "multiprocessing_options": ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=kind),
+    }
     if kind == "best":
         options = ocp.CheckpointManagerOptions(
             max_to_keep=1, best_fn=lambda m: m["test_accuracy"], best_mode="max", **common

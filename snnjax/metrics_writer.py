@@ -28,7 +28,7 @@ class MetricsWriter:
     JSON lines are still written. Values must already be on the host (Python floats).
     """
 
-    def __init__(self, workdir: str, resume_step: int = 0):
+    def __init__(self, workdir: str, resume_step: int = 0, active: bool = True):
         """Opens the writers.
 
         Args:
@@ -36,7 +36,13 @@ class MetricsWriter:
           resume_step: the step training continues from. Records of later steps (written after the
             last checkpoint by a run that was then interrupted) are dropped, since training writes
             them again, so ``metrics.jsonl`` never holds a step twice; so is a last line cut short.
+          active: False makes every call a no-op (the processes other than 0 of a multi-process run,
+            which share the workdir).
         """
+        self._active = active
+        self._tensorboard = None
+        if not active:
+            return
         self._jsonl = os.path.join(workdir, "metrics.jsonl")
         self._drop_after(resume_step)
         try:
@@ -66,6 +72,8 @@ class MetricsWriter:
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
         """Records ``scalars`` at ``step``."""
+        if not self._active:
+            return
         with open(self._jsonl, "a") as f:
             f.write(json.dumps({"step": step, **scalars}) + "\n")
         if self._tensorboard is not None:

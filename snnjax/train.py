@@ -23,7 +23,12 @@ def _main(argv: list[str]) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)
     if flags.FLAGS.distributed:
-        jax.distributed.initialize()  # coordinator/process ids from the cluster environment
+        # Unset values are detected from the cluster environment (SLURM, Open MPI, Cloud TPU, ...).
+        jax.distributed.initialize(
+            coordinator_address=flags.FLAGS.coordinator_address,
+            num_processes=flags.FLAGS.num_processes,
+            process_id=flags.FLAGS.process_id,
+        )
     with cli.readable_errors():
         training.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
 
@@ -32,6 +37,13 @@ def main() -> None:
     """``snnjax-train``: parses ``sys.argv``, then :func:`snnjax.training.train_and_evaluate`."""
     cli.define_flags("Folder for checkpoints and metrics (resumed if it has any).")
     flags.DEFINE_bool("distributed", False, "Multi-process: call jax.distributed.initialize() first.")
+    flags.DEFINE_string(
+        "coordinator_address", None, "With --distributed: host:port of process 0 (default: from the cluster)."
+    )
+    flags.DEFINE_integer(
+        "num_processes", None, "With --distributed: the number of processes (default: cluster)."
+    )
+    flags.DEFINE_integer("process_id", None, "With --distributed: this process's id, 0..num_processes-1.")
     cli.run(_main, default.get_config(), doc=__doc__)
 
 

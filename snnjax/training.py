@@ -353,7 +353,9 @@ def _train(config, workdir, mesh, dataset, steps_per_epoch, latest, best) -> Tra
         state = parallel.replicate(mesh, state)
     else:
         print(f"Resuming from {workdir} at step {resume_step}.")
-    if restored_step is None or workdir_lib.read_recorded_config(workdir) is None:
+    if jax.process_index() == 0 and (
+        restored_step is None or workdir_lib.read_recorded_config(workdir) is None
+    ):
         workdir_lib.record_config(config, workdir)  # a fresh run, or a workdir from before records
     start_epoch = resume_step // steps_per_epoch
     print(
@@ -362,7 +364,9 @@ def _train(config, workdir, mesh, dataset, steps_per_epoch, latest, best) -> Tra
         f"{config.num_epochs} epochs × {steps_per_epoch} steps of {config.batch_size}, "
         f"{mesh.size} {jax.default_backend()} device(s)."
     )
-    writer = MetricsWriter(workdir, resume_step=resume_step)
+    # With several processes (one workdir), process 0 writes the host-side files; Orbax coordinates
+    # the checkpoints itself.
+    writer = MetricsWriter(workdir, resume_step=resume_step, active=jax.process_index() == 0)
     total_steps = config.num_epochs * steps_per_epoch
     start_time = time.perf_counter()
     epoch_sums: dict[str, float] = {}
