@@ -20,7 +20,7 @@ __all__ = ["main"]
 
 def _main(argv: list[str]) -> None:
     del argv
-    logging.set_verbosity(logging.WARNING)
+    logging.set_verbosity(logging.WARNING)  # absl.app logs INFO by default (JAX backend probes, ...)
     with cli.readable_errors():
         evaluation.convert_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
 

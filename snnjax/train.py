@@ -21,7 +21,7 @@ __all__ = ["main"]
 
 def _main(argv: list[str]) -> None:
     del argv
-    logging.set_verbosity(logging.WARNING)
+    logging.set_verbosity(logging.WARNING)  # absl.app logs INFO by default (JAX backend probes, ...)
     if flags.FLAGS.distributed:
         # Unset values are detected from the cluster environment (SLURM, Open MPI, Cloud TPU, ...).
         jax.distributed.initialize(
