@@ -228,21 +228,23 @@ CONV_IMPLEMENTATIONS = {"im2col": conv_im2col, "xla": conv_xla, "hybrid": conv_h
 def auto_conv_implementation(spatial_size: int) -> str:
     """The fastest convolution for this backend and a map of ``spatial_size = H·W`` input pixels.
 
-    On CPU: im2col on maps of 4×4 and below (where every XLA convolution was slow), ``hybrid`` above
-    (XLA's forward/input gradient, im2col's weight gradient), as measured by
-    ``python -m benchmarks.train_throughput`` (``benchmarks/results/``). GPUs/TPUs: XLA throughout.
+    On CPU: im2col on maps of 4×4 and below (where XLA's convolutions fall back to slow generic
+    kernels), XLA above (its convolutions, their input and weight gradients go to YNNPACK; the
+    ``hybrid`` im2col weight gradient that used to win is now 1.6× slower on a ResNet-20 train step), as
+    measured by ``python -m benchmarks.train_throughput`` (``benchmarks/results/``). GPUs/TPUs: XLA
+    throughout.
     """
     if jax.default_backend() != "cpu":
         return "xla"
-    return "im2col" if spatial_size <= 16 else "hybrid"
+    return "im2col" if spatial_size <= 16 else "xla"
 
 
 class Conv(nn.Module):
     """A 2-D convolution with ``nn.Conv``'s variables (``kernel`` HWIO, ``bias``) and a choice of kernel.
 
     ``implementation="auto"`` picks by backend and map size (:func:`auto_conv_implementation`): on CPU
-    full im2col on maps up to 4×4 and ``"hybrid"`` (XLA forward, im2col weight gradient) above; XLA's
-    convolution on GPU/TPU. Accepts any number of leading batch axes.
+    full im2col on maps up to 4×4 and XLA's convolution above; XLA's convolution on GPU/TPU. Accepts any
+    number of leading batch axes.
 
     Attributes:
       features: output channels.

@@ -239,9 +239,14 @@ class ResNet(nn.Module):
         for stage, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.widths, strict=True)):
             for block in range(num_blocks):
                 strides = 2 if stage > 0 and block == 0 else 1
-                x = BasicBlock(width, strides, self.activation, self.norm, name=f"stage{stage}_block{block}")(
-                    x, train
-                )
+                x = BasicBlock(
+                    width,
+                    strides,
+                    self.activation,
+                    self.norm,
+                    conv_implementation=self.conv_implementation,
+                    name=f"stage{stage}_block{block}",
+                )(x, train)
         x = jnp.mean(x, axis=(-3, -2))
         return nn.Dense(self.num_classes, name="head")(x)
 

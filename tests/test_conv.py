@@ -1,12 +1,18 @@
 """The im2col convolution equals XLA's convolution in value and gradient, with nn.Conv's variables."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import snnjax
+from snnjax import activations
 from snnjax.layers import Conv, conv_hybrid, conv_im2col, conv_xla
+
+RELU = functools.partial(snnjax.Activation, fn=activations.relu)
 
 
 @pytest.mark.parametrize(
@@ -54,3 +60,21 @@ def test_conv_module_has_nn_conv_variables_and_leading_axes():
 def test_unknown_implementation_is_rejected():
     with pytest.raises(ValueError, match="allowed: auto, im2col, xla, hybrid"):
         Conv(4, implementation="winograd").init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))
+
+
+@pytest.mark.parametrize("name", ["resnet20", "vgg16"])
+def test_every_convolution_of_a_model_uses_the_chosen_implementation(name):
+    # Regression: ResNet's blocks were built without the model's conv_implementation, so only the stem
+    # honoured it (and benchmarks of "xla" vs "im2col" ResNets timed the same network).
+    seen = []
+
+    def record(next_fun, args, kwargs, context):
+        if isinstance(context.module, Conv) and context.method_name == "__call__":
+            seen.append(context.module.implementation)
+        return next_fun(*args, **kwargs)
+
+    model = snnjax.create_model(name, 10, RELU, conv_implementation="im2col")
+    with nn.intercept_methods(record):
+        jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    assert len(seen) == {"resnet20": 21, "vgg16": 13}[name]
+    assert set(seen) == {"im2col"}
