@@ -69,6 +69,12 @@ SIMULATION_MODES = ("layer", "step")
 ALL_NEURONS = {**NEURONS, **LOW_LATENCY_NEURONS}
 # Per-layer corrections that snnjax.calibration writes into the "calibration" variable collection.
 CALIBRATION = "calibration"
+# Step mode's time scan is unrolled by this many steps. On the 2-core CPU two unrolled timesteps let
+# XLA's executor run layer l of step t + 1 beside layer l + 1 of step t (its ops are too small to
+# fill both cores alone): ResNet-20, T = 32, batch 64, 1436 → 1230 ms, identical outputs; VGG-16 at
+# batch 16 (conv-bound) ±3 %; unrolling 4 was slower than 2 (benchmarks/results/README.md).
+# Accelerators: not measured, left rolled.
+STEP_UNROLL = {"cpu": 2, "default": 1}
 SIMULATION_DTYPES = ("float32", "bfloat16")  # dtypes convert.py simulates in (config.snn_dtype)
 MATMUL_PRECISIONS = ("default", "high", "highest")  # jax.default_matmul_precision values
 
@@ -316,7 +322,8 @@ class SpikingNetwork:
         def step(carry, t):
             return self._one_step(variables, carry, step_input(t), args, kwargs)
 
-        _, later = jax.lax.scan(step, membranes, jnp.arange(1, num_steps))
+        unroll = STEP_UNROLL.get(jax.default_backend(), STEP_UNROLL["default"])
+        _, later = jax.lax.scan(step, membranes, jnp.arange(1, num_steps), unroll=unroll)
         return jax.tree.map(lambda a, b: jnp.concatenate([a[None], b], axis=0), first, later)
 
     def apply(self, variables: Variables, inputs: jax.Array, *args: Any, **kwargs: Any) -> Any:

@@ -10,7 +10,7 @@ import pytest
 from helpers import QCFS4, init, randomize_variables, tiny_resnet
 
 import snnjax
-from snnjax import activations
+from snnjax import activations, simulation
 
 IMAGE_SHAPE = (8, 8, 3)
 RELU = functools.partial(snnjax.Activation, fn=activations.relu)
@@ -201,6 +201,25 @@ def test_step_mode_equals_layer_mode(build, fold_bn, per_channel, v0):
     # difference of ~1 ulp, while one differing spike would move a logit by θ·|w| >> 1e-6).
     np.testing.assert_allclose(step, layer, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(run("step", 1), layer[:1], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("num_steps", [1, 2, 9])
+def test_unrolled_step_mode_is_identical_to_the_rolled_scan(num_steps, monkeypatch):
+    # STEP_UNROLL only changes how XLA schedules the time loop; T = 9 leaves a remainder step.
+    model = tiny_resnet(activation=QCFS4)
+    variables = snnjax.ann_to_snn_variables(
+        randomize_variables(init(model, IMAGE_SHAPE), seed=6, threshold=0.6)
+    )
+    snn = snnjax.spiking_model(model, mode="step")
+    outputs = {}
+    for unroll in (1, 2, 4):
+        monkeypatch.setitem(simulation.STEP_UNROLL, "cpu", unroll)
+        outputs[unroll] = jax.jit(lambda v, x: snnjax.spiking_apply(snn, v, x, num_steps))(
+            variables, images()
+        )
+    assert num_steps == 1 or np.ptp(np.asarray(outputs[1]), axis=0).max() > 0.1
+    np.testing.assert_array_equal(outputs[2], outputs[1])
+    np.testing.assert_array_equal(outputs[4], outputs[1])
 
 
 def test_unknown_simulation_mode_rejected():
