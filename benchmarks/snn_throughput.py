@@ -33,7 +33,7 @@ RELU = functools.partial(snnjax.Activation, fn=activations.relu)
 QCFS = functools.partial(snnjax.ThresholdActivation, fn=functools.partial(activations.qcfs, levels=4))
 
 
-def _timed(fn, *args, repeats: int) -> tuple[float, float, int]:
+def timed(fn, *args, repeats: int) -> tuple[float, float, int]:
     """(median seconds per call, compile seconds, temp bytes) of a jitted ``fn``."""
     start = time.perf_counter()
     compiled = jax.jit(fn).lower(*args).compile()
@@ -49,7 +49,8 @@ def _timed(fn, *args, repeats: int) -> tuple[float, float, int]:
     return statistics.median(times), compile_seconds, temp_bytes
 
 
-def _without_thresholds(variables):
+def without_thresholds(variables):
+    """``variables`` without the activation thresholds (the ReLU limit network's tree)."""
     flat = traverse_util.flatten_dict(variables)
     return traverse_util.unflatten_dict({k: v for k, v in flat.items() if k[-1] != "threshold"})
 
@@ -66,7 +67,7 @@ def measure(model_name: str, num_steps: int, batch: int, mode: str, dtype: str, 
     snn = conversion.spiking_model(ann, mode=mode)
     snn_variables = cast(conversion.ann_to_snn_variables(variables))
     limit_model = snnjax.create_model(model_name, 10, RELU)
-    limit_variables = cast(_without_thresholds(variables))
+    limit_variables = cast(without_thresholds(variables))
     images = jax.random.normal(jax.random.key(1), (batch, 32, 32, 3)).astype(dtype)
     stacked = jnp.broadcast_to(images, (num_steps, *images.shape)).reshape(-1, 32, 32, 3)
 
@@ -76,8 +77,8 @@ def measure(model_name: str, num_steps: int, batch: int, mode: str, dtype: str, 
     def limit_logits(v, x):
         return limit_model.apply(v, x)
 
-    snn_seconds, compile_seconds, snn_temp = _timed(snn_logits, snn_variables, images, repeats=repeats)
-    limit_seconds, _, limit_temp = _timed(limit_logits, limit_variables, stacked, repeats=repeats)
+    snn_seconds, compile_seconds, snn_temp = timed(snn_logits, snn_variables, images, repeats=repeats)
+    limit_seconds, _, limit_temp = timed(limit_logits, limit_variables, stacked, repeats=repeats)
     # 2 FLOPs per MAC of the conv/dense layers (XLA's cost analysis misses cuDNN convolutions on GPU).
     macs = sum(layer["macs"] for layer in reports.linear_layer_costs(ann, variables, (32, 32, 3)))
     flops = 2.0 * macs * num_steps * batch

@@ -1,0 +1,47 @@
+"""The side-by-side benchmark says what keeps the reference from running, and runs snnjax's side anyway."""
+
+import importlib.util
+import json
+
+from benchmarks import vs_reference
+
+
+def test_missing_reference_names_each_missing_piece(tmp_path, monkeypatch):
+    dirs = {repo: str(tmp_path / repo) for repo in vs_reference.REFERENCE_DIRS}
+    (tmp_path / "SNN_conversion_QCFS").mkdir()
+    (tmp_path / "SNN_conversion_QCFS" / "modules.py").write_text("")
+    problems = vs_reference.missing_reference(dirs)
+    torch_missing = importlib.util.find_spec("torch") is None
+    assert len(problems) == 2 + torch_missing
+    text = "\n".join(problems)
+    assert f"no ANN_SNN_QCFS checkout at {tmp_path / 'ANN_SNN_QCFS'}" in text
+    assert "missing utils.py, spikingjelly/clock_driven/neuron.py" in text  # modules.py is there
+    assert text.count("bash benchmarks/get_reference.sh") == 2
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real_find_spec(name, *a)
+    )
+    problems = vs_reference.missing_reference(dirs)
+    assert len(problems) == 3 and "PyTorch is not installed: `pip install torch==2.13.0`" in problems[0]
+
+
+def test_without_the_reference_snnjax_side_runs_and_says_so(tmp_path, capsys):
+    rows = vs_reference.main(
+        [
+            "--eval=resnet20:2",
+            "--steps=2",
+            "--train=",
+            "--repeats=1",
+            "--name=t",
+            f"--results_dir={tmp_path}",
+            f"--ann_snn_qcfs={tmp_path / 'none'}",
+            f"--snn_conversion_qcfs={tmp_path / 'none'}",
+        ]  # fmt: skip
+    )
+    out = capsys.readouterr().out
+    assert "The reference side does not run (snnjax's side does):" in out
+    assert json.loads((tmp_path / "t.json").read_text()) == rows
+    (row,) = rows
+    assert row["snnjax_images_per_second"] > 0 and row["snnjax_mode"] in ("layer", "step")
+    assert "ratio" not in row and len(row["reference_missing"]) >= 2
+    assert "n/a" in out  # the table's reference columns
