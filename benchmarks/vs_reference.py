@@ -108,8 +108,7 @@ class Reference:
         # Both checkouts have top-level `Models` and `utils`: import one at a time, then restore sys.path.
         self.models = self._import(dirs["ANN_SNN_QCFS"], "Models")
         self.layer = sys.modules["Models.layer"]
-        for name in ("utils",):
-            sys.modules.pop(name, None)
+        sys.modules.pop("utils", None)  # a `utils` imported earlier must not stand in for the reference's
         self.modules = self._import(dirs["SNN_conversion_QCFS"], "modules")
         self.utils = self._import(dirs["SNN_conversion_QCFS"], "utils")
 
@@ -161,7 +160,7 @@ class Reference:
         return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
 
     def step_loop(self, model, images: np.ndarray, num_steps: int):
-        """``eval_snn``'s loop: ``(seconds-timer callable, mean logits [B, classes])`` for ``model``."""
+        """``eval_snn``'s loop as a callable returning the T-averaged logits ``[B, classes]``."""
         torch = self.torch
         snn = self._with_scaled_neurons(model)
         x = torch.from_numpy(nchw(images))
@@ -177,7 +176,7 @@ class Reference:
         return run
 
     def layer_loop(self, model, images: np.ndarray, num_steps: int):
-        """ANN_SNN_QCFS's own SNN mode (``set_T(T)``; ``model(x).mean(0)``)."""
+        """ANN_SNN_QCFS's own SNN mode (``set_T(T)``; ``model(x).mean(0)``), as :meth:`step_loop`."""
         torch = self.torch
         import copy
 
