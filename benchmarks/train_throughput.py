@@ -17,12 +17,30 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 import snnjax
 from snnjax import activations, training
+
+
+def seconds_per_step(step: Callable[[], Any], steps: int, repeats: int) -> float:
+    """Median over ``repeats`` timed windows of ``steps`` calls of ``step()``: seconds per call.
+
+    Each window ends by waiting for the last call's result (``jax.block_until_ready``), so the
+    asynchronous dispatch of jitted steps is counted in full.
+    """
+    windows = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            result = step()
+        jax.block_until_ready(result)
+        windows.append((time.perf_counter() - start) / steps)
+    return statistics.median(windows)
 
 
 def measure(model_name: str, conv: str, batch: int, steps: int, repeats: int) -> dict:
@@ -41,14 +59,13 @@ def measure(model_name: str, conv: str, batch: int, steps: int, repeats: int) ->
     state, metrics = step(state, images, labels)
     jax.block_until_ready(metrics)
     compile_seconds = time.perf_counter() - start
-    windows = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(steps):
-            state, metrics = step(state, images, labels)
-        jax.block_until_ready(metrics)
-        windows.append((time.perf_counter() - start) / steps)
-    seconds = statistics.median(windows)
+
+    def one_step():
+        nonlocal state
+        state, metrics = step(state, images, labels)
+        return metrics
+
+    seconds = seconds_per_step(one_step, steps, repeats)
     return {
         "model": model_name,
         "conv": conv,

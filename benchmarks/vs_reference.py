@@ -45,9 +45,7 @@ import io
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 import types
 from typing import Any
 
@@ -57,6 +55,7 @@ import numpy as np
 
 import snnjax
 from benchmarks.snn_throughput import RELU, timed, without_thresholds
+from benchmarks.train_throughput import seconds_per_step
 from snnjax import activations, augment, conversion, training
 from snnjax.configs import default as default_config
 
@@ -234,17 +233,6 @@ def nchw(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(images, np.float32).transpose(0, 3, 1, 2))
 
 
-def seconds_per_call(fn, repeats: int) -> float:
-    """Median wall seconds of ``fn()`` after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def qcfs_model(arch: str):
     """The snnjax model ``arch`` with QCFS activations (L = 4), 10 classes."""
     activation = functools.partial(
@@ -297,10 +285,10 @@ def evaluation_row(arch: str, batch: int, num_steps: int, repeats: int, referenc
         return row
     for loop in ("step_loop", "layer_loop"):
         run = getattr(reference, loop)(torch_model, images, num_steps)
-        theirs = run().numpy()
+        theirs = run().numpy()  # also the warm-up call
         row[f"reference_{loop}_top1_agreement"] = float(np.mean(theirs.argmax(-1) == mean_logits.argmax(-1)))
         row[f"reference_{loop}_max_abs_logit_difference"] = float(np.max(np.abs(theirs - mean_logits)))
-        row[f"reference_{loop}_images_per_second"] = batch / seconds_per_call(run, repeats)
+        row[f"reference_{loop}_images_per_second"] = batch / seconds_per_step(run, 1, repeats)
     faster = max(("step_loop", "layer_loop"), key=lambda loop: row[f"reference_{loop}_images_per_second"])
     row["reference_loop"] = faster
     row["reference_images_per_second"] = row[f"reference_{faster}_images_per_second"]
@@ -316,6 +304,7 @@ def training_row(arch: str, batch: int, steps: int, repeats: int, reference: Ref
     row: dict[str, Any] = {"kind": "train", "model": arch, "batch": batch}
     config = default_config.get_config()
     config.augment = "crop,flip,autoaugment,cutout"  # the reference CIFAR-10 recipe, in its order
+    x, y = jnp.asarray(images), jnp.asarray(labels)
     for name, augmentation in (
         ("snnjax_augmented", augment.from_config(config, CIFAR10_MEAN, CIFAR10_STD)),
         ("snnjax", None),
@@ -324,27 +313,19 @@ def training_row(arch: str, batch: int, steps: int, repeats: int, reference: Ref
             qcfs_model(arch), jax.random.key(0), (32, 32, 3), training.sgd_coupled_weight_decay(0.1)
         )
         step = training.make_train_step(augmentation)
-        x, y = jnp.asarray(images), jnp.asarray(labels)
         state, metrics = step(state, x, y)  # compile
         jax.block_until_ready(metrics)
-        windows = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for _ in range(steps):
-                state, metrics = step(state, x, y)
-            jax.block_until_ready(metrics)
-            windows.append((time.perf_counter() - start) / steps)
-        row[f"{name}_images_per_second"] = batch / statistics.median(windows)
+
+        def one_step(step=step):
+            nonlocal state
+            state, metrics = step(state, x, y)
+            return metrics
+
+        row[f"{name}_images_per_second"] = batch / seconds_per_step(one_step, steps, repeats)
     if reference is not None:
         run = reference.train_step(arch, images, labels)
         run()
-        windows = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for _ in range(steps):
-                run()
-            windows.append((time.perf_counter() - start) / steps)
-        row["reference_images_per_second"] = batch / statistics.median(windows)
+        row["reference_images_per_second"] = batch / seconds_per_step(run, steps, repeats)
         row["ratio"] = row["snnjax_augmented_images_per_second"] / row["reference_images_per_second"]
     return row
 
