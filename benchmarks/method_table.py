@@ -132,6 +132,7 @@ def low_latency_rows() -> list[dict]:
                 "ann": config.method,
                 "post_conversion": result["post_conversion"],
                 "neuron_options": result["neuron_options"],
+                "num_test_images": result["num_test_images"],
                 "ann_accuracy": result["ann_accuracy"],
                 "snn_accuracy": result["snn_accuracy"],
                 "latency_steps": result["latency_steps"],
@@ -148,7 +149,7 @@ def low_latency_rows() -> list[dict]:
         )
     print(
         f"\n{FLAGS.name}: SNN accuracy (%) at the longest readout within a total latency budget "
-        "(simulated steps, pre-run included)"
+        f"(simulated steps, pre-run included), {rows[0]['num_test_images']} test images"
     )
     print(
         f"{'method':>42} {'ANN':>6} " + " ".join(f"{'≤' + str(b):>6}" for b in LATENCY_BUDGETS) + "  spikes"

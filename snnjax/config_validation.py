@@ -152,7 +152,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         "image_size",
     ):
         _positive_int(config, field)
-    for field in ("seed", "crop_padding", "cutout_size"):
+    for field in ("seed", "crop_padding", "cutout_size", "test_examples"):
         _int_at_least(config, field, 0)
     _real(config, "slip_c", 0.0, 1.0)
     _real(config, "slip_shift1")

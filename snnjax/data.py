@@ -30,14 +30,14 @@ import os
 import pickle
 import tarfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
 from snnjax import streaming
 from snnjax.parallel import padded_batches
 
-__all__ = ["DATASETS", "Dataset", "load_dataset", "train_batches"]
+__all__ = ["DATASETS", "Dataset", "first_test_examples", "load_dataset", "train_batches"]
 
 # name: (num_classes, per-channel mean, per-channel std) of pixel values in [0, 1].
 NORMALIZATION = {
@@ -494,6 +494,44 @@ def load_dataset(
             "train/<class>/*.jpg + test/<class>/*.jpg (or a .tar.gz holding one)."
         )
     return dataset
+
+
+class _Head(Sequence):
+    """The first ``count`` items of a sequence, without reading the others (streamed test sets)."""
+
+    def __init__(self, items: Sequence, count: int):
+        self._items, self._count = items, count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._count))]
+        if not -self._count <= index < self._count:
+            raise IndexError(index)
+        return self._items[index % self._count]
+
+
+def first_test_examples(
+    dataset: Dataset | streaming.StreamingDataset, count: int
+) -> Dataset | streaming.StreamingDataset:
+    """The dataset with only its first ``count`` test examples (a shortened evaluation).
+
+    Args:
+      dataset: from :func:`load_dataset`.
+      count: test examples to keep; 0 (or more than there are) keeps all.
+
+    Returns:
+      The same kind of dataset; training examples unchanged.
+    """
+    if not count or count >= dataset.num_test:
+        return dataset
+    if isinstance(dataset, Dataset):
+        return dataclasses.replace(
+            dataset, test_images=dataset.test_images[:count], test_labels=dataset.test_labels[:count]
+        )
+    return dataclasses.replace(dataset, test=_Head(dataset.test, count))
 
 
 def train_batches(

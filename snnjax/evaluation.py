@@ -271,6 +271,8 @@ def _convert_and_evaluate(
     """
     mesh = parallel.data_mesh()
     dataset = data_lib.load_dataset(config.dataset, config.data_dir, config.seed, config.image_size)
+    full_test = dataset.num_test
+    dataset = data_lib.first_test_examples(dataset, config.test_examples)
     ann_model = training.build_ann(config, dataset.num_classes)
     ann_variables, source = _restore(config, workdir, dataset, ann_model, mesh)
     start = time.perf_counter()
@@ -339,7 +341,13 @@ def _convert_and_evaluate(
     snn = accuracy["top1"]
     card = low_latency.NEURON_CARDS[run_neuron]
     print(
-        f"\n{config.dataset} test set ({dataset.num_test} images), {config.model}, method {config.method}"
+        f"\n{config.dataset} test set ("
+        + (
+            f"{dataset.num_test} images"
+            if dataset.num_test == full_test
+            else f"the first {dataset.num_test} of {full_test} images: config.test_examples"
+        )
+        + f"), {config.model}, method {config.method}"
         + (f", L={levels}" if levels else "")
         + f", {run_neuron} neuron, {config.snn_mode} mode, {config.snn_dtype}"
     )
@@ -426,6 +434,8 @@ def _convert_and_evaluate(
         "dataset": config.dataset,
         "method": config.method,
         "T": int(config.snn_num_steps),
+        # Test images the accuracies are measured on (fewer than the test set after config.test_examples).
+        "num_test_images": dataset.num_test,
         "ann_accuracy": float(ann["accuracy"]),
         "snn_accuracy": by_step(snn),
         "ann_top5_accuracy": float(ann["top5_accuracy"]),

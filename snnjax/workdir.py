@@ -53,6 +53,7 @@ FREE_TRAINING_FIELDS = frozenset(
         "torch_checkpoint",
         "torch_layout",
         "snn_num_steps",
+        "test_examples",
         "snn_mode",
         "snn_v0",
         "snn_neuron",

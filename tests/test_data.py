@@ -132,6 +132,17 @@ def test_digits_split_is_seeded_and_stratified():
     assert np.bincount(a.test_labels).min() >= 35  # every class present in proportion
 
 
+def test_first_test_examples_keeps_the_first_n_test_images_and_all_training_images():
+    full = data.load_dataset("digits", seed=3)
+    short = data.first_test_examples(full, 50)
+    assert short.num_test == 50 and short.num_train == full.num_train
+    np.testing.assert_array_equal(short.test_images, full.test_images[:50])
+    np.testing.assert_array_equal(short.test_labels, full.test_labels[:50])
+    batches = list(short.test_batches(32))  # 32 + 18 real images, the second batch padded
+    assert [int(mask.sum()) for _, _, mask in batches] == [32, 18]
+    assert data.first_test_examples(full, 0) is full and data.first_test_examples(full, 360) is full
+
+
 def test_train_batches_depend_only_on_seed_and_epoch():
     x, y = np.arange(10.0)[:, None], np.arange(10)
     first = [b[1].tolist() for b in data.train_batches(x, y, 3, seed=1, epoch=2)]

@@ -97,3 +97,18 @@ def test_train_and_convert_on_a_streamed_dataset(tmp_path, monkeypatch):
     result = evaluation.convert_and_evaluate(config, str(tmp_path / "run"))
     assert result == json.loads((tmp_path / "run" / "snn_eval.json").read_text())
     assert all(abs(v * 12 - round(v * 12)) < 1e-6 for v in result["snn_accuracy"].values())  # 12 images
+
+
+def test_first_test_examples_of_a_streamed_set_decodes_only_those(tmp_path):
+    make_folder(tmp_path)
+    full = folder_dataset(tmp_path)
+    short = data_lib.first_test_examples(full, 4)
+    assert short.num_test == 4 and short.num_train == full.num_train
+    ((images, labels, mask),) = list(short.test_batches(8))
+    ((all_images, all_labels, _),) = list(full.test_batches(8))
+    assert mask.tolist() == [True] * 4 + [False] * 4
+    np.testing.assert_array_equal(images[:4], all_images[:4])
+    np.testing.assert_array_equal(labels[:4], all_labels[:4])
+    assert len(short.test[1:3]) == 2
+    with pytest.raises(IndexError):
+        short.test[4]
