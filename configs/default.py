@@ -50,8 +50,8 @@ def get_config() -> config_dict.ConfigDict:
     config.torch_checkpoint = config_dict.placeholder(str)
     config.torch_layout = "qcfs_revised"
     config.snn_num_steps = 32  # T: SNN accuracy is reported for every t = 1..T
-    # Conversion evaluates the first N test images only (0 = all): a shortened run, stated in the
-    # printed table and snn_eval.json ("num_test_images").
+    # Conversion evaluates N test images drawn uniformly (seed 0; 0 = all): a shortened run, stated in
+    # the printed table and snn_eval.json ("num_test_images").
     config.test_examples = 0
     config.snn_mode = "layer"  # layer (time-batched, one scan per IF layer) | step (one scan, O(1) in T)
     config.snn_v0 = config_dict.placeholder(float)  # v(0)/θ; unset = method default (φ, shift2, ½)

@@ -37,7 +37,7 @@ import numpy as np
 from snnjax import streaming
 from snnjax.parallel import padded_batches
 
-__all__ = ["DATASETS", "Dataset", "first_test_examples", "load_dataset", "train_batches"]
+__all__ = ["DATASETS", "Dataset", "load_dataset", "subsample_test", "train_batches"]
 
 # name: (num_classes, per-channel mean, per-channel std) of pixel values in [0, 1].
 NORMALIZATION = {
@@ -496,42 +496,45 @@ def load_dataset(
     return dataset
 
 
-class _Head(Sequence):
-    """The first ``count`` items of a sequence, without reading the others (streamed test sets)."""
+class _Subset(Sequence):
+    """The items of a sequence at ``indices``, read only when asked for (streamed test sets)."""
 
-    def __init__(self, items: Sequence, count: int):
-        self._items, self._count = items, count
+    def __init__(self, items: Sequence, indices: np.ndarray):
+        self._items, self._indices = items, indices
 
     def __len__(self) -> int:
-        return self._count
+        return len(self._indices)
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(self._count))]
-        if not -self._count <= index < self._count:
-            raise IndexError(index)
-        return self._items[index % self._count]
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return self._items[int(self._indices[index])]
 
 
-def first_test_examples(
-    dataset: Dataset | streaming.StreamingDataset, count: int
+def subsample_test(
+    dataset: Dataset | streaming.StreamingDataset, count: int, seed: int = 0
 ) -> Dataset | streaming.StreamingDataset:
-    """The dataset with only its first ``count`` test examples (a shortened evaluation).
+    """The dataset with ``count`` of its test examples, drawn uniformly (a shortened evaluation).
+
+    Drawn without replacement by ``seed`` and kept in their original order: test sets stored class
+    by class (image folders) would otherwise give a subset of a few classes.
 
     Args:
       dataset: from :func:`load_dataset`.
-      count: test examples to keep; 0 (or more than there are) keeps all.
+      count: test examples to keep; 0 (or at least as many as there are) keeps all.
+      seed: seed of the draw.
 
     Returns:
       The same kind of dataset; training examples unchanged.
     """
     if not count or count >= dataset.num_test:
         return dataset
+    indices = np.sort(np.random.default_rng(seed).choice(dataset.num_test, count, replace=False))
     if isinstance(dataset, Dataset):
         return dataclasses.replace(
-            dataset, test_images=dataset.test_images[:count], test_labels=dataset.test_labels[:count]
+            dataset, test_images=dataset.test_images[indices], test_labels=dataset.test_labels[indices]
         )
-    return dataclasses.replace(dataset, test=_Head(dataset.test, count))
+    return dataclasses.replace(dataset, test=_Subset(dataset.test, indices))
 
 
 def train_batches(

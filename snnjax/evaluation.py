@@ -272,7 +272,7 @@ def _convert_and_evaluate(
     mesh = parallel.data_mesh()
     dataset = data_lib.load_dataset(config.dataset, config.data_dir, config.seed, config.image_size)
     full_test = dataset.num_test
-    dataset = data_lib.first_test_examples(dataset, config.test_examples)
+    dataset = data_lib.subsample_test(dataset, config.test_examples)
     ann_model = training.build_ann(config, dataset.num_classes)
     ann_variables, source = _restore(config, workdir, dataset, ann_model, mesh)
     start = time.perf_counter()
@@ -345,7 +345,7 @@ def _convert_and_evaluate(
         + (
             f"{dataset.num_test} images"
             if dataset.num_test == full_test
-            else f"the first {dataset.num_test} of {full_test} images: config.test_examples"
+            else f"{dataset.num_test} of {full_test} images drawn uniformly: config.test_examples"
         )
         + f"), {config.model}, method {config.method}"
         + (f", L={levels}" if levels else "")

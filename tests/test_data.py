@@ -1,5 +1,6 @@
 """Dataset loaders on generated files in the published formats, and on ../shared/data when present."""
 
+import dataclasses
 import gzip
 import io
 import os
@@ -132,15 +133,21 @@ def test_digits_split_is_seeded_and_stratified():
     assert np.bincount(a.test_labels).min() >= 35  # every class present in proportion
 
 
-def test_first_test_examples_keeps_the_first_n_test_images_and_all_training_images():
+def test_subsample_test_draws_across_a_class_sorted_test_set_and_keeps_the_training_set():
     full = data.load_dataset("digits", seed=3)
-    short = data.first_test_examples(full, 50)
+    order = np.argsort(full.test_labels, kind="stable")  # stored class by class, as image folders are
+    by_class = dataclasses.replace(
+        full, test_images=full.test_images[order], test_labels=full.test_labels[order]
+    )
+    short = data.subsample_test(by_class, 50)
     assert short.num_test == 50 and short.num_train == full.num_train
-    np.testing.assert_array_equal(short.test_images, full.test_images[:50])
-    np.testing.assert_array_equal(short.test_labels, full.test_labels[:50])
+    assert len(np.unique(short.test_labels)) == 10  # the first 50 would hold 2 classes
+    kept = np.sort(np.random.default_rng(0).choice(360, 50, replace=False))
+    np.testing.assert_array_equal(short.test_images, by_class.test_images[kept])
+    np.testing.assert_array_equal(short.test_labels, by_class.test_labels[kept])
     batches = list(short.test_batches(32))  # 32 + 18 real images, the second batch padded
     assert [int(mask.sum()) for _, _, mask in batches] == [32, 18]
-    assert data.first_test_examples(full, 0) is full and data.first_test_examples(full, 360) is full
+    assert data.subsample_test(full, 0) is full and data.subsample_test(full, 360) is full
 
 
 def test_train_batches_depend_only_on_seed_and_epoch():

@@ -368,7 +368,7 @@ def test_config_refuses_combinations_that_make_no_sense(overrides, message):
         validate_config(config)
 
 
-def test_convert_on_the_first_test_examples_states_how_many(tiny_workdir, capsys):
+def test_convert_on_a_test_subsample_states_how_many(tiny_workdir, capsys):
     from snnjax import evaluation
     from snnjax.configs import ci_tiny
 
@@ -377,6 +377,6 @@ def test_convert_on_the_first_test_examples_states_how_many(tiny_workdir, capsys
     config.test_examples = 37
     result = evaluation.convert_and_evaluate(config, str(workdir))
     assert result["num_test_images"] == 37
-    assert "the first 37 of 360 images: config.test_examples" in capsys.readouterr().out
+    assert "37 of 360 images drawn uniformly: config.test_examples" in capsys.readouterr().out
     # accuracies are fractions of 37 images
     assert all(abs(37 * a - round(37 * a)) < 1e-6 for a in result["snn_accuracy"].values())
