@@ -11,12 +11,12 @@ uses bicubic sampling for shears.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 
-__all__ = ["CIFAR10_POLICY", "OPERATIONS", "apply_operation", "cifar10_policy"]
+__all__ = ["CIFAR10_POLICY", "OPERATIONS", "apply_any_operation", "apply_operation", "cifar10_policy"]
 
 # (probability, operation, magnitude bin) pairs: the published CIFAR-10 policy.
 CIFAR10_POLICY = (
@@ -112,20 +112,45 @@ def _autocontrast_channel(channel: jax.Array) -> jax.Array:
     return jnp.where(high > low, stretched, channel)
 
 
-def _sharpness(image: jax.Array, factor: jax.Array) -> jax.Array:
-    """Pillow's ``ImageEnhance.Sharpness``: blend with the SMOOTH-filtered image (border unchanged)."""
+def _sharpness_degenerate(image: jax.Array) -> jax.Array:
+    """Pillow's SMOOTH filter of ``image`` (rounded), the border left as it is."""
     kernel = jnp.array([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
     padded = jnp.pad(image, ((1, 1), (1, 1), (0, 0)))
     height, width, _ = image.shape
     smooth = sum(kernel[i, j] * padded[i : i + height, j : j + width] for i in range(3) for j in range(3))
     smooth = jnp.floor(smooth + 0.5)
     border = jnp.zeros((height, width, 1), bool).at[1:-1, 1:-1].set(True)
-    degenerate = jnp.where(border, smooth, image)
-    return _blend(degenerate, image, factor)
+    return jnp.where(border, smooth, image)
+
+
+def _sharpness(image: jax.Array, factor: jax.Array) -> jax.Array:
+    """Pillow's ``ImageEnhance.Sharpness``: blend with the SMOOTH-filtered image (border unchanged)."""
+    return _blend(_sharpness_degenerate(image), image, factor)
 
 
 def _magnitude(low: float, high: float, bin_index: int) -> float:
     return low + (high - low) * bin_index / 9.0
+
+
+# Magnitude ranges of the 10 bins; and the operation families the vectorised policy computes once per
+# image and stage (with per-image parameters) before picking the image's operation.
+_AFFINE_OPS = ("shear_x", "shear_y", "translate_x", "translate_y", "rotate")
+_ENHANCE_OPS = ("color", "contrast", "brightness", "sharpness")
+_RANGES = {
+    "shear_x": (0.0, 0.3), "shear_y": (0.0, 0.3), "rotate": (0.0, 30.0),
+    "translate_x": (0.0, 150.0 / 331.0), "translate_y": (0.0, 150.0 / 331.0),
+    "color": (0.0, 0.9), "contrast": (0.0, 0.9), "brightness": (0.0, 0.9), "sharpness": (0.0, 0.9),
+    "solarize": (256.0, 0.0),
+}  # fmt: skip
+
+
+def _slot_parameter(name: str, bin_index: int) -> float:
+    """The number ``apply_operation`` derives from ``(name, bin_index)``: magnitude, or posterize's step."""
+    if name == "posterize":
+        return float(2 ** (8 - round(8 - 4 * bin_index / 9)))
+    if name in _RANGES:
+        return _magnitude(*_RANGES[name], bin_index)
+    return 0.0  # the operation takes no parameter
 
 
 def apply_operation(image: jax.Array, name: str, bin_index: int, sign: jax.Array) -> jax.Array:
@@ -141,29 +166,22 @@ def apply_operation(image: jax.Array, name: str, bin_index: int, sign: jax.Array
       ``[H, W, 3]`` float, whole values 0..255.
     """
     height, width, _ = image.shape
-    if name in ("shear_x", "shear_y"):
-        shear = sign * _magnitude(0.0, 0.3, bin_index)
-        zero, one = jnp.zeros_like(shear), jnp.ones_like(shear)
-        if name == "shear_x":
-            matrix = jnp.stack([one, shear, zero, zero, one, zero])
-        else:
-            matrix = jnp.stack([one, zero, zero, shear, one, zero])
-        return _affine(image, matrix)
-    if name in ("translate_x", "translate_y"):
+    parameter = _slot_parameter(name, bin_index)
+    signed = sign * parameter
+    if name in ("shear_x", "shear_y", "translate_x", "translate_y"):
+        zero, one = jnp.zeros_like(signed), jnp.ones_like(signed)
         # The reference expresses translation as a fraction (0..150/331) of the image size.
-        pixels = (
-            sign * _magnitude(0.0, 150.0 / 331.0, bin_index) * (width if name == "translate_x" else height)
-        )
-        zero, one = jnp.zeros_like(pixels), jnp.ones_like(pixels)
-        if name == "translate_x":
-            matrix = jnp.stack([one, zero, pixels, zero, one, zero])
-        else:
-            matrix = jnp.stack([one, zero, zero, zero, one, pixels])
-        return _affine(image, matrix)
+        matrix = {
+            "shear_x": [one, signed, zero, zero, one, zero],
+            "shear_y": [one, zero, zero, signed, one, zero],
+            "translate_x": [one, zero, signed * width, zero, one, zero],
+            "translate_y": [one, zero, zero, zero, one, signed * height],
+        }[name]
+        return _affine(image, jnp.stack(matrix))
     if name == "rotate":
-        return _affine(image, _rotate_matrix(sign * _magnitude(0.0, 30.0, bin_index), height, width))
+        return _affine(image, _rotate_matrix(signed, height, width))
     if name in ("color", "contrast", "brightness", "sharpness"):
-        factor = 1.0 + sign * _magnitude(0.0, 0.9, bin_index)
+        factor = 1.0 + signed
         if name == "color":
             return jnp.floor(_blend(_grayscale(image), image, factor) + 0.5)
         if name == "contrast":
@@ -172,12 +190,10 @@ def apply_operation(image: jax.Array, name: str, bin_index: int, sign: jax.Array
         if name == "brightness":
             return jnp.floor(_blend(jnp.zeros_like(image), image, factor) + 0.5)
         return jnp.floor(_sharpness(image, factor) + 0.5)
-    if name == "posterize":
-        bits = round(8 - 4 * bin_index / 9)
-        return jnp.floor(image / 2 ** (8 - bits)) * 2 ** (8 - bits)
-    if name == "solarize":
-        threshold = _magnitude(256.0, 0.0, bin_index)
-        return jnp.where(image >= threshold, 255.0 - image, image)
+    if name == "posterize":  # parameter: 2^(8 − bits), bits = round(8 − 4·bin/9)
+        return jnp.floor(image / parameter) * parameter
+    if name == "solarize":  # parameter: the threshold
+        return jnp.where(image >= parameter, 255.0 - image, image)
     if name == "autocontrast":
         return jax.vmap(_autocontrast_channel, in_axes=-1, out_axes=-1)(image)
     if name == "equalize":
@@ -193,22 +209,64 @@ OPERATIONS = (
 )  # fmt: skip
 
 
-def _sub_policy_fn(sub_policy) -> Callable[[jax.Array, jax.Array], jax.Array]:
-    def apply(image: jax.Array, key: jax.Array) -> jax.Array:
-        for (probability, name, bin_index), op_key in zip(sub_policy, jax.random.split(key, 2), strict=True):
-            use_key, sign_key = jax.random.split(op_key)
-            sign = jnp.where(jax.random.bernoulli(sign_key), 1.0, -1.0)
-            applied = apply_operation(image, name, bin_index, sign)
-            image = jnp.where(jax.random.uniform(use_key) < probability, applied, image)
-        return image
+def apply_any_operation(image: jax.Array, op: jax.Array, parameter: jax.Array, sign: jax.Array) -> jax.Array:
+    """:func:`apply_operation` with the operation chosen at run time, bit for bit.
 
-    return apply
+    Computes one representative of each family (one affine resampling for the five geometric
+    operations, one blend for the four enhancements, and posterize, solarize, autocontrast, equalize,
+    invert) and picks by ``op``: under ``vmap`` this costs one pass per family instead of one per
+    operation of every sub-policy, which a ``vmap``-ed ``lax.switch`` pays.
+
+    Args:
+      image: ``[H, W, 3]`` float, whole values 0..255.
+      op: int32 scalar, an index into ``OPERATIONS``.
+      parameter: float32 scalar, ``_slot_parameter(OPERATIONS[op], bin_index)``.
+      sign: ±1.
+
+    Returns:
+      ``[H, W, 3]``, equal to ``apply_operation(image, OPERATIONS[op], bin_index, sign)``.
+    """
+    height, width, _ = image.shape
+    is_op = {name: op == OPERATIONS.index(name) for name in OPERATIONS}
+    signed = sign * parameter
+    zero, one = jnp.zeros_like(signed), jnp.ones_like(signed)
+    matrix = _rotate_matrix(signed, height, width)
+    for name, row in (
+        ("shear_x", [one, signed, zero, zero, one, zero]),
+        ("shear_y", [one, zero, zero, signed, one, zero]),
+        ("translate_x", [one, zero, signed * width, zero, one, zero]),
+        ("translate_y", [one, zero, zero, zero, one, signed * height]),
+    ):
+        matrix = jnp.where(is_op[name], jnp.stack(row), matrix)
+    gray = _grayscale(image)
+    mean = jnp.floor(jnp.mean(gray) + 0.5)
+    degenerate = jnp.where(
+        is_op["color"],
+        gray,
+        jnp.where(is_op["contrast"], mean, jnp.where(is_op["brightness"], 0.0, _sharpness_degenerate(image))),
+    )
+    families = {
+        "affine": _affine(image, matrix),
+        "enhance": jnp.floor(_blend(degenerate, image, 1.0 + signed) + 0.5),
+        "posterize": jnp.floor(image / parameter) * parameter,
+        "solarize": jnp.where(image >= parameter, 255.0 - image, image),
+        "autocontrast": jax.vmap(_autocontrast_channel, in_axes=-1, out_axes=-1)(image),
+        "equalize": jax.vmap(_equalize_channel, in_axes=-1, out_axes=-1)(image),
+    }
+    out = 255.0 - image  # invert
+    for family, result in families.items():
+        members = _AFFINE_OPS if family == "affine" else _ENHANCE_OPS if family == "enhance" else (family,)
+        out = jnp.where(jnp.any(jnp.stack([is_op[name] for name in members])), result, out)
+    return out
 
 
 def cifar10_policy(
     images: jax.Array, key: jax.Array, mean: Sequence[float], std: Sequence[float]
 ) -> jax.Array:
     """Applies the CIFAR-10 AutoAugment policy to a normalized batch.
+
+    Each image draws one sub-policy and then, for each of its two operations, a use (with the
+    operation's probability) and a sign; both operations run through :func:`apply_any_operation`.
 
     Args:
       images: ``[B, H, W, 3]``, normalized as ``(pixel/255 − mean)/std``.
@@ -222,12 +280,20 @@ def cifar10_policy(
     mean = jnp.asarray(mean, images.dtype).reshape(1, 1, 1, -1)
     std = jnp.asarray(std, images.dtype).reshape(1, 1, 1, -1)
     pixels = jnp.clip(jnp.floor((images * std + mean) * 255.0 + 0.5), 0.0, 255.0)
-    branches = [_sub_policy_fn(p) for p in CIFAR10_POLICY]
+    # [sub-policy, stage] tables of the operation index, its parameter and its probability.
+    ops = jnp.asarray([[OPERATIONS.index(n) for _, n, _ in p] for p in CIFAR10_POLICY], jnp.int32)
+    parameters = jnp.asarray([[_slot_parameter(n, b) for _, n, b in p] for p in CIFAR10_POLICY], jnp.float32)
+    probabilities = jnp.asarray([[q for q, _, _ in p] for p in CIFAR10_POLICY], jnp.float32)
     choice_key, op_key = jax.random.split(key)
-    choices = jax.random.randint(choice_key, (images.shape[0],), 0, len(branches))
+    choices = jax.random.randint(choice_key, (images.shape[0],), 0, len(CIFAR10_POLICY))
 
     def one(image, choice, k):
-        return jax.lax.switch(choice, branches, image, k)
+        for stage, stage_key in enumerate(jax.random.split(k, 2)):
+            use_key, sign_key = jax.random.split(stage_key)
+            sign = jnp.where(jax.random.bernoulli(sign_key), 1.0, -1.0)
+            applied = apply_any_operation(image, ops[choice, stage], parameters[choice, stage], sign)
+            image = jnp.where(jax.random.uniform(use_key) < probabilities[choice, stage], applied, image)
+        return image
 
     out = jax.vmap(one)(pixels, choices, jax.random.split(op_key, images.shape[0]))
     return ((out / 255.0 - mean) / std).astype(images.dtype)

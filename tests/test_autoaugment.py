@@ -115,3 +115,59 @@ def test_policy_keeps_normalization_shape_and_seed():
 def test_unknown_operation_rejected():
     with pytest.raises(ValueError, match="unknown AutoAugment operation"):
         ours(photo(0), "mixup", 3)
+
+
+SLOTS = sorted({(name, bin_index) for sub in autoaugment.CIFAR10_POLICY for _, name, bin_index in sub})
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_run_time_operation_equals_the_named_operation(sign):
+    # apply_any_operation picks the operation at run time; under vmap it must give, image by image,
+    # exactly what apply_operation gives for that (name, bin) of the policy. Both jitted, as the policy
+    # runs: eager op-by-op dispatch rounds the enhancement blends differently from XLA's fused code.
+    images = jnp.asarray(np.stack([photo(40 + i) for i in range(len(SLOTS))]), jnp.float32)
+    ops = jnp.asarray([autoaugment.OPERATIONS.index(n) for n, _ in SLOTS], jnp.int32)
+    parameters = jnp.asarray([autoaugment._slot_parameter(n, b) for n, b in SLOTS], jnp.float32)
+    signs = jnp.full(len(SLOTS), sign, jnp.float32)
+    got = jax.jit(jax.vmap(autoaugment.apply_any_operation))(images, ops, parameters, signs)
+    named = jax.jit(autoaugment.apply_operation, static_argnums=(1, 2))
+    for i, (name, bin_index) in enumerate(SLOTS):
+        expected = named(images[i], name, bin_index, jnp.float32(sign))
+        np.testing.assert_array_equal(got[i], expected, err_msg=f"{name} bin {bin_index} sign {sign}")
+
+
+def per_image_switch_policy(images, key, mean, std):
+    """Independent oracle: every sub-policy as its own branch of a per-image ``lax.switch`` of the named
+    operations, drawing its keys as the policy documents (split per image, then per operation)."""
+
+    def branch(sub_policy):
+        def apply(image, k):
+            op_keys = jax.random.split(k, 2)
+            for (probability, name, bin_index), op_key in zip(sub_policy, op_keys, strict=True):
+                use_key, sign_key = jax.random.split(op_key)
+                sign = jnp.where(jax.random.bernoulli(sign_key), 1.0, -1.0)
+                applied = autoaugment.apply_operation(image, name, bin_index, sign)
+                image = jnp.where(jax.random.uniform(use_key) < probability, applied, image)
+            return image
+
+        return apply
+
+    mean, std = jnp.asarray(mean).reshape(1, 1, 1, -1), jnp.asarray(std).reshape(1, 1, 1, -1)
+    pixels = jnp.clip(jnp.floor((images * std + mean) * 255.0 + 0.5), 0.0, 255.0)
+    branches = [branch(p) for p in autoaugment.CIFAR10_POLICY]
+    choice_key, op_key = jax.random.split(key)
+    choices = jax.random.randint(choice_key, (images.shape[0],), 0, len(branches))
+    keys = jax.random.split(op_key, images.shape[0])
+    out = jax.vmap(lambda image, c, k: jax.lax.switch(c, branches, image, k))(pixels, choices, keys)
+    return (out / 255.0 - mean) / std
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_policy_equals_a_per_image_switch_of_named_operations(seed):
+    mean, std = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+    pixels = np.stack([photo(100 + s) for s in range(64)]).astype(np.float32)
+    images = jnp.asarray((pixels / 255 - np.asarray(mean)) / np.asarray(std), jnp.float32)
+    key = jax.random.key(seed)
+    got = jax.jit(lambda x, k: autoaugment.cifar10_policy(x, k, mean, std))(images, key)
+    expected = jax.jit(lambda x, k: per_image_switch_policy(x, k, mean, std))(images, key)
+    np.testing.assert_array_equal(got, expected)
