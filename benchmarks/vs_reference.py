@@ -15,12 +15,22 @@
   subtraction), the model called T times on the image, the outputs summed, ``utils.reset_net``;
 * ``layer loop``: ANN_SNN_QCFS's own SNN mode (``model.set_T(T)``, its ``IF`` layers loop over T
   inside each layer on the time-batched input, ``model(x).mean(0)`` as in its ``utils.val``);
+* ``relu loop``: the same network with every ``IF`` layer replaced by ``torch.nn.ReLU``, called T
+  times: the reference's own dense-arithmetic limit at T (what its SNN loop would cost with no IF);
 * ``train step``: ANN_SNN_QCFS's training step (QCFS activation with L = 4, ``SGD(lr=0.1,
-  momentum=0.9, weight_decay=5e-4)``, cross-entropy, batch 128) on a fixed batch. Its augmentation
-  runs in torchvision DataLoader workers, which this benchmark leaves out — in the reference's favour.
+  momentum=0.9, weight_decay=5e-4)``, cross-entropy, batch 128) on a fixed batch;
+* ``augmentation``: its CIFAR-10 training transform on a batch of PIL images — its own
+  ``Preprocess/augment.py`` (``CIFAR10Policy``, ``Cutout(1, 16)``) between torchvision's
+  ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip`` and ``ToTensor``/``Normalize``. Where
+  torchvision does not import (its CPU wheel for this torch may be missing) the four torchvision steps
+  are replaced by a plain array conversion, in the reference's favour (said in the output). Its
+  DataLoader workers share the machine's cores with the training step, so the reference's training
+  with augmentation is counted as step + augmentation time per batch, as snnjax's on-device
+  augmentation is.
 
 Its ``Models/layer.py`` imports ``cv2`` and ``sympy`` without using them; where they are not installed
-a placeholder module stands in (said in the output).
+a placeholder module stands in. Its ``augment.py`` uses ``np.int``, which NumPy removed in 1.24; where it
+is missing, ``np.int = int`` stands in (both said in the output).
 
 **The snnjax side** is the same network, imported with :func:`snnjax.from_torch_state_dict`, run as
 :func:`snnjax.spiking_apply` in layer and step mode (the faster counts), timed like
@@ -29,7 +39,8 @@ with a ReLU, the cheaper of one ``[T·B]`` batch and T calls on ``[B]``) and XLA
 Before timing, both sides' T-averaged logits are compared on the benchmark batch (top-1 agreement
 and the largest difference; spikes can differ where the two libraries' convolutions round a membrane
 potential to either side of the threshold). Training runs snnjax's jitted train step with the
-reference augmentation on device (crop, flip, AutoAugment, Cutout) and without.
+reference augmentation on device (crop, flip, AutoAugment, Cutout) and without; ``ratio`` compares the
+two sides with augmentation, ``compute_ratio`` without.
 
 Without PyTorch or the checkouts the snnjax side still runs and the output says what is missing.
 Writes ``benchmarks/results/<name>.json`` (rows below) and prints a table.
@@ -69,7 +80,13 @@ REFERENCE_DIRS = {
 }
 # Files each checkout must have (what this benchmark imports from it).
 REFERENCE_FILES = {
-    "ANN_SNN_QCFS": ["Models/__init__.py", "Models/layer.py", "Models/ResNet.py", "Models/VGG.py"],
+    "ANN_SNN_QCFS": [
+        "Models/__init__.py",
+        "Models/layer.py",
+        "Models/ResNet.py",
+        "Models/VGG.py",
+        "Preprocess/augment.py",
+    ],  # fmt: skip
     "SNN_conversion_QCFS": ["modules.py", "utils.py", "spikingjelly/clock_driven/neuron.py"],
 }
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
@@ -110,6 +127,21 @@ class Reference:
         sys.modules.pop("utils", None)  # a `utils` imported earlier must not stand in for the reference's
         self.modules = self._import(dirs["SNN_conversion_QCFS"], "modules")
         self.utils = self._import(dirs["SNN_conversion_QCFS"], "utils")
+        if not hasattr(np, "int"):  # augment.py's np.int, removed in NumPy 1.24
+            np.int = int
+            self.placeholders.append("numpy.int")
+        # Loaded by file: its package __init__ imports the data loaders (torchvision datasets).
+        spec = importlib.util.spec_from_file_location(
+            "qcfs_reference_augment", os.path.join(dirs["ANN_SNN_QCFS"], "Preprocess", "augment.py")
+        )
+        self.augment = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(self.augment)
+        try:
+            from torchvision import transforms
+
+            self.transforms, self.torchvision_problem = transforms, None
+        except Exception as error:  # noqa: BLE001 — any import failure means "not available"
+            self.transforms, self.torchvision_problem = None, f"{type(error).__name__}: {error}"
 
     @staticmethod
     def _import(directory: str, name: str):
@@ -190,7 +222,27 @@ class Reference:
 
         return run
 
+    def relu_loop(self, model, images: np.ndarray, num_steps: int):
+        """The network with ReLUs for its ``IF`` layers, called T times: the reference's dense limit."""
+        torch = self.torch
+        dense = self._with_neurons(model, lambda child: torch.nn.ReLU())
+        x = torch.from_numpy(nchw(images))
+
+        def run():
+            with torch.no_grad():
+                total = 0
+                for _ in range(num_steps):
+                    total = total + dense(x)
+            return total / num_steps
+
+        return run
+
     def _with_scaled_neurons(self, model):
+        scaled = self.modules.ScaledNeuron
+        return self._with_neurons(model, lambda child: scaled(scale=float(child.thresh.item())))
+
+    def _with_neurons(self, model, make):
+        """A copy of ``model`` (eval mode) with every ``IF`` layer replaced by ``make(that layer)``."""
         import copy
 
         snn = copy.deepcopy(model)
@@ -198,12 +250,41 @@ class Reference:
         def swap(parent):
             for name, child in parent.named_children():
                 if isinstance(child, self.layer.IF):
-                    setattr(parent, name, self.modules.ScaledNeuron(scale=float(child.thresh.item())))
+                    setattr(parent, name, make(child))
                 else:
                     swap(child)
 
         swap(snn)
         return snn.eval()
+
+    def augmentation(self, images: np.ndarray):
+        """A callable applying the reference's CIFAR-10 training transform to every image of the batch.
+
+        Args:
+          images: ``[B, H, W, 3]`` uint8 pixels (made into PIL images once, as a dataset holds them).
+        """
+        from PIL import Image
+
+        torch, augment = self.torch, self.augment
+        pil_images = [Image.fromarray(image) for image in images]
+        mean, std = torch.tensor(CIFAR10_MEAN).view(3, 1, 1), torch.tensor(CIFAR10_STD).view(3, 1, 1)
+        if self.transforms is not None:
+            t = self.transforms
+            transform = t.Compose([
+                t.RandomCrop(32, padding=4), t.RandomHorizontalFlip(), augment.CIFAR10Policy(), t.ToTensor(),
+                t.Normalize(CIFAR10_MEAN, CIFAR10_STD), augment.Cutout(n_holes=1, length=16),
+            ])  # fmt: skip
+        else:
+            policy, cutout = augment.CIFAR10Policy(), augment.Cutout(n_holes=1, length=16)
+
+            def transform(image):
+                pixels = torch.from_numpy(np.asarray(policy(image), np.float32).transpose(2, 0, 1) / 255.0)
+                return cutout((pixels - mean) / std)
+
+        def run():
+            return torch.stack([transform(image) for image in pil_images]).shape
+
+        return run
 
     def train_step(self, arch: str, images: np.ndarray, labels: np.ndarray):
         """A callable running one reference training step on the fixed batch."""
@@ -289,6 +370,9 @@ def evaluation_row(arch: str, batch: int, num_steps: int, repeats: int, referenc
         row[f"reference_{loop}_top1_agreement"] = float(np.mean(theirs.argmax(-1) == mean_logits.argmax(-1)))
         row[f"reference_{loop}_max_abs_logit_difference"] = float(np.max(np.abs(theirs - mean_logits)))
         row[f"reference_{loop}_images_per_second"] = batch / seconds_per_step(run, 1, repeats)
+    dense = reference.relu_loop(torch_model, images, num_steps)
+    dense()
+    row["reference_relu_limit_images_per_second"] = batch / seconds_per_step(dense, 1, repeats)
     faster = max(("step_loop", "layer_loop"), key=lambda loop: row[f"reference_{loop}_images_per_second"])
     row["reference_loop"] = faster
     row["reference_images_per_second"] = row[f"reference_{faster}_images_per_second"]
@@ -325,8 +409,18 @@ def training_row(arch: str, batch: int, steps: int, repeats: int, reference: Ref
     if reference is not None:
         run = reference.train_step(arch, images, labels)
         run()
-        row["reference_images_per_second"] = batch / seconds_per_step(run, steps, repeats)
-        row["ratio"] = row["snnjax_augmented_images_per_second"] / row["reference_images_per_second"]
+        step_seconds = seconds_per_step(run, steps, repeats)
+        pixels = np.clip(np.floor((images * CIFAR10_STD + np.asarray(CIFAR10_MEAN)) * 255 + 0.5), 0, 255)
+        transform = reference.augmentation(pixels.astype(np.uint8))
+        transform()
+        augment_seconds = seconds_per_step(transform, steps, repeats)
+        row["reference_images_per_second"] = batch / step_seconds
+        row["reference_augmentation_seconds"] = augment_seconds
+        row["reference_augmentation_torchvision"] = reference.torchvision_problem or "yes"
+        row["reference_augmented_images_per_second"] = batch / (step_seconds + augment_seconds)
+        augmented = row["reference_augmented_images_per_second"]
+        row["ratio"] = row["snnjax_augmented_images_per_second"] / augmented
+        row["compute_ratio"] = row["snnjax_images_per_second"] / row["reference_images_per_second"]
     return row
 
 
@@ -337,7 +431,8 @@ def _fmt(value, spec: str) -> str:
 def print_tables(rows: list[dict]) -> None:
     """The side-by-side tables: SNN evaluation rows, then training rows."""
     print(f"\n{'SNN evaluation':<16} {'B':>3} {'T':>3} {'snnjax img/s':>13} {'mode':>5} {'ref img/s':>10} "
-          f"{'ref loop':>10} {'ratio':>6} {'overhead':>8} {'temp MB':>8} {'agree':>6}")  # fmt: skip
+          f"{'ref loop':>10} {'ratio':>6} {'overhead':>8} {'temp MB':>8} {'agree':>6} "
+          f"{'ref ReLU img/s':>15}")  # fmt: skip
     for r in (r for r in rows if r["kind"] == "snn_eval"):
         print(
             f"{r['model']:<16} {r['batch']:>3} {r['T']:>3} {r['snnjax_images_per_second']:13.2f} "
@@ -345,15 +440,22 @@ def print_tables(rows: list[dict]) -> None:
             f"{r.get('reference_loop', 'n/a'):>10} {_fmt(r.get('ratio'), '5.2f')}× "
             f"{100 * r['overhead']:7.1f}% "
             f"{r['snnjax_temp_bytes'] / 2**20:8.1f} "
-            f"{_fmt(r.get('reference_' + r.get('reference_loop', '') + '_top1_agreement'), '6.3f')}"
+            f"{_fmt(r.get('reference_' + r.get('reference_loop', '') + '_top1_agreement'), '6.3f')} "
+            f"{_fmt(r.get('reference_relu_limit_images_per_second'), '15.2f')}"
         )
-    print(f"\n{'training':<16} {'B':>3} {'snnjax img/s (aug / none)':>26} {'ref img/s':>10} {'ratio':>6}")
+    print(f"\n{'training':<16} {'B':>3} {'snnjax img/s (aug / none)':>26} {'ref img/s (aug / none)':>23} "
+          f"{'ratio (aug / none)':>19}")  # fmt: skip
     for r in (r for r in rows if r["kind"] == "train"):
         print(
             f"{r['model']:<16} {r['batch']:>3} {r['snnjax_augmented_images_per_second']:12.1f} / "
-            f"{r['snnjax_images_per_second']:11.1f} {_fmt(r.get('reference_images_per_second'), '10.1f')} "
-            f"{_fmt(r.get('ratio'), '5.2f')}×"
+            f"{r['snnjax_images_per_second']:11.1f} "
+            f"{_fmt(r.get('reference_augmented_images_per_second'), '10.1f')} / "
+            f"{_fmt(r.get('reference_images_per_second'), '10.1f')} "
+            f"{_fmt(r.get('ratio'), '8.2f')}× / {_fmt(r.get('compute_ratio'), '5.2f')}×"
         )
+    torchvision = {r.get("reference_augmentation_torchvision") for r in rows} - {None, "yes"}
+    for problem in torchvision:
+        print(f"torchvision did not import ({problem}): the reference's crop/flip/normalize steps left out")
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
