@@ -192,16 +192,19 @@ class Reference:
 
     def step_loop(self, model, images: np.ndarray, num_steps: int):
         """``eval_snn``'s loop as a callable returning the T-averaged logits ``[B, classes]``."""
+        return self._called_t_times(self._with_scaled_neurons(model), images, num_steps)
+
+    def _called_t_times(self, network, images: np.ndarray, num_steps: int):
+        """``network`` called T times on the images, outputs averaged, its neurons reset after."""
         torch = self.torch
-        snn = self._with_scaled_neurons(model)
         x = torch.from_numpy(nchw(images))
 
         def run():
             with torch.no_grad():
                 total = 0
                 for _ in range(num_steps):
-                    total = total + snn(x)
-                self.utils.reset_net(snn)
+                    total = total + network(x)
+                self.utils.reset_net(network)
             return total / num_steps
 
         return run
@@ -224,18 +227,8 @@ class Reference:
 
     def relu_loop(self, model, images: np.ndarray, num_steps: int):
         """The network with ReLUs for its ``IF`` layers, called T times: the reference's dense limit."""
-        torch = self.torch
-        dense = self._with_neurons(model, lambda child: torch.nn.ReLU())
-        x = torch.from_numpy(nchw(images))
-
-        def run():
-            with torch.no_grad():
-                total = 0
-                for _ in range(num_steps):
-                    total = total + dense(x)
-            return total / num_steps
-
-        return run
+        dense = self._with_neurons(model, lambda child: self.torch.nn.ReLU())
+        return self._called_t_times(dense, images, num_steps)
 
     def _with_scaled_neurons(self, model):
         scaled = self.modules.ScaledNeuron
