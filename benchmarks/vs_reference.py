@@ -260,7 +260,6 @@ class Reference:
 
         torch, augment = self.torch, self.augment
         pil_images = [Image.fromarray(image) for image in images]
-        mean, std = torch.tensor(CIFAR10_MEAN).view(3, 1, 1), torch.tensor(CIFAR10_STD).view(3, 1, 1)
         if self.transforms is not None:
             t = self.transforms
             transform = t.Compose([
@@ -269,6 +268,7 @@ class Reference:
             ])  # fmt: skip
         else:
             policy, cutout = augment.CIFAR10Policy(), augment.Cutout(n_holes=1, length=16)
+            mean, std = torch.tensor(CIFAR10_MEAN).view(3, 1, 1), torch.tensor(CIFAR10_STD).view(3, 1, 1)
 
             def transform(image):
                 pixels = torch.from_numpy(np.asarray(policy(image), np.float32).transpose(2, 0, 1) / 255.0)

@@ -245,17 +245,16 @@ def apply_any_operation(image: jax.Array, op: jax.Array, parameter: jax.Array, s
         gray,
         jnp.where(is_op["contrast"], mean, jnp.where(is_op["brightness"], 0.0, _sharpness_degenerate(image))),
     )
-    families = {
-        "affine": _affine(image, matrix),
-        "enhance": jnp.floor(_blend(degenerate, image, 1.0 + signed) + 0.5),
-        "posterize": jnp.floor(image / parameter) * parameter,
-        "solarize": jnp.where(image >= parameter, 255.0 - image, image),
-        "autocontrast": jax.vmap(_autocontrast_channel, in_axes=-1, out_axes=-1)(image),
-        "equalize": jax.vmap(_equalize_channel, in_axes=-1, out_axes=-1)(image),
-    }
+    families = (  # (member operations, result)
+        (_AFFINE_OPS, _affine(image, matrix)),
+        (_ENHANCE_OPS, jnp.floor(_blend(degenerate, image, 1.0 + signed) + 0.5)),
+        (("posterize",), jnp.floor(image / parameter) * parameter),
+        (("solarize",), jnp.where(image >= parameter, 255.0 - image, image)),
+        (("autocontrast",), jax.vmap(_autocontrast_channel, in_axes=-1, out_axes=-1)(image)),
+        (("equalize",), jax.vmap(_equalize_channel, in_axes=-1, out_axes=-1)(image)),
+    )
     out = 255.0 - image  # invert
-    for family, result in families.items():
-        members = _AFFINE_OPS if family == "affine" else _ENHANCE_OPS if family == "enhance" else (family,)
+    for members, result in families:
         out = jnp.where(jnp.any(jnp.stack([is_op[name] for name in members])), result, out)
     return out
 
