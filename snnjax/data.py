@@ -103,8 +103,7 @@ class Dataset:
 
 def _normalize(name: str, images_uint8: np.ndarray) -> np.ndarray:
     _, mean, std = NORMALIZATION[name]
-    mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
-    return (images_uint8.astype(np.float32) / 255.0 - mean) / std
+    return streaming.normalize_uint8(images_uint8, mean, std)
 
 
 def _from_uint8(name: str, x_train, y_train, x_test, y_test) -> Dataset:

@@ -144,6 +144,29 @@ def center_crop(image: np.ndarray, size: int, resize_ratio: float = 256 / 224) -
     return resized[top : top + size, left : left + size]
 
 
+def normalize_uint8(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """``(images / 255 - mean) / std`` in float32, per channel.
+
+    Args:
+      images: uint8 ``[..., C]``, channels last.
+      mean: ``C`` per-channel means of pixel values in [0, 1].
+      std: ``C`` per-channel standard deviations.
+
+    Returns:
+      float32 ``[..., C]``.
+    """
+    if images.dtype != np.uint8:
+        raise TypeError(f"normalize_uint8 takes uint8 images, got {images.dtype}.")
+    # In place on one float32 copy: the same float32 operations as the expression above, but one
+    # fresh allocation instead of four (first touch of 4 × 737 MB dominated 60k CIFAR images: 3.0 s
+    # → 0.5 s on 2 cores).
+    out = images.astype(np.float32)
+    out /= 255.0
+    out -= np.asarray(mean, np.float32)
+    out /= np.asarray(std, np.float32)
+    return out
+
+
 @dataclasses.dataclass
 class StreamingDataset:
     """A dataset read record by record, with the training loop's batch interface.
@@ -184,8 +207,7 @@ class StreamingDataset:
         return len(self.test)
 
     def _normalize(self, images: np.ndarray) -> np.ndarray:
-        mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
-        return (images.astype(np.float32) / 255.0 - mean) / std
+        return normalize_uint8(images, self.mean, self.std)
 
     def _train_example(self, index: int, seed: int, epoch: int) -> tuple[np.ndarray, int]:
         rng = np.random.default_rng([seed, epoch, index])  # per example: independent of thread timing

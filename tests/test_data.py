@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from snnjax import data
+from snnjax import data, streaming
 
 SHARED = pathlib.Path(__file__).parents[1] / ".." / "shared" / "data"
 RNG = np.random.default_rng(0)
@@ -375,3 +375,21 @@ def test_streamed_test_split_keeps_the_train_labels(tmp_path):
     (tmp_path / "val" / "c" / "0.png").write_bytes(b"not an image")
     with pytest.raises(ValueError, match=r"val/c/0.png: not a readable image"):
         val[1]
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10", "imagenet2012"])
+def test_table_normalization_is_bit_identical_to_the_arithmetic(name):
+    _, mean, std = data.NORMALIZATION[name]
+    channels = len(mean)
+    # Every uint8 value in every channel, in a random order per channel, as [N, H, W, C].
+    rng = np.random.default_rng(0)
+    images = np.stack([rng.permutation(np.arange(256, dtype=np.uint8)) for _ in range(channels)], -1)
+    images = images.reshape(4, 8, 8, channels)
+    arithmetic = (images.astype(np.float32) / 255.0 - np.asarray(mean, np.float32)) / np.asarray(
+        std, np.float32
+    )
+    table = streaming.normalize_uint8(images, mean, std)
+    assert table.dtype == np.float32 and table.shape == images.shape
+    np.testing.assert_array_equal(table, arithmetic)
+    with pytest.raises(TypeError, match="uint8"):
+        streaming.normalize_uint8(images.astype(np.int32), mean, std)
