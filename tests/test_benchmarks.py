@@ -3,7 +3,9 @@
 import importlib.util
 import json
 
-from benchmarks import vs_reference
+import pytest
+
+from benchmarks import end_to_end, vs_reference
 
 
 def test_missing_reference_names_each_missing_piece(tmp_path, monkeypatch):
@@ -45,3 +47,35 @@ def test_without_the_reference_snnjax_side_runs_and_says_so(tmp_path, capsys):
     assert row["snnjax_images_per_second"] > 0 and row["snnjax_mode"] in ("layer", "step")
     assert "ratio" not in row and len(row["reference_missing"]) >= 2
     assert "n/a" in out  # the table's reference columns
+
+
+def test_end_to_end_times_each_stage_of_a_whole_test_set(tmp_path, capsys):
+    rows = end_to_end.main(
+        [
+            "--dataset=digits",
+            "--models=tiny_cnn",
+            "--steps=3",
+            "--batch=64",
+            "--limit=100",
+            "--name=e",
+            f"--results_dir={tmp_path}",
+        ]  # fmt: skip
+    )
+    (row,) = rows
+    assert json.loads((tmp_path / "e.json").read_text()) == rows
+    assert row["num_test_images"] == 100 and row["T"] == 3 and row["mode"] in ("layer", "step")
+    stages = row["load_seconds"] + row["warmup_seconds"] + row["simulate_seconds"]
+    assert row["end_to_end_seconds"] == stages and min(row[k] for k in row if k.endswith("_seconds")) > 0
+    assert row["images_per_second"] == 100 / row["simulate_seconds"]
+    assert "tiny_cnn" in capsys.readouterr().out
+
+
+def test_end_to_end_without_data_says_what_to_pass(monkeypatch):
+    def no_tfds(name, data_dir=None, **kwargs):
+        raise ValueError("tensorflow-datasets is not installed")
+
+    monkeypatch.setattr(end_to_end.data_lib, "load_dataset", no_tfds)
+    with pytest.raises(
+        SystemExit, match="No cifar10 data: tensorflow-datasets is not installed\nPass --data_dir"
+    ):
+        end_to_end.main(["--data_dir="])
