@@ -2,7 +2,7 @@
 
     python -m benchmarks.end_to_end --data_dir=../shared/data/cifar10-jpeg              # CIFAR-10 (JPEG)
     python -m benchmarks.end_to_end --data_dir=... --models=resnet20 --limit=2048      # shorter
-    python -m benchmarks.end_to_end --accelerator                                       # GPU target run
+    python -m benchmarks.end_to_end --data_dir=...  # on a GPU: layer mode, batch 256 by default
 
 The GPU target of the performance issue: the 10,000 CIFAR-10 test images at T = 32 in under 10 s, data
 loading included. One process per run times, in the order ``convert.py`` meets them:
