@@ -53,8 +53,16 @@ def snn_with_unit_thresholds(model_name: str, num_classes: int, image_shape: tup
     return conversion.spiking_model(ann, mode=mode), conversion.ann_to_snn_variables(variables)
 
 
-def measure(dataset, data_name: str, load_seconds: float, model_name: str, num_steps: int, batch: int,
-            mode: str, dtype: str) -> dict:  # fmt: skip
+def measure(
+    dataset,
+    data_name: str,
+    load_seconds: float,
+    model_name: str,
+    num_steps: int,
+    batch: int,
+    mode: str,
+    dtype: str,
+) -> dict:
     """Times the warm-up batch and the whole test set of ``dataset`` for one model."""
     snn, variables = snn_with_unit_thresholds(model_name, dataset.num_classes, dataset.image_shape, mode)
     dtype = jnp.dtype(dtype)
@@ -90,8 +98,10 @@ def measure(dataset, data_name: str, load_seconds: float, model_name: str, num_s
 
 def print_table(rows: list[dict]) -> None:
     """The rows as a table, seconds per stage."""
-    print(f"{'model':>10} {'T':>3} {'B':>4} {'mode':>5} {'dtype':>8} {'images':>6} {'load s':>7} "
-          f"{'warmup s':>8} {'simulate s':>10} {'end to end s':>12} {'img/s':>8}")  # fmt: skip
+    print(
+        f"{'model':>10} {'T':>3} {'B':>4} {'mode':>5} {'dtype':>8} {'images':>6} {'load s':>7} "
+        f"{'warmup s':>8} {'simulate s':>10} {'end to end s':>12} {'img/s':>8}"
+    )
     for r in rows:
         print(
             f"{r['model']:>10} {r['T']:>3} {r['batch']:>4} {r['mode']:>5} {r['dtype']:>8} "
@@ -122,7 +132,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         dataset = data_lib.load_dataset(args.dataset, args.data_dir)
     except (ImportError, FileNotFoundError, ValueError) as error:
         raise SystemExit(
-            f"No {args.dataset} data: {error}\nPass --data_dir (e.g. a folder holding "
+            f"Could not load {args.dataset}: {error}\nPass --data_dir (e.g. a folder holding "
             "cifar10-jpeg.tar.gz or cifar-10-python.tar.gz) or install tensorflow-datasets."
         ) from None
     load_seconds = time.perf_counter() - start
@@ -134,7 +144,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         rows.append(
             measure(
                 dataset, data_name, load_seconds, model_name, args.steps, args.batch, args.mode, args.dtype
-            )  # fmt: skip
+            )
         )
         print(json.dumps(rows[-1]), flush=True)
     print_table(rows)

@@ -59,7 +59,7 @@ def test_end_to_end_times_each_stage_of_a_whole_test_set(tmp_path, capsys):
             "--limit=100",
             "--name=e",
             f"--results_dir={tmp_path}",
-        ]  # fmt: skip
+        ]
     )
     (row,) = rows
     assert json.loads((tmp_path / "e.json").read_text()) == rows
@@ -76,6 +76,6 @@ def test_end_to_end_without_data_says_what_to_pass(monkeypatch):
 
     monkeypatch.setattr(end_to_end.data_lib, "load_dataset", no_tfds)
     with pytest.raises(
-        SystemExit, match="No cifar10 data: tensorflow-datasets is not installed\nPass --data_dir"
+        SystemExit, match="Could not load cifar10: tensorflow-datasets is not installed\nPass --data_dir"
     ):
         end_to_end.main(["--data_dir="])

@@ -378,7 +378,7 @@ def test_streamed_test_split_keeps_the_train_labels(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["mnist", "cifar10", "imagenet2012"])
-def test_table_normalization_is_bit_identical_to_the_arithmetic(name):
+def test_in_place_normalization_is_bit_identical_to_the_expression(name):
     _, mean, std = data.NORMALIZATION[name]
     channels = len(mean)
     # Every uint8 value in every channel, in a random order per channel, as [N, H, W, C].
@@ -388,8 +388,8 @@ def test_table_normalization_is_bit_identical_to_the_arithmetic(name):
     arithmetic = (images.astype(np.float32) / 255.0 - np.asarray(mean, np.float32)) / np.asarray(
         std, np.float32
     )
-    table = streaming.normalize_uint8(images, mean, std)
-    assert table.dtype == np.float32 and table.shape == images.shape
-    np.testing.assert_array_equal(table, arithmetic)
+    normalized = streaming.normalize_uint8(images, mean, std)
+    assert normalized.dtype == np.float32 and normalized.shape == images.shape
+    np.testing.assert_array_equal(normalized, arithmetic)
     with pytest.raises(TypeError, match="uint8"):
         streaming.normalize_uint8(images.astype(np.int32), mean, std)
