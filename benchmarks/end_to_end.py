@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 import snnjax
-from benchmarks import snn_throughput
+from benchmarks import snn_throughput, write_rows
 from snnjax import conversion, data as data_lib, evaluation
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
@@ -148,11 +148,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         )
         print(json.dumps(rows[-1]), flush=True)
     print_table(rows)
-    os.makedirs(args.results_dir, exist_ok=True)
-    path = os.path.join(args.results_dir, f"{args.name}.json")
-    with open(path, "w") as f:
-        json.dump(rows, f, indent=2)
-    print(f"wrote {path}")
+    write_rows(rows, args.results_dir, args.name)
     return rows
 
 

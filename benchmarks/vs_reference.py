@@ -65,6 +65,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import snnjax
+from benchmarks import write_rows
 from benchmarks.snn_throughput import RELU, timed, without_thresholds
 from benchmarks.train_throughput import seconds_per_step
 from snnjax import activations, augment, conversion, training
@@ -492,11 +493,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for row in rows:
         row.update(machine)
     print_tables(rows)
-    os.makedirs(args.results_dir, exist_ok=True)
-    path = os.path.join(args.results_dir, f"{args.name}.json")
-    with open(path, "w") as f:
-        json.dump(rows, f, indent=2)
-    print(f"wrote {path}")
+    write_rows(rows, args.results_dir, args.name)
     return rows
 
 
