@@ -19,17 +19,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_processes_train_the_same_parameters_as_one(trained_tiny, tmp_path):
-    """``train.py --distributed`` over 2 processes × 2 CPU devices vs 1 process × 4 devices (conftest).
-
-    Same global batch (32), same mesh size (4), same seed: the parameters after 2 epochs must agree.
-    """
-    from snnjax import training
-    from snnjax.configs import ci_tiny
-
-    workdir = tmp_path / "two_processes"
-    port = free_port()
+def _train_in_two_processes(workdir, port, timeout):
+    """``[(returncode, stdout, stderr)]`` of ``train.py --distributed`` as processes 0 and 1; None if
+    they did not finish within ``timeout`` seconds (then both are killed and their pipes closed, and
+    their output is printed for the test log)."""
     env = {
         **os.environ,
         "JAX_PLATFORMS": "cpu",
@@ -56,17 +49,43 @@ def test_two_processes_train_the_same_parameters_as_one(trained_tiny, tmp_path):
         )  # fmt: skip
         for i in range(2)
     ]
-    outputs = []
     try:
-        for process in processes:
-            outputs.append(process.communicate(timeout=300))
-    finally:
+        outputs = [process.communicate(timeout=timeout) for process in processes]
+    except subprocess.TimeoutExpired:
         for process in processes:
             process.kill()
+        for i, process in enumerate(processes):
+            out, err = process.communicate()  # reaps the process and closes its pipes
+            print(f"process {i} (killed after {timeout} s):\n{(out + err)[-3000:]}")
+        return None
+    return [(p.returncode, out, err) for p, (out, err) in zip(processes, outputs, strict=True)]
+
+
+@pytest.mark.slow
+def test_two_processes_train_the_same_parameters_as_one(trained_tiny, tmp_path):
+    """``train.py --distributed`` over 2 processes × 2 CPU devices vs 1 process × 4 devices (conftest).
+
+    Same global batch (32), same mesh size (4), same seed: the parameters after 2 epochs must agree.
+    """
+    from snnjax import training
+    from snnjax.configs import ci_tiny
+
+    # The two-process start-up (coordination service + gloo) hung once in a fresh-clone CI run on the
+    # 2-core machine (killed at 300 s; the test takes ~22 s alone): a hung attempt is killed, its output
+    # printed, and retried once in a fresh workdir on a fresh port.
+    for attempt in range(2):
+        workdir = tmp_path / f"two_processes_{attempt}"
+        results = _train_in_two_processes(workdir, free_port(), timeout=240)
+        if results is not None:
+            break
+    else:
+        pytest.fail("train.py --distributed hung in both attempts (their output is in the captured stdout)")
+    return_codes = [code for code, _, _ in results]
+    outputs = [(out, err) for _, out, err in results]
     logs = "\n".join(out + err for out, err in outputs)
-    if any(p.returncode for p in processes) and "collectives" in logs.lower() and "not" in logs.lower():
+    if any(return_codes) and "collectives" in logs.lower() and "not" in logs.lower():
         pytest.skip(f"this platform lacks JAX's CPU collectives: {logs[-500:]}")
-    assert [p.returncode for p in processes] == [0, 0], logs[-4000:]
+    assert return_codes == [0, 0], logs[-4000:]
     assert all("4 cpu device(s)" in out for out, _ in outputs)  # one global mesh over both processes
 
     # The workdir holds one run: process 0 wrote the metrics, Orbax the shared checkpoints.
