@@ -3,6 +3,8 @@
 import json
 import os
 
+RESULTS = os.path.join(os.path.dirname(__file__), "results")
+
 
 def write_rows(rows: list[dict], results_dir: str, name: str) -> str:
     """Writes ``rows`` to ``<results_dir>/<name>.json`` (the folder made if needed) and says where."""

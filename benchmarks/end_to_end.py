@@ -34,10 +34,9 @@ import jax
 import jax.numpy as jnp
 
 import snnjax
-from benchmarks import snn_throughput, write_rows
+from benchmarks import RESULTS, snn_throughput, write_rows
 from snnjax import conversion, data as data_lib, evaluation
 
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
 SHARED_CIFAR10 = os.path.normpath(
     os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cifar10-jpeg")
 )
@@ -46,10 +45,7 @@ SHARED_CIFAR10 = os.path.normpath(
 def snn_with_unit_thresholds(model_name: str, num_classes: int, image_shape: tuple, mode: str):
     """(SNN module, SNN variables) of the untrained ``model_name`` with every θ = 1."""
     ann = snnjax.create_model(model_name, num_classes, snn_throughput.QCFS)
-    variables = ann.init(jax.random.key(0), jnp.zeros((1, *image_shape)))
-    variables = jax.tree_util.tree_map_with_path(
-        lambda path, x: jnp.ones_like(x) if path[-1].key == "threshold" else x, variables
-    )
+    variables = snn_throughput.with_unit_thresholds(ann.init(jax.random.key(0), jnp.zeros((1, *image_shape))))
     return conversion.spiking_model(ann, mode=mode), conversion.ann_to_snn_variables(variables)
 
 

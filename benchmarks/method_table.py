@@ -34,6 +34,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from benchmarks import RESULTS
 from snnjax import evaluation, training
 
 FLAGS = flags.FLAGS
@@ -273,7 +274,7 @@ def main(argv):
     unknown = set(FLAGS.sections) - {"ann", "low_latency", "slip_sweep"}
     if unknown:
         raise app.UsageError(f"--sections: unknown {sorted(unknown)}; allowed: ann, low_latency, slip_sweep.")
-    results_dir = os.path.join(os.path.dirname(__file__), "results")
+    results_dir = RESULTS
     os.makedirs(results_dir, exist_ok=True)
     output = {"device": str(jax.devices()[0]), "config": FLAGS.config.to_dict()}
     if "ann" in FLAGS.sections:

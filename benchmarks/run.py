@@ -19,9 +19,8 @@ import platform
 
 import jax
 
-from benchmarks import snn_throughput, train_throughput
+from benchmarks import RESULTS, snn_throughput, train_throughput
 
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
 TARGET_OVERHEAD = 0.15  # issue target at T = 4 and 32, float32, batch 64 (VGG-16, ResNet-20)
 
 

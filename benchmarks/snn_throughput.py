@@ -55,14 +55,20 @@ def without_thresholds(variables):
     return traverse_util.unflatten_dict({k: v for k, v in flat.items() if k[-1] != "threshold"})
 
 
+def with_unit_thresholds(variables):
+    """``variables`` with every activation threshold set to 1.
+
+    θ = 1 keeps an untrained network's IF layers firing at a moderate rate on unit-variance input.
+    """
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: jnp.ones_like(x) if path[-1].key == "threshold" else x, variables
+    )
+
+
 def measure(model_name: str, num_steps: int, batch: int, mode: str, dtype: str, repeats: int = 3) -> dict:
     """Times one configuration (32×32×3 CIFAR-shaped random input, 10 classes)."""
     ann = snnjax.create_model(model_name, 10, QCFS)
-    variables = ann.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
-    # θ = 1 keeps the IF layers firing at a moderate rate on unit-variance input.
-    variables = jax.tree_util.tree_map_with_path(
-        lambda path, x: jnp.ones_like(x) if path[-1].key == "threshold" else x, variables
-    )
+    variables = with_unit_thresholds(ann.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
     cast = functools.partial(jax.tree.map, lambda x: x.astype(dtype))
     snn = conversion.spiking_model(ann, mode=mode)
     snn_variables = cast(conversion.ann_to_snn_variables(variables))

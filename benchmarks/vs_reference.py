@@ -65,14 +65,13 @@ import jax.numpy as jnp
 import numpy as np
 
 import snnjax
-from benchmarks import write_rows
-from benchmarks.snn_throughput import RELU, timed, without_thresholds
+from benchmarks import RESULTS, write_rows
+from benchmarks.snn_throughput import RELU, timed, with_unit_thresholds, without_thresholds
 from benchmarks.train_throughput import seconds_per_step
 from snnjax import activations, augment, conversion, training
 from snnjax.configs import default as default_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-RESULTS = os.path.join(HERE, "results")
 REFERENCE_DIRS = {
     "ANN_SNN_QCFS": os.environ.get("QCFS_ANN_SNN_DIR", os.path.join(HERE, "reference", "ANN_SNN_QCFS")),
     "SNN_conversion_QCFS": os.environ.get(
@@ -328,10 +327,7 @@ def evaluation_row(arch: str, batch: int, num_steps: int, repeats: int, referenc
         state_dict = reference.state_dict(torch_model)
         variables, _ = snnjax.from_torch_state_dict(state_dict, arch, 10, "qcfs_revised")
     else:
-        variables = ann.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
-        variables = jax.tree_util.tree_map_with_path(
-            lambda p, x: jnp.ones_like(x) if p[-1].key == "threshold" else x, variables
-        )
+        variables = with_unit_thresholds(ann.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
     snn_variables = conversion.ann_to_snn_variables(variables)
     x = jnp.asarray(images)
     ours = {}
