@@ -97,9 +97,13 @@ def test_two_processes_train_the_same_parameters_as_one(trained_tiny, tmp_path):
     assert int(resumed.step) == 88
     _, (params, batch_stats) = trained_tiny
     # Same math; the all-reduce runs across processes (gloo) instead of inside one, so the sums round
-    # differently (measured: at most 4.8e-7 apart after 88 steps): float tolerance.
-    jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-        jax.device_get((resumed.params, resumed.batch_stats)),
-        (params, batch_stats),
-    )
+    # differently, and QCFS's floor now and then turns a rounding difference into a level flip that
+    # training carries on. Measured after 88 steps: at most 4.8e-7 apart on an AVX machine, up to 0.4 %
+    # of a leaf's largest entry on an AVX-512 one. Another seed moves the median leaf by ~100 % of its
+    # scale (measured: seed 43 vs 42, every leaf by 2.4 % or more): 2 % of each leaf's scale tells them apart.
+    for a, b in zip(
+        jax.tree.leaves(jax.device_get((resumed.params, resumed.batch_stats))),
+        jax.tree.leaves((params, batch_stats)),
+        strict=True,
+    ):
+        assert np.max(np.abs(a - b)) <= 2e-2 * np.max(np.abs(b)) + 1e-6
