@@ -12,6 +12,7 @@ from unittest import mock
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import pytest
 from helpers import conv_nchw
@@ -348,7 +349,7 @@ F32 = np.arange(6, dtype=np.float32).tobytes()  # a 6-element float32 storage
         (F32, 10**12, (2,), (1,), r"reaches element 1000000000001"),  # huge offset
         (F32, 0, (2, 2), (10**12, 1), r"reaches element"),  # huge stride
         (b"", 0, (2,), (1,), r"reaches element 1 .* holds 0"),  # zero-size storage
-        (F32[:-1], 0, (2,), (1,), r"23 bytes, not a whole number"),  # wrong storage length
+        (F32[:-1], 0, (2,), (1,), r"'archive/data/1' of 23 bytes, .* 5 float32 elements \(20 bytes\)"),
         (F32, 0, (2, 3), (1,), r"2 sizes but 1 strides"),
         (F32, 0, (2.5,), (1,), r"ints >= 0"),
         (F32, 0, (3, 3), (0, 1), r"9 elements but its storage"),  # an expanded view larger than storage
@@ -506,3 +507,24 @@ def test_slip_relu_layout_scalar_up_and_learnable_c_are_handled():
     variables, report = interop.from_torch_state_dict(slip, "resnet20", 10, "qcfs_original")
     assert report["unmapped"] == ["conv1.2.a"]
     jax.tree.map(np.testing.assert_array_equal, variables, expected)
+
+
+def test_a_bfloat16_checkpoint_imports_as_float32_variables(tmp_path):
+    # read_torch_checkpoint keeps bfloat16 (as ml_dtypes.bfloat16); from_torch_state_dict casts to float32.
+    torch = pytest.importorskip("torch")
+    sd = reference_state_dict("resnet20", "qcfs_revised")
+    bf16 = {k: torch.from_numpy(v) for k, v in sd.items()}
+    bf16 = {k: t.bfloat16() if t.is_floating_point() else t for k, t in bf16.items()}
+    torch.save(bf16, tmp_path / "bf16.pth")
+    read = interop.read_torch_checkpoint(str(tmp_path / "bf16.pth"))
+    assert read["conv1.0.weight"].dtype == ml_dtypes.bfloat16
+    variables, _ = interop.from_torch_state_dict(read, "resnet20", 10, "qcfs_revised")
+    rounded = {k: t.float().numpy() if t.is_floating_point() else t.numpy() for k, t in bf16.items()}
+    expected, _ = interop.from_torch_state_dict(rounded, "resnet20", 10, "qcfs_revised")
+    for (path, got), (_, want) in zip(
+        jax.tree_util.tree_leaves_with_path(variables),
+        jax.tree_util.tree_leaves_with_path(expected),
+        strict=True,
+    ):
+        assert got.dtype == np.float32, path
+        np.testing.assert_array_equal(got, want, err_msg=jax.tree_util.keystr(path))
