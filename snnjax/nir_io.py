@@ -16,8 +16,11 @@ rebuilds the identical snnjax SNN).
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import functools
 import json
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +40,16 @@ if TYPE_CHECKING:  # nir is an optional dependency, imported where it is used
     import nir
 
 __all__ = ["NIRChain", "from_nir", "to_nir"]
+
+# The node types to_nir writes, and so the only ones from_nir runs.
+RUNNABLE = ("Input", "Conv2d", "IF", "AvgPool2d", "Flatten", "Affine", "Output")
+# metadata["snnjax"] fields from_nir needs, per architecture class.
+REQUIRED = {
+    "chain": ("ops",),
+    "ConvNet": ("layers", "hidden"),
+    "ResNet": ("stage_sizes", "widths"),
+}
+COMMON_REQUIRED = ("class", "v0", "per_channel", "num_classes", "image_shape")
 
 SEMANTICS = {
     "threshold_comparison": ">=",
@@ -251,38 +264,42 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def from_nir(graph: nir.NIRGraph) -> tuple[nn.Module, dict[str, Any], float]:
-    """Rebuilds the snnjax SNN of a graph written by :func:`to_nir`.
+def from_nir(graph: nir.NIRGraph | str | os.PathLike) -> tuple[nn.Module, dict[str, Any], float]:
+    """Rebuilds the snnjax SNN of a graph written by :func:`to_nir`, after checking the graph.
+
+    The network is rebuilt from ``metadata["snnjax"]`` and the nodes' weights, so the graph must be
+    exactly the one :func:`to_nir` writes for that network: only node types snnjax runs, the same
+    nodes and edges (none added, removed or redirected), the same shapes, IF nodes with ``r = 1``,
+    ``v_reset = 0`` and one θ per layer (or per channel), finite values. Anything else is refused
+    rather than silently run as another network.
 
     Args:
-      graph: a ``nir.NIRGraph`` (e.g. from ``nir.read(path)``) with ``metadata["snnjax"]``.
+      graph: a ``nir.NIRGraph`` (e.g. from ``nir.read(path)``) with ``metadata["snnjax"]``, or the
+        path of a NIR file (read without NIR's type inference, so errors name the nodes as written).
 
     Returns:
       ``(snn_model, snn_variables, v0)``: a layer-mode SNN with folded BatchNorm and its variables;
       run it with :func:`snnjax.spiking_apply`.
 
     Raises:
-      ValueError: for graphs not written by snnjax.
+      FileNotFoundError: if ``graph`` is a path that does not exist.
+      ValueError: for a file that is not NIR, a graph not written by snnjax, or one changed since
+        (naming the node or edge, and the file).
     """
+    where = ""
+    if isinstance(graph, str | os.PathLike):
+        where = f"{os.fspath(graph)}: "
+        graph = _read(os.fspath(graph))
     meta = dict(graph.metadata or {}).get("snnjax")
     if not meta:
-        raise ValueError("This NIR graph was not written by snnjax.to_nir (no metadata['snnjax']).")
-    activation = functools.partial(ThresholdActivation, fn=functools.partial(qcfs, levels=1))
+        raise ValueError(f"{where}This NIR graph was not written by snnjax.to_nir (no metadata['snnjax']).")
     meta = {key: _text(value) if isinstance(value, bytes | str) else value for key, value in meta.items()}
+    _check_graph(graph, meta, where)
     if meta["class"] == "chain":
         ann, variables = _chain_from_graph(graph, meta)
         snn = conversion.spiking_model(ann, v0=float(meta["v0"]), per_channel=bool(meta["per_channel"]))
         return snn, variables, float(meta["v0"])
-    if meta["class"] == "ConvNet":
-        layers = [
-            models.POOL if _text(layer) == models.POOL else int(_text(layer)) for layer in meta["layers"]
-        ]
-        ann = models.ConvNet(layers=tuple(layers), hidden=tuple(int(h) for h in meta["hidden"]),
-                             num_classes=int(meta["num_classes"]), activation=activation)  # fmt: skip
-    else:
-        ann = models.ResNet(stage_sizes=tuple(int(s) for s in meta["stage_sizes"]),
-                            widths=tuple(int(w) for w in meta["widths"]),
-                            num_classes=int(meta["num_classes"]), activation=activation)  # fmt: skip
+    ann = _ann_from_meta(meta)
     per_channel = bool(meta["per_channel"])
     snn = conversion.spiking_model(ann, v0=float(meta["v0"]), fold_bn=True, per_channel=per_channel)
     nodes = graph.nodes
@@ -313,6 +330,178 @@ def from_nir(graph: nir.NIRGraph) -> tuple[nn.Module, dict[str, Any], float]:
         "params": traverse_util.unflatten_dict({k: np.asarray(v, np.float32) for k, v in params.items()})
     }
     return snn, variables, float(meta["v0"])
+
+
+def _read(path: str) -> nir.NIRGraph:
+    """``nir.read`` without type inference (which would add nodes to a broken graph); errors name the file."""
+    nir = _import_nir()
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} does not exist (to_nir's graph is written with nir.write).")
+    try:
+        return nir.read(path, type_check=False)
+    except Exception as error:  # h5py and NIR raise many types for a damaged or foreign file
+        raise ValueError(f"{path} is not a readable NIR file ({type(error).__name__}: {error}).") from None
+
+
+def _ann_from_meta(meta) -> nn.Module:
+    """The ANN whose structure ``metadata["snnjax"]`` records (QCFS activations stand for the IF nodes)."""
+    if meta["class"] == "chain":
+        return NIRChain(ops=_chain_ops(meta))
+    activation = functools.partial(ThresholdActivation, fn=functools.partial(qcfs, levels=1))
+    if meta["class"] == "ConvNet":
+        layers = [
+            models.POOL if _text(layer) == models.POOL else int(_text(layer)) for layer in meta["layers"]
+        ]
+        return models.ConvNet(layers=tuple(layers), hidden=tuple(int(h) for h in meta["hidden"]),
+                              num_classes=int(meta["num_classes"]), activation=activation)  # fmt: skip
+    return models.ResNet(stage_sizes=tuple(int(s) for s in meta["stage_sizes"]),
+                         widths=tuple(int(w) for w in meta["widths"]),
+                         num_classes=int(meta["num_classes"]), activation=activation)  # fmt: skip
+
+
+def _refusal(where: str, problem: str) -> ValueError:
+    return ValueError(
+        f"{where}{problem}. from_nir rebuilds only the graph snnjax.interop.to_nir writes for the network "
+        "recorded in metadata['snnjax']; re-export the network with to_nir instead of editing the graph."
+    )
+
+
+def _expected_graph(meta, where: str) -> nir.NIRGraph:
+    """The graph :func:`to_nir` writes for the network in ``meta``, with zero weights (the structure)."""
+    if meta.get("class") not in REQUIRED:
+        raise _refusal(
+            where, f"metadata['snnjax']['class'] is {meta.get('class')!r}, not one of {list(REQUIRED)}"
+        )
+    missing = [key for key in (*COMMON_REQUIRED, *REQUIRED[meta["class"]]) if key not in meta]
+    if missing:
+        raise _refusal(where, f"metadata['snnjax'] lacks {missing}")
+    try:
+        ann = _ann_from_meta(meta)
+        image_shape = tuple(int(d) for d in np.ravel(meta["image_shape"]))
+        shapes = jax.eval_shape(ann.init, jax.random.key(0), jnp.zeros((1, *image_shape)))
+        zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+        return to_nir(ann, zeros, image_shape, v0=float(meta["v0"]), lossy=True)
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as error:
+        raise _refusal(
+            where,
+            f"metadata['snnjax'] does not describe a network snnjax can build "
+            f"({type(error).__name__}: {error})",
+        ) from None
+
+
+def _layout(node) -> dict[str, tuple]:
+    """What :func:`to_nir` fixes in a node besides the weights' values.
+
+    That is every float array's shape, every other field's value (strides, padding, ...), and the
+    input/output types where the node records them.
+    """
+    layout, types = {}, {}  # types last: a wrong weight shape is named before the shapes it implies
+    for field in dataclasses.fields(node):
+        value = getattr(node, field.name)
+        if field.name == "metadata" or value is None:
+            continue
+        if isinstance(value, dict):  # input_type / output_type: None where a read graph has not inferred it
+            for key, shape in value.items():
+                if shape is not None:
+                    types[f"{field.name}[{key!r}]"] = tuple(np.ravel(shape).tolist())
+        elif np.issubdtype(np.asarray(value).dtype, np.floating):
+            layout[f"{field.name} shape"] = np.shape(value)
+        else:
+            layout[field.name] = tuple(np.ravel(value).tolist())
+    return {**layout, **types}
+
+
+def _check_graph(graph, meta, where: str) -> None:
+    """Refuses a graph that is not exactly what :func:`to_nir` writes for the network in ``meta``.
+
+    from_nir reads weights by node name and ignores edges, so a node added, removed, retyped or
+    rewired, or a changed shape, would otherwise load as another network (or fail later, far away).
+    """
+    for name, node in graph.nodes.items():
+        if type(node).__name__ not in RUNNABLE:
+            raise _refusal(
+                where,
+                f"node {name!r} is a nir.{type(node).__name__}, which snnjax cannot run; it runs only "
+                f"{', '.join(RUNNABLE)} (IF with the semantics in metadata['snnjax'])",
+            )
+    expected = _expected_graph(meta, where)
+    for name, node in graph.nodes.items():
+        if name not in expected.nodes:
+            around = [f"{a!r} → {b!r}" for a, b in graph.edges if name in (a, b)]
+            raise _refusal(
+                where,
+                f"node {name!r} ({type(node).__name__}; edges {', '.join(around) or 'none'}) is not part of "
+                "the network",
+            )
+    for name, node in expected.nodes.items():
+        if name not in graph.nodes:
+            raise _refusal(where, f"the graph lacks node {name!r} ({type(node).__name__}) of the network")
+        if type(graph.nodes[name]) is not type(node):
+            raise _refusal(
+                where,
+                f"node {name!r} is a nir.{type(graph.nodes[name]).__name__} where the network has a "
+                f"nir.{type(node).__name__}",
+            )
+    # A multiset: a repeated edge would feed its source twice (NIR sums a node's inputs).
+    have = collections.Counter(tuple(_text(end) for end in edge) for edge in graph.edges)
+    want = collections.Counter(tuple(edge) for edge in expected.edges)
+    for (a, b), count in (have - want).items():
+        sources = [s for s, d in expected.edges if d == b]
+        raise _refusal(
+            where,
+            f"the edge {a!r} → {b!r}{f' (×{count})' if count > 1 else ''} is not in the network, where "
+            f"{b!r} reads only {sources}",
+        )
+    for a, b in (want - have).elements():
+        raise _refusal(where, f"the graph lacks the network's edge {a!r} → {b!r}")
+    per_channel = bool(meta["per_channel"])
+    for name, node in expected.nodes.items():
+        got, kind = graph.nodes[name], type(node).__name__
+        want_layout = _layout(node)
+        for key, value in _layout(got).items():
+            if key in want_layout and value != want_layout[key]:
+                raise _refusal(
+                    where,
+                    f"node {name!r} ({kind}): its {key} is {value} where the network has {want_layout[key]}",
+                )
+        for field in dataclasses.fields(got):
+            value = getattr(got, field.name)
+            if (
+                isinstance(value, np.ndarray)
+                and np.issubdtype(value.dtype, np.floating)
+                and not np.all(np.isfinite(value))
+            ):
+                raise _refusal(
+                    where, f"node {name!r} ({kind}): its {field.name} holds NaN or infinite values"
+                )
+        if kind == "IF":
+            _check_if(got, name, per_channel, where)
+
+
+def _check_if(node, name: str, per_channel: bool, where: str) -> None:
+    """Refuses IF parameters snnjax does not run.
+
+    snnjax's IF integrates its input unscaled (r = 1), subtracts θ on a spike (to_nir writes
+    v_reset = 0) and keeps one θ per layer or per channel (NIR puts channels first).
+    """
+    if not np.all(np.asarray(node.r) == 1):
+        raise _refusal(
+            where, f"node {name!r} (IF): r is not 1 everywhere; snnjax's IF integrates its input unscaled"
+        )
+    if node.v_reset is not None and not np.all(np.asarray(node.v_reset) == 0):
+        raise _refusal(
+            where,
+            f"node {name!r} (IF): v_reset is not 0; snnjax resets by subtracting θ "
+            "(metadata['snnjax']['reset'])",
+        )
+    theta = np.asarray(node.v_threshold)
+    groups = theta.reshape(theta.shape[0], -1) if per_channel else theta.reshape(1, -1)
+    if not np.all(groups == groups[:, :1]):
+        raise _refusal(
+            where,
+            f"node {name!r} (IF): v_threshold varies within a {'channel' if per_channel else 'layer'}; "
+            f"snnjax runs one θ per {'channel' if per_channel else 'layer (metadata per_channel is false)'}",
+        )
 
 
 # Any plain chain of layers (a user's own model), found by one structure walk.
@@ -486,8 +675,7 @@ def _nir_shape(shape) -> list[int]:
 
 def _chain_from_graph(graph, meta):
     """The :class:`NIRChain` and its variables from a chain graph written by :func:`to_nir`."""
-    ops = [tuple(op) for op in json.loads(_text(meta["ops"]))]
-    ops = [tuple(tuple(v) if isinstance(v, list) else v for v in op) for op in ops]
+    ops = _chain_ops(meta)
     params: dict[tuple[str, ...], np.ndarray] = {}
     flatten_shape = None
     for op in ops:
@@ -514,4 +702,10 @@ def _chain_from_graph(graph, meta):
     variables = {
         "params": traverse_util.unflatten_dict({k: np.asarray(v, np.float32) for k, v in params.items()})
     }
-    return NIRChain(ops=tuple(ops)), variables
+    return NIRChain(ops=ops), variables
+
+
+def _chain_ops(meta) -> tuple:
+    """:attr:`NIRChain.ops` from ``metadata["snnjax"]["ops"]`` (JSON: lists back to tuples)."""
+    ops = [tuple(op) for op in json.loads(_text(meta["ops"]))]
+    return tuple(tuple(tuple(v) if isinstance(v, list) else v for v in op) for op in ops)

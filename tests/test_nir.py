@@ -1,6 +1,7 @@
 """NIR export: strict refusal, file round trip, and the graph run by an independent NumPy interpreter."""
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -133,3 +134,112 @@ def test_convert_writes_a_nir_file_that_reads_back(tiny_workdir):
     snn, variables, v0 = interop.from_nir(nir.read(workdir / "snn.nir"))
     images = jnp.zeros((4, 8, 8, 1))
     assert conversion.spiking_apply(snn, variables, images, 3).shape == (3, 4, 10) and v0 == 0.5
+
+
+# from_nir checks the graph it reads: an edited file is refused, naming the node (and the file).
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    """``{name: path}`` of the NIR files to_nir writes for the TinyCNN and the tiny ResNet."""
+    paths = {}
+    for name in ("cnn", "resnet"):
+        snn, variables = converted(BUILDS[name])
+        paths[name] = tmp_path_factory.mktemp(name) / "snn.nir"
+        nir.write(paths[name], interop.to_nir(snn, variables, IMAGE_SHAPE, v0=0.5, lossy=True))
+    return paths
+
+
+def insert_node(nodes, edges):  # an IF on the edge act0 → pool1
+    nodes["extra"] = nir.IF(r=np.ones((4, 8, 8), np.float32), v_threshold=np.ones((4, 8, 8), np.float32))
+    edges[edges.index(("act0", "pool1"))] = ("act0", "extra")
+    edges.append(("extra", "pool1"))
+
+
+def lif_for_if(nodes, edges):
+    theta = nodes["act0"].v_threshold
+    nodes["act0"] = nir.LIF(
+        tau=np.ones_like(theta), r=np.ones_like(theta), v_leak=0 * theta, v_threshold=theta
+    )
+
+
+def remove_edge(nodes, edges):
+    edges.remove(("act0", "pool1"))
+
+
+def redirect_residual(nodes, edges):  # the block's add reads act1 instead of the block input
+    edges[edges.index(("stem_act", "stage0_block0.act2"))] = ("stage0_block0.act1", "stage0_block0.act2")
+
+
+def five_channels(nodes, edges):  # conv_bn0 writes 5 channels where act0 reads 4
+    old = nodes["conv_bn0"]
+    weight, bias = np.concatenate([old.weight, old.weight[:1]]), np.concatenate([old.bias, old.bias[:1]])
+    nodes["conv_bn0"] = nir.Conv2d((8, 8), weight, 1, 1, 1, 1, bias)
+
+
+def scaled_input(nodes, edges):
+    nodes["fc_act0"] = nir.IF(r=2 * nodes["fc_act0"].r, v_threshold=nodes["fc_act0"].v_threshold)
+
+
+EDITS = {
+    "inserted node": (
+        "cnn",
+        insert_node,
+        r"node 'extra' \(IF; edges 'act0' → 'extra', 'extra' → 'pool1'\) is not part of the network",
+    ),
+    "LIF for IF": (
+        "cnn",
+        lif_for_if,
+        r"node 'act0' is a nir.LIF, which snnjax cannot run; it runs only Input, Conv2d, IF, AvgPool2d, "
+        r"Flatten, Affine, Output",
+    ),
+    "edge removed": ("cnn", remove_edge, r"lacks the network's edge 'act0' → 'pool1'"),
+    "residual redirected": (
+        "resnet",
+        redirect_residual,
+        r"the edge 'stage0_block0.act1' → 'stage0_block0.act2' is not in the network, where "
+        r"'stage0_block0.act2' reads only \['stage0_block0.conv_bn2', 'stem_act'\]",
+    ),
+    "shape mismatch": (
+        "cnn",
+        five_channels,
+        r"node 'conv_bn0' \(Conv2d\): its weight shape is \(5, 3, 3, 3\) where the network has "
+        r"\(4, 3, 3, 3\)",
+    ),
+    "IF scales its input": ("cnn", scaled_input, r"node 'fc_act0' \(IF\): r is not 1"),
+}
+
+
+def edited(written, tmp_path, build, edit):
+    """The path of a copy of ``written[build]`` with ``edit(nodes, edges)`` applied."""
+    graph = nir.read(written[build], type_check=False)
+    edit(graph.nodes, graph.edges)
+    path = tmp_path / "edited.nir"
+    nir.write(path, nir.NIRGraph(graph.nodes, graph.edges, graph.metadata, type_check=False))
+    return path
+
+
+@pytest.mark.parametrize("case", list(EDITS))
+def test_edited_graphs_are_refused_naming_the_node(written, tmp_path, case):
+    build, edit, message = EDITS[case]
+    path = edited(written, tmp_path, build, edit)
+    with pytest.raises(ValueError, match=message + r".*re-export the network with to_nir"):
+        interop.from_nir(nir.read(path, type_check=False))  # the graph as written, no NIR inference
+
+
+def test_from_a_path_errors_name_the_file_and_snnjax_files_load(written, tmp_path):
+    path = edited(written, tmp_path, "cnn", insert_node)
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: node 'extra'"):
+        interop.from_nir(path)
+    (tmp_path / "junk.nir").write_bytes(b"not HDF5")
+    with pytest.raises(
+        ValueError, match=rf"{re.escape(str(tmp_path / 'junk.nir'))} is not a readable NIR file"
+    ):
+        interop.from_nir(tmp_path / "junk.nir")
+    snn, variables, _ = interop.from_nir(written["resnet"])
+    expected_snn, expected_variables, _ = interop.from_nir(nir.read(written["resnet"]))
+    images = jax.random.uniform(jax.random.key(4), (2, *IMAGE_SHAPE), minval=0.0, maxval=2.0)
+    np.testing.assert_array_equal(
+        conversion.spiking_apply(snn, variables, images, 3),
+        conversion.spiking_apply(expected_snn, expected_variables, images, 3),
+    )
