@@ -15,7 +15,7 @@ Sources, by ``config.dataset`` and ``config.data_dir``:
 * ``imagenet2012`` is streamed (:mod:`snnjax.streaming`): from ``data_dir/train/<class>/`` and
   ``data_dir/val/<class>/`` image folders, or from tensorflow-datasets' ``data_source``.
 * Without ``data_dir``: tensorflow-datasets (``pip install 'snnjax[tfds]'``, no TensorFlow needed), which
-  downloads and prepares the dataset on first use.
+  downloads and prepares the dataset on first use (without network: an error at once, saying what to set).
 
 Images are normalized with per-dataset constants (those of the reference code for CIFAR).
 """
@@ -200,7 +200,9 @@ def _load_idx_dir(name: str, data_dir: str) -> Dataset:
         if path is None:
             raise FileNotFoundError(f"{name}: file {stem}[.gz] not found in data_dir={data_dir!r}.")
         paths.append(path)
-    arrays = [_read_idx(path, "labels" if "labels" in path else "images") for path in paths]
+    # The kind comes from the file's name: a folder such as /data/idx_labels/ says nothing about it.
+    kinds = ["labels" if "labels" in stem else "images" for stem in IDX_FILES]
+    arrays = [_read_idx(path, kind) for path, kind in zip(paths, kinds, strict=True)]
     for images, labels, images_path, labels_path in ((arrays[0], arrays[1], *paths[:2]),
                                                      (arrays[2], arrays[3], *paths[2:])):  # fmt: skip
         _check_labels(name, f"{images_path} + {labels_path}", images, labels)
@@ -360,17 +362,6 @@ def _image_folder_entries(data_dir: str) -> dict[str, list[tuple[str, str, bytes
     return None
 
 
-def _decode_image(source: str, payload: bytes) -> np.ndarray:
-    """One encoded image as uint8 ``[H, W, 3]``; a corrupt or truncated file is named in a ValueError."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(payload)) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as error:  # PIL's errors for unreadable data
-        raise ValueError(f"{source}: not a readable image ({error}).") from None
-
-
 def _load_image_folder(name: str, data_dir: str) -> Dataset | None:
     entries = _image_folder_entries(data_dir)
     if entries is None:
@@ -396,7 +387,7 @@ def _load_image_folder(name: str, data_dir: str) -> Dataset | None:
         nonlocal first_shape
         images = []
         for _, source, payload in items:
-            image = _decode_image(source, payload)
+            image = streaming.decode_image(source, io.BytesIO(payload))
             if first_shape is None:
                 first_shape = (image.shape, source)
             elif image.shape != first_shape[0]:
@@ -413,18 +404,25 @@ def _load_image_folder(name: str, data_dir: str) -> Dataset | None:
 
 def _load_tfds(name: str) -> Dataset:
     try:
-        import tensorflow_datasets as tfds
+        import tensorflow_datasets  # noqa: F401  (only checks that it is installed)
     except ImportError:
         raise ValueError(
             f"config.data_dir is unset, so {name!r} would come from tensorflow-datasets, which is not "
             "installed: `pip install 'snnjax[tfds]'` (downloads on first use), or set config.data_dir to "
             "a folder with the dataset's files."
         ) from None
+    if name in ("mnist", "fashion_mnist"):
+        instead = "set config.data_dir to a folder with the four IDX files (train-images-idx3-ubyte.gz etc.)"
+    else:
+        instead = (
+            "set config.data_dir to a folder with the published archive (e.g. cifar-10-python.tar.gz) or "
+            "train/<class>/ + test/<class>/ image folders"
+        )
     arrays = []
     for split in ("train", "test"):
         # data_source downloads and prepares the dataset (ArrayRecord files) on first use and reads it
         # without TensorFlow; the streamed datasets read the same way (snnjax.streaming.TfdsSource).
-        source = tfds.data_source(name, split=split)
+        source = streaming.tfds_data_source(name, split, None, instead)
         records = [source[i] for i in range(len(source))]
         arrays += [
             np.stack([np.asarray(r["image"], np.uint8) for r in records]),

@@ -14,19 +14,61 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import math
 import os
+import shutil
+import urllib.parse
 from collections.abc import Iterator, Sequence
+from typing import BinaryIO
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from snnjax.parallel import pad_batch
 
 __all__ = ["ImageFolderSource", "StreamingDataset", "TfdsSource", "center_crop", "random_resized_crop"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def decode_image(source: str, file: str | BinaryIO) -> np.ndarray:
+    """Decodes one image file with Pillow.
+
+    Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) stays in force: an image whose
+    header claims more pixels is refused like any unreadable file.
+
+    Args:
+      source: names the image in errors (its path, or ``archive:member``).
+      file: its path, or a binary file object holding the encoded bytes.
+
+    Returns:
+      uint8 ``[H, W, 3]`` (RGB).
+
+    Raises:
+      ValueError: naming ``source``, if Pillow cannot decode it (unknown format, truncated or corrupt
+        data, or a size over the bomb limit).
+    """
+    try:
+        with Image.open(file) as image:
+            return np.asarray(image.convert("RGB"))
+    # DecompressionBombError is no OSError, and DecompressionBombWarning (over half the limit) reaches
+    # here only where warnings are errors (pytest -W error); neither names the file on its own.
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ValueError(
+            f"{source}: not a readable image ({error}); remove the file or re-encode it at a smaller size."
+        ) from None
+    except UnidentifiedImageError:  # its message names a file object, not the file
+        raise ValueError(
+            f"{source}: not a readable image (Pillow does not recognize its format: not a JPEG or PNG, or "
+            "its header is cut off); remove the file or re-encode it."
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:  # PIL's errors for unreadable data
+        raise ValueError(
+            f"{source}: not a readable image ({type(error).__name__}: {error}); remove the file or "
+            "re-encode it."
+        ) from None
 
 
 class ImageFolderSource:
@@ -68,11 +110,116 @@ class ImageFolderSource:
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
         path, label = self.items[index]
+        return decode_image(path, path), label
+
+
+# Seconds to wait for a host that tfds downloads from: tfds itself retries an unreachable host for
+# minutes (urllib3, 10 tries with exponential backoff, per file) before it fails.
+TFDS_PROBE_TIMEOUT_S = 5
+
+
+def tfds_data_source(name: str, split: str, data_dir: str | None, instead: str) -> Sequence:
+    """``tfds.data_source(name, split=split, data_dir=data_dir)`` that fails in seconds without network.
+
+    A prepared dataset is read as it is. Otherwise tfds downloads and prepares it; first each host it
+    downloads from is asked once, with a short timeout, and whatever a failed download or preparation
+    created in the tfds data folder is removed again (folders and files that existed before are kept).
+
+    Args:
+      name: tfds dataset name.
+      split: split name.
+      data_dir: tfds data folder; None = tfds's default (``TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
+      instead: how to do without tfds, for the error message (which config.data_dir to set).
+
+    Returns:
+      tfds's random-access data source of the split.
+
+    Raises:
+      ValueError: in one line, if the dataset is not prepared and a host it is downloaded from cannot be
+        reached (or, for a dataset downloaded by hand, tfds's manual folder is empty), or if its download
+        fails on the network.
+    """
+    import requests
+    import tensorflow_datasets as tfds
+
+    # What tfds.data_source does, with the download guarded. ArrayRecord: read without TensorFlow.
+    builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+    try:
+        # What is prepared (or what tfds.testing.mock_data provides) needs no network.
+        return builder.as_data_source(split=split)
+    except Exception:  # nothing prepared: tfds 4.9 raises a KeyError, other versions other errors
+        if builder.is_prepared():
+            raise  # prepared but unreadable: tfds's own error says why
+    root = os.fspath(builder.data_dir_root)
+    offline = f"{instead}, or set TFDS_DATA_DIR to a folder where tensorflow-datasets prepared {name}."
+    if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:  # e.g. imagenet2012: prepared from files, not downloaded
+        manual_dir = os.path.join(root, "downloads", "manual")
+        if not (os.path.isdir(manual_dir) and os.listdir(manual_dir)):
+            raise ValueError(
+                f"{name} is not prepared in {root}, and tensorflow-datasets prepares it only from files "
+                f"downloaded by hand into {manual_dir} (see the tfds catalog): {offline}"
+            )
+    else:
+        urls = [url for url in builder.url_infos or {} if url.startswith(("http://", "https://"))]
+        for host, url in {urllib.parse.urlsplit(url).netloc: url for url in urls}.items():
+            try:
+                requests.head(url, timeout=TFDS_PROBE_TIMEOUT_S, allow_redirects=False)
+            except requests.exceptions.ReadTimeout:
+                pass  # connected, so the host is there
+            except requests.RequestException as error:
+                raise ValueError(
+                    f"{name} is not prepared in {root} and tensorflow-datasets cannot download it: {host} "
+                    f"cannot be reached ({type(error).__name__}). Without network, {offline}"
+                ) from None
+    with _removed_on_failure(root):
         try:
-            with Image.open(path) as image:
-                return np.asarray(image.convert("RGB")), label
-        except (OSError, SyntaxError, ValueError) as error:  # PIL's errors for unreadable data
-            raise ValueError(f"{path}: not a readable image ({error}).") from None
+            builder.download_and_prepare()
+        except (requests.RequestException, tfds.download.DownloadError) as error:
+            raise ValueError(
+                f"downloading {name} with tensorflow-datasets failed ({type(error).__name__}: {error}). "
+                f"Without network, {offline}"
+            ) from error
+    return builder.as_data_source(split=split)
+
+
+def _paths_in(root: str, depth: int) -> set[str]:
+    """The paths in folder ``root``, down to ``depth`` levels."""
+    paths, level = set(), [root]
+    for _ in range(depth):
+        level = [os.path.join(d, n) for d in level if os.path.isdir(d) for n in os.listdir(d)]
+        paths.update(level)
+    return paths
+
+
+@contextlib.contextmanager
+def _removed_on_failure(root: str) -> Iterator[None]:
+    """Removes what the block created in ``root`` if it raises; never what existed before.
+
+    A missing ``root`` is removed whole (with the missing folders above it); in an existing one, the new
+    entries down to three levels (``downloads/<name>/<file>``, ``<name>/<version>/<file>``: where tfds
+    writes).
+    """
+    top = None  # the highest missing folder of root's path
+    path = os.path.abspath(root)
+    while not os.path.exists(path):
+        top, path = path, os.path.dirname(path)
+    before = set() if top else _paths_in(root, 3)
+    try:
+        yield
+    except Exception:
+        if top:
+            shutil.rmtree(top, ignore_errors=True)
+        else:
+            new = _paths_in(root, 3) - before
+            for path in new:
+                if os.path.dirname(path) in new:
+                    continue  # removed with its new parent
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):  # must not hide the error being raised
+                        os.remove(path)
+        raise
 
 
 class TfdsSource:
@@ -80,14 +227,16 @@ class TfdsSource:
 
     def __init__(self, name: str, split: str, data_dir: str | None = None):
         try:
-            import tensorflow_datasets as tfds
+            import tensorflow_datasets  # noqa: F401  (only checks that it is installed)
         except ImportError:
             raise ValueError(
                 f"streaming {name!r} from tensorflow-datasets needs `pip install 'snnjax[tfds]'` and the "
                 "dataset prepared in ArrayRecord format (imagenet2012 must be downloaded manually, see the "
                 "tfds catalog); or set config.data_dir to an image folder with train/ and val/."
             ) from None
-        self._source = tfds.data_source(name, split=split, data_dir=data_dir)
+        self._source = tfds_data_source(
+            name, split, data_dir, instead="set config.data_dir to an image folder with train/ and val/"
+        )
 
     def __len__(self) -> int:
         return len(self._source)

@@ -6,8 +6,13 @@ import io
 import os
 import pathlib
 import pickle
+import socket
+import struct
 import sys
 import tarfile
+import time
+import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -393,3 +398,89 @@ def test_in_place_normalization_is_bit_identical_to_the_expression(name):
     np.testing.assert_array_equal(normalized, arithmetic)
     with pytest.raises(TypeError, match="uint8"):
         streaming.normalize_uint8(images.astype(np.int32), mean, std)
+
+
+# Paths and files that mislead the loaders.
+
+
+def test_idx_kind_comes_from_the_file_name_not_its_folders(tmp_path):
+    folder = tmp_path / "idx_labels" / "images"  # folder names that read like the other kind
+    folder.mkdir(parents=True)
+    write_mnist(folder, MNIST_X, MNIST_Y, MNIST_X[:10], MNIST_Y[:10])
+    ds = data.load_dataset("mnist", str(folder))
+    assert ds.train_images.shape == (200, 28, 28, 1) and ds.test_images.shape == (10, 28, 28, 1)
+    np.testing.assert_array_equal(ds.train_labels, MNIST_Y)
+
+
+def png_header(width, height):
+    """A PNG whose header claims ``width``×``height`` RGB pixels, with almost no pixel data."""
+
+    def chunk(kind, payload):
+        return (
+            struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        # Over twice Pillow's MAX_IMAGE_PIXELS: DecompressionBombError (no OSError).
+        (png_header(30000, 30000), r"Image size \(900000000 pixels\) exceeds limit"),
+        # Over the limit: DecompressionBombWarning, raised where warnings are errors.
+        (png_header(10000, 10000), r"Image size \(100000000 pixels\) exceeds limit"),
+        (b"GIF89a, not a PNG", r"Pillow does not recognize its format"),
+        (png_header(8, 8)[:20], r"OSError: "),  # truncated in its header
+    ],
+    ids=["bomb", "bomb-warning", "unknown-format", "truncated"],
+)
+def test_images_that_pillow_refuses_are_named_in_one_value_error(tmp_path, payload, reason):
+    limit = Image.MAX_IMAGE_PIXELS
+    write_image_folder(tmp_path / "folder")
+    (tmp_path / "folder" / "train" / "class3" / "0.png").write_bytes(payload)
+    archive = tmp_path / "archive" / "images.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "folder", arcname="cifar10")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # as under pytest's -W error, whatever the config says
+        with pytest.raises(ValueError, match=r"folder/train/class3/0.png: not a readable image \(" + reason):
+            data.load_dataset("cifar10", str(tmp_path / "folder"))
+        with pytest.raises(
+            ValueError, match=r"images.tar.gz:cifar10/train/class3/0.png: not a readable image"
+        ):
+            data.load_dataset("cifar10", str(tmp_path / "archive"))
+    with pytest.raises(ValueError, match=r"remove the file or re-encode it"):
+        data.load_dataset("cifar10", str(tmp_path / "folder"))
+    assert Image.MAX_IMAGE_PIXELS == limit  # Pillow's bomb limit stays
+
+
+def no_network(*args, **kwargs):
+    raise socket.gaierror(socket.EAI_NONAME, "simulated: no network")
+
+
+def test_tfds_without_network_fails_in_seconds_and_leaves_no_folder(tmp_path, monkeypatch):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)  # no host name resolves, as offline
+    # tfds's default folder (TFDS_DATA_DIR or ~/tensorflow_datasets), read when tfds was imported.
+    monkeypatch.setattr(tfds.core.constants, "DATA_DIR", str(tmp_path / "home" / "tensorflow_datasets"))
+    start = time.monotonic()
+    with pytest.raises(
+        ValueError,
+        match=r"mnist is not prepared in .*tensorflow_datasets and .* storage.googleapis.com cannot be "
+        r"reached \(\w+\)\. Without network, set config.data_dir to a folder with the four IDX",
+    ):
+        data.load_dataset("mnist")
+    with pytest.raises(
+        ValueError, match=r"only from files downloaded by hand into .*manual .*config.data_dir to an image"
+    ):
+        data.load_dataset("imagenet2012")  # streamed; tfds does not download it
+    assert time.monotonic() - start < 30  # ~1 s; tfds alone retries for ~200 s
+    assert list(tmp_path.iterdir()) == []

@@ -1,6 +1,10 @@
 """Streaming input: crops, determinism, evaluation coverage, and a training run on a streamed folder."""
 
 import json
+import socket
+import struct
+import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -113,3 +117,95 @@ def test_subsample_test_of_a_streamed_set_reads_only_the_drawn_examples(tmp_path
     assert len(short.test[1:3]) == 2
     with pytest.raises(IndexError):
         short.test[4]
+
+
+def png_header(width, height):
+    """A PNG whose header claims ``width``×``height`` RGB pixels, with almost no pixel data."""
+
+    def chunk(kind, payload):
+        return (
+            struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_an_image_over_pillows_bomb_limit_is_named_and_the_limit_kept(tmp_path):
+    make_folder(tmp_path)
+    (tmp_path / "val" / "n001" / "1.png").write_bytes(png_header(30000, 30000))
+    (tmp_path / "val" / "n002" / "0.png").write_bytes(png_header(10000, 10000))
+    ds = folder_dataset(tmp_path)
+    with pytest.raises(ValueError, match=r"val/n001/1.png: not a readable image \(Image size .*re-encode"):
+        list(ds.test_batches(8))  # decoded on the thread pool
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the warning Pillow gives below twice its limit, as an error
+        with pytest.raises(ValueError, match=r"val/n002/0.png: not a readable image \(Image size"):
+            ds.test[4]
+    assert Image.MAX_IMAGE_PIXELS == 89478485  # Pillow's default, not raised
+
+
+def test_tfds_source_without_network_fails_fast(tmp_path, monkeypatch):
+    pytest.importorskip("tensorflow_datasets")
+
+    def no_network(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "simulated: no network")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)  # no host name resolves, as offline
+    with pytest.raises(
+        ValueError, match=r"cifar10 is not prepared in .*www.cs.toronto.edu cannot be reached"
+    ):
+        streaming.TfdsSource("cifar10", "train", data_dir=str(tmp_path / "tfds"))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("root_exists", [True, False])
+def test_a_failed_tfds_download_removes_only_what_it_created(tmp_path, monkeypatch, root_exists):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    import requests
+
+    root = tmp_path / "data" / "tfds"
+    if root_exists:
+        (root / "downloads").mkdir(parents=True)
+        (root / "downloads" / "earlier.tar.gz").write_bytes(b"kept")
+
+    def failing_download(self, *args, **kwargs):  # what tfds leaves when the network drops mid-way
+        (root / "downloads" / "mnist").mkdir(parents=True)
+        (root / "downloads" / "mnist" / "t10k-images.gz.tmp.123").write_bytes(b"partial")
+        (root / "downloads" / "extracted.tmp").write_bytes(b"partial")
+        (root / "mnist" / "3.0.1.incomplete").mkdir(parents=True)
+        raise requests.ConnectionError("simulated: connection reset")
+
+    monkeypatch.setattr(requests, "head", lambda *args, **kwargs: None)  # the host answers
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", failing_download)
+    with pytest.raises(
+        ValueError, match=r"downloading mnist with tensorflow-datasets failed \(ConnectionError"
+    ):
+        streaming.TfdsSource("mnist", "train", data_dir=str(root))
+    left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    if root_exists:
+        assert left == ["data", "data/tfds", "data/tfds/downloads", "data/tfds/downloads/earlier.tar.gz"]
+    else:
+        assert left == []
+
+
+def test_tfds_data_source_prepares_on_first_use_then_reads_what_is_prepared(tmp_path, monkeypatch):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from tensorflow_datasets import testing
+
+    # A real builder that prepares its 3 examples without downloads (no URLs, no TensorFlow needed).
+    monkeypatch.setattr(tfds, "builder", lambda name, **kwargs: testing.DummyDataset(**kwargs))
+    source = streaming.tfds_data_source("dummy_dataset", "train", str(tmp_path), instead="-")
+    assert len(source) == 3 and source[0] == {"id": 0}
+
+    def no_preparing(self, *args, **kwargs):
+        raise AssertionError("prepared a second time")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_preparing)
+    again = streaming.tfds_data_source("dummy_dataset", "train[1:]", str(tmp_path), instead="-")
+    assert [again[i] for i in range(len(again))] == [{"id": 1}, {"id": 2}]
