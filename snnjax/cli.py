@@ -7,9 +7,13 @@
   field with its default, and exits 0 (absl's own help exits 1).
 * A bad flag or config override (``--config.levelz=3``, ``--config.levels=abc``, a missing config
   file) ends in one line naming it, exit status 2.
+* A config file that cannot be loaded (a syntax error, a failing import, an exception in
+  ``get_config``) ends in one line naming the file and line, exit status 2.
 * An error from bad input (:data:`USER_ERRORS`: an invalid config value, a missing or damaged file, a
-  workdir trained with another config, a diverged run) ends in one line with its message, exit
-  status 1; ``--debug`` shows the full traceback instead.
+  workdir trained with another config or in use by another process, a diverged run, a full disk)
+  ends in one line with its message, exit status 1; ``--debug`` shows the full traceback instead.
+* Ctrl-C ends in one line, exit status 130, also when the interruption landed where Python swallows
+  it (a garbage-collector callback): :func:`snnjax.workdir.interrupts_noticed`.
 
 Library code never calls this module: it raises, and the caller decides.
 """
@@ -18,17 +22,19 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import os
 import pathlib
 import pickle
 import sys
 import textwrap
+import traceback
 from collections.abc import Callable, Iterator
 
 import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from snnjax import configs
+from snnjax import configs, workdir as workdir_lib
 
 __all__ = ["USER_ERRORS", "define_flags", "readable_errors", "resolve_config_argument", "run"]
 
@@ -42,6 +48,7 @@ USER_ERRORS = (
     PermissionError,
     FloatingPointError,
     pickle.UnpicklingError,
+    workdir_lib.DiskFullError,
 )
 HELP_FLAGS = ("-h", "-?", "--help", "-help", "--helpshort", "--helpfull")
 
@@ -96,6 +103,29 @@ def resolve_config_argument(value: str) -> str:
     return f"{configs.path(candidate.name)}{colon}{config_string}"
 
 
+def _config_file(argv: list[str]) -> str | None:
+    """The file ``--config`` names in ``argv`` (already resolved), without its ``:CONFIG_STRING``."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.removeprefix("--config=").partition(":")[0]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1].partition(":")[0]
+    return None
+
+
+def _config_file_error(error: BaseException, file: str | None) -> str | None:
+    """``FILE, line N: Kind: message`` when ``error`` was raised by (or while importing) the config file."""
+    if file is None:
+        return None
+    target = os.path.realpath(file)
+    if isinstance(error, SyntaxError) and error.filename and os.path.realpath(error.filename) == target:
+        return f"{file}, line {error.lineno}: SyntaxError: {error.msg}"
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if os.path.realpath(f.filename) == target]
+    if not frames:
+        return None
+    return f"{file}, line {frames[-1].lineno}: {type(error).__name__}: {_clean(str(error))}"
+
+
 def _resolve_config_arguments(argv: list[str]) -> list[str]:
     argv = list(argv)
     for i, arg in enumerate(argv):
@@ -131,13 +161,19 @@ def _parser(
         if any(arg in HELP_FLAGS for arg in argv[1:]):
             print(_help_text(config_fields, doc))
             sys.exit(0)
+        argv = _resolve_config_arguments(argv)
         try:
-            rest = flags.FLAGS(_resolve_config_arguments(argv))
+            rest = flags.FLAGS(argv)
             if "config" in flags.FLAGS and flags.FLAGS.config is not None:
                 flags.FLAGS.config.keys()  # a config file that failed to load raises only when used
         except flags.Error as error:
             _fail(f"{_clean(str(error))} (see --help)", 2)
-        except (AttributeError, KeyError, TypeError, ValueError, OSError) as error:
+        except Exception as error:
+            where = _config_file_error(error, _config_file(argv))
+            if where is not None:
+                _fail(f"the config file cannot be loaded: {where}", 2)
+            if not isinstance(error, (AttributeError, KeyError, TypeError, ValueError, OSError)):
+                raise  # not the config's fault: keep the traceback
             # Raised by the config file or an override while the flags are parsed.
             _fail(f"invalid --config or --config.FIELD: {_clean(str(error))} (see --help)", 2)
         if len(rest) > 1:
@@ -164,10 +200,24 @@ def run(
 
 @contextlib.contextmanager
 def readable_errors() -> Iterator[None]:
-    """Turns a :data:`USER_ERRORS` exception into one ``error: <message>`` line and exit status 1."""
+    """Turns a :data:`USER_ERRORS` exception into one ``error: <message>`` line and exit status 1.
+
+    A full disk (``ENOSPC``, wherever it surfaces) is one line naming the path; Ctrl-C is one line and
+    exit status 130, also when it was swallowed on the way (:func:`snnjax.workdir.interrupts_noticed`).
+    """
     try:
-        yield
+        with workdir_lib.interrupts_noticed():
+            yield
+    except KeyboardInterrupt:
+        if flags.FLAGS.debug:
+            raise
+        _fail("interrupted (files already written are complete; a rerun resumes or rewrites them)", 130)
     except USER_ERRORS as error:
         if flags.FLAGS.debug:
             raise
         _fail(f"{error} (run with --debug for the traceback)", 1)
+    except OSError as error:
+        full = workdir_lib.disk_full(error)
+        if full is None or flags.FLAGS.debug:
+            raise
+        _fail(f"the disk is full: writing {full.filename or 'a file'} failed ({full.strerror or full}).", 1)

@@ -5,6 +5,7 @@ The allowed values come from the registries that define them (models, neurons, p
 
 from __future__ import annotations
 
+import difflib
 import math
 
 import ml_collections
@@ -12,6 +13,7 @@ import ml_collections
 from snnjax.activations import QCFSOrder
 from snnjax.augment import AUGMENTATIONS
 from snnjax.checkpoints import CHECKPOINT_KINDS
+from snnjax.configs import default
 from snnjax.conversion import BALANCING_FORMS
 from snnjax.data import DATASETS
 from snnjax.layers import CONV_IMPLEMENTATIONS, ThresholdParameterization
@@ -99,8 +101,33 @@ def _check_post_conversion(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.prerun_steps=0 switches {method!r} off: set it to 1 or more.")
 
 
+def _check_fields(config: ml_collections.ConfigDict) -> None:
+    """Refuses fields that ``configs/default.py`` lacks, and fields it defines that are missing.
+
+    A misspelt field in a config file would otherwise be ignored and the default trained.
+    """
+    known = default.get_config()
+    unknown = sorted(set(config.keys()) - set(known.keys()))
+    if unknown:
+        hints = []
+        for field in unknown:
+            close = difflib.get_close_matches(field, list(known.keys()), n=1)
+            hints.append(f"config.{field}" + (f" (did you mean config.{close[0]}?)" if close else ""))
+        raise ValueError(
+            f"unknown config field{'s' if len(unknown) > 1 else ''} {', '.join(hints)}: every field must be "
+            "one of configs/default.py (snnjax --help lists them); a misspelt field would be ignored."
+        )
+    missing = sorted(set(known.keys()) - set(config.keys()))
+    if missing:
+        raise ValueError(
+            f"the config lacks the field(s) {', '.join(missing)}: build it from "
+            "snnjax.configs.default.get_config() and change only what differs."
+        )
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Raises ValueError naming the first invalid field of ``config``."""
+    """Raises ValueError naming the first invalid field of ``config`` (unknown fields included)."""
+    _check_fields(config)
     _choice(config, "dataset", DATASETS)
     _choice(config, "model", MODELS)
     _choice(config, "method", [m.value for m in Method])

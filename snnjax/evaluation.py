@@ -40,7 +40,12 @@ from snnjax.config_validation import validate_config
 from snnjax.layers import threshold_to_param
 from snnjax.neurons import WINDOWED_NEURONS
 
-__all__ = ["convert_and_evaluate", "snn_accuracy_by_step"]
+__all__ = [
+    "available_memory_bytes",
+    "convert_and_evaluate",
+    "simulation_memory_bytes",
+    "snn_accuracy_by_step",
+]
 
 
 @functools.partial(jax.jit, static_argnames=("snn_model", "num_steps", "dtype"))
@@ -193,6 +198,7 @@ def _check_conversion_inputs(config: ml_collections.ConfigDict, workdir: str) ->
     if config.export is not None:
         if not config.export.strip():
             raise ValueError("config.export is empty: give a file path (relative = inside the workdir).")
+        workdir_lib.check_output_path(os.path.join(workdir, config.export), workdir, "config.export")
         if importlib.util.find_spec("flatbuffers") is None:
             raise ValueError(
                 "config.export needs the flatbuffers package (jax.export): pip install flatbuffers."
@@ -233,12 +239,17 @@ def convert_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dic
     Every check that needs no computation runs first: the config's fields, the recorded training
     config of ``workdir`` (the fields that define the network must agree, see
     :func:`snnjax.workdir.check_conversion_config`), the checkpoint's presence, and that ``workdir``
-    can be written to (it is created for an imported .pth). Runs under
+    can be written to (it is created for an imported .pth), that no other process holds its lock, and
+    that ``config.export`` names no workdir record. The results are written as one set
+    (:class:`snnjax.workdir.OutputSet`). Runs under
     ``jax.default_matmul_precision(config.eval_precision)`` (``"highest"`` by default: true float32
     convolutions on GPUs, whose default for float32 is TF32).
     """
     trained_config = _check_conversion_inputs(config, workdir)
-    with workdir_lib.prepared_workdir(workdir), jax.default_matmul_precision(config.eval_precision):
+    with (
+        workdir_lib.prepared_workdir(workdir, "convert.py"),
+        jax.default_matmul_precision(config.eval_precision),
+    ):
         return _convert_and_evaluate(config, workdir, trained_config)
 
 
@@ -253,8 +264,10 @@ def _convert_and_evaluate(
     "layers": <reports.spiking_layer_report>, "energy": <reports.energy_report>, "v0", "levels",
     "source": {"checkpoint", "step", "directory"} or {"torch_checkpoint", "sha256", "torch_layout"},
     "trained_config", "config"}``, accuracies as fractions), ``snn_accuracy.png`` and
-    ``snn_layers.png``. Each file is written atomically; a previous ``snn_eval.json`` is replaced
-    with a note saying so.
+    ``snn_layers.png`` (plus ``snn.nir`` and the ``config.export`` artefact when asked), as one set:
+    staged, then renamed into place together, so an interruption leaves the previous complete set or
+    this one; ``snn_eval.json`` names the set (``"run_id"``, ``"outputs"``) and the NIR graph and the
+    artefact's sidecar carry the same ``run_id``. A previous ``snn_eval.json`` is replaced with a note.
 
     Args:
       config: the config the ANN was trained with (plus conversion fields).
@@ -275,10 +288,7 @@ def _convert_and_evaluate(
     dataset = data_lib.subsample_test(dataset, config.test_examples)
     ann_model = training.build_ann(config, dataset.num_classes)
     ann_variables, source = _restore(config, workdir, dataset, ann_model, mesh)
-    start = time.perf_counter()
-    ann = training.evaluate(
-        training.inference_state(ann_model, ann_variables), dataset.test_batches(config.eval_batch_size), mesh
-    )
+    trained_variables = ann_variables
     per_channel = config.per_channel_threshold
     if config.method == methods.Method.RELU:
         calibration = dataset.calibration_images(config.calibration_examples)
@@ -310,6 +320,14 @@ def _convert_and_evaluate(
         )
         return model.clone(pooling=config.snn_max_pool) if hasattr(model.ann, "pooling") else model
 
+    # Before any evaluation: a T or batch the device cannot hold fails here, not after the ANN's pass.
+    _check_memory(config, snn_model(config.snn_mode), snn_variables, dataset.image_shape)
+    start = time.perf_counter()
+    ann = training.evaluate(
+        training.inference_state(ann_model, trained_variables),
+        dataset.test_batches(config.eval_batch_size),
+        mesh,
+    )
     levels = methods.levels(config)
     windowed = neuron in WINDOWED_NEURONS
     windows = summaries.reported_steps(config.snn_num_steps, levels) if windowed else None
@@ -465,60 +483,37 @@ def _convert_and_evaluate(
         "trained_config": trained_config,
         "config": workdir_lib.config_dict(config),
     }
-    result_path = os.path.join(workdir, "snn_eval.json")
-    if os.path.exists(result_path):
-        print(f"note: replacing the previous {result_path} (keep a copy to compare runs).")
-
-    def write_json(path):
-        with open(path, "w") as f:
-            json.dump(result, f, indent=2)
-
-    workdir_lib.atomic_write(result_path, write_json)
-    run = f"snn_{config.method}_{config.post_conversion}_{run_neuron}_{config.snn_mode}_{config.snn_dtype}"
-    wrote_curves = metrics_writer.write_curves(
-        os.path.join(workdir, "tensorboard", run),
-        {
-            "snn/top1_accuracy_vs_t": {int(t): a for t, a in result["snn_accuracy"].items()},
-            "snn/top5_accuracy_vs_t": {int(t): a for t, a in result["snn_top5_accuracy"].items()},
-            "snn/ann_top1_accuracy": {int(t): result["ann_accuracy"] for t in result["snn_accuracy"]},
-            "snn/top1_accuracy_vs_total_latency": {
-                latency[int(t)]: a for t, a in result["snn_accuracy"].items()
-            },
-        },
-    )
-    title = f"{config.dataset} / {config.model} / {config.method} ({run_neuron})"
-    workdir_lib.atomic_write(
-        os.path.join(workdir, "snn_accuracy.png"),
-        lambda path: summaries.plot_accuracy(
-            path,
-            ann["accuracy"],
-            snn,
-            f"{title}, {dataset.num_test} test images",
-            latency if any(latency[t] != t for t in latency) else None,
-            levels=levels,
-            num_test=dataset.num_test,
-        ),
-    )
-    workdir_lib.atomic_write(
-        os.path.join(workdir, "snn_layers.png"),
-        lambda path: summaries.plot_layers(path, layer_report, f"{title}, {layer_report['images']} images"),
-    )
-    print(
-        f"Wrote {os.path.join(workdir, 'snn_eval.json')}, snn_accuracy.png and snn_layers.png"
-        + (f"; TensorBoard: the accuracy-vs-t curve in tensorboard/{run}" if wrote_curves else "")
-    )
-    if config.export_nir:
-        _export_nir(snn_model("layer"), snn_variables, dataset.image_shape, v0, workdir)
-    if config.export is not None:
-        path = os.path.join(workdir, config.export)
-        _, mean, std = data_lib.NORMALIZATION[dataset.name]
-        export_lib.export_snn(
-            snn_model(config.snn_mode),
-            jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), simulated_variables),
-            dataset.image_shape,
-            config.snn_num_steps,
-            path,
-            metadata={
+    # The results are one set: staged beside their destinations and renamed into place together at
+    # the end, so an interruption leaves the previous complete set or this one (snnjax.workdir).
+    with workdir_lib.OutputSet() as outputs:
+        result["run_id"] = outputs.run_id
+        title = f"{config.dataset} / {config.model} / {config.method} ({run_neuron})"
+        outputs.stage(
+            os.path.join(workdir, "snn_accuracy.png"),
+            lambda path: summaries.plot_accuracy(
+                path,
+                ann["accuracy"],
+                snn,
+                f"{title}, {dataset.num_test} test images",
+                latency if any(latency[t] != t for t in latency) else None,
+                levels=levels,
+                num_test=dataset.num_test,
+            ),
+        )
+        outputs.stage(
+            os.path.join(workdir, "snn_layers.png"),
+            lambda path: summaries.plot_layers(
+                path, layer_report, f"{title}, {layer_report['images']} images"
+            ),
+        )
+        written = ["snn_accuracy.png", "snn_layers.png"]
+        if config.export_nir:
+            _stage_nir(outputs, snn_model("layer"), snn_variables, dataset.image_shape, v0, workdir)
+            written.append("snn.nir")
+        if config.export is not None:
+            path = os.path.join(workdir, config.export)
+            _, mean, std = data_lib.NORMALIZATION[dataset.name]
+            metadata = {
                 "normalization": {
                     "pixels": "scaled to [0, 1], then (x - mean) / std",
                     "mean": mean,
@@ -531,12 +526,145 @@ def _convert_and_evaluate(
                 "post_conversion": config.post_conversion,
                 "neuron_options": options,
                 "source": source,
+                "run_id": outputs.run_id,
+            }
+            outputs.stage(
+                path,
+                lambda temporary: export_lib.export_snn(
+                    snn_model(config.snn_mode),
+                    jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), simulated_variables),
+                    dataset.image_shape,
+                    config.snn_num_steps,
+                    temporary,
+                    metadata=metadata,
+                ),
+                companions=(".json",),
+            )
+            written += [os.path.abspath(path), os.path.abspath(path) + ".json"]
+        # The files of this run (relative to the workdir unless outside it); each carries run_id.
+        result["outputs"] = written
+        result_path = os.path.join(workdir, "snn_eval.json")
+        if os.path.exists(result_path):
+            print(f"note: replacing the previous {result_path} (keep a copy to compare runs).")
+
+        def write_json(path):
+            with open(path, "w") as f:
+                json.dump(result, f, indent=2)
+
+        outputs.stage(result_path, write_json)  # last: the record of the set
+    stale = [
+        name for name in ("snn.nir",) if name not in written and os.path.exists(os.path.join(workdir, name))
+    ]
+    if stale:
+        print(f"note: {', '.join(stale)} in {workdir} is from an earlier conversion, not from this run.")
+    run = f"snn_{config.method}_{config.post_conversion}_{run_neuron}_{config.snn_mode}_{config.snn_dtype}"
+    # Derived from snn_eval.json (rewritten from it by any later conversion): written after the set.
+    wrote_curves = metrics_writer.write_curves(
+        os.path.join(workdir, "tensorboard", run),
+        {
+            "snn/top1_accuracy_vs_t": {int(t): a for t, a in result["snn_accuracy"].items()},
+            "snn/top5_accuracy_vs_t": {int(t): a for t, a in result["snn_top5_accuracy"].items()},
+            "snn/ann_top1_accuracy": {int(t): result["ann_accuracy"] for t in result["snn_accuracy"]},
+            "snn/top1_accuracy_vs_total_latency": {
+                latency[int(t)]: a for t, a in result["snn_accuracy"].items()
             },
-        )
+        },
+    )
+    print(
+        f"Wrote {os.path.join(workdir, 'snn_eval.json')}, snn_accuracy.png and snn_layers.png"
+        + (f"; TensorBoard: the accuracy-vs-t curve in tensorboard/{run}" if wrote_curves else "")
+    )
+    if config.export_nir:
+        print(f"Wrote {os.path.join(workdir, 'snn.nir')} (NIR graph; our IF semantics in metadata['snnjax'])")
+    if config.export is not None:
+        path = os.path.join(workdir, config.export)
         print(
             f"Wrote {path} and {path}.json (portable SNN at T={config.snn_num_steps}; snnjax.load_exported)"
         )
     return result
+
+
+def available_memory_bytes(device: jax.Device | None = None) -> int | None:
+    """Memory free for a computation on ``device`` (default: the first), or None where unknown.
+
+    Accelerators report their allocator's limit minus what is in use; on the CPU it is the host's
+    ``MemAvailable`` (Linux ``/proc/meminfo``).
+    """
+    device = device if device is not None else jax.devices()[0]
+    if device.platform != "cpu":
+        stats = device.memory_stats() or {}
+        if "bytes_limit" in stats:
+            return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+        return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def simulation_memory_bytes(snn_model, snn_variables, image_shape, batch: int, num_steps: int, dtype) -> int:
+    """XLA's estimate of the memory one evaluation batch of the SNN needs (compiled, not run).
+
+    Args:
+      snn_model: the SNN as evaluated (layer mode: grows with T; step mode: flat in T).
+      snn_variables: its variables (only their shapes and dtypes are read).
+      image_shape: ``(H, W, C)``.
+      batch: images per batch (the global batch: an upper bound for one device of a mesh).
+      num_steps: T.
+      dtype: the simulation dtype.
+
+    Returns:
+      Bytes of arguments, outputs and temporaries of the compiled step.
+    """
+    lowered = _snn_correct_by_step.lower(
+        snn_model,
+        jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, dtype), snn_variables),
+        jax.ShapeDtypeStruct((batch, *image_shape), jnp.float32),
+        jax.ShapeDtypeStruct((batch,), jnp.int32),
+        jax.ShapeDtypeStruct((batch,), jnp.bool_),
+        num_steps,
+        dtype,
+    )
+    analysis = lowered.compile().memory_analysis()
+    if analysis is None:
+        return 0
+    return int(analysis.temp_size_in_bytes + analysis.argument_size_in_bytes + analysis.output_size_in_bytes)
+
+
+def _check_memory(config: ml_collections.ConfigDict, snn_model, snn_variables, image_shape) -> None:
+    """Refuses ``config.snn_num_steps`` × ``config.eval_batch_size`` when the device cannot hold it."""
+    available = available_memory_bytes()
+    if available is None:
+        return
+    dtype = jnp.dtype(config.snn_dtype)
+    need = simulation_memory_bytes(
+        snn_model, snn_variables, image_shape, config.eval_batch_size, config.snn_num_steps, dtype
+    )
+    # A margin for what the estimate leaves out: XLA's host allocator, the process's own arrays.
+    if need <= 0.75 * available:
+        return
+    hint = ""
+    if snn_model.mode == "layer" and snn_model.neuron == "if" and config.post_conversion == "none":
+        step = simulation_memory_bytes(
+            snn_model.clone(mode="step"),
+            snn_variables,
+            image_shape,
+            config.eval_batch_size,
+            config.snn_num_steps,
+            dtype,
+        )
+        hint = f", or set config.snn_mode='step' (flat in T: about {step / 1e9:.2f} GB here)"
+    raise ValueError(
+        f"the SNN simulation would need about {need / 1e9:.1f} GB (XLA's estimate for one batch of "
+        f"config.eval_batch_size={config.eval_batch_size} at config.snn_num_steps={config.snn_num_steps}, "
+        f"{snn_model.mode} mode), more than the {available / 1e9:.1f} GB free on "
+        f"{jax.devices()[0].platform}. Lower config.eval_batch_size (memory grows with it) or "
+        f"config.snn_num_steps{hint}."
+    )
 
 
 def _calibrate(
@@ -565,11 +693,10 @@ def _calibrate(
     return variables, info
 
 
-def _export_nir(snn_model, snn_variables, image_shape, v0: float, workdir: str) -> None:
-    """Writes ``workdir/snn.nir`` (lossy by request: NIR's IF resets to a value, ours by subtraction)."""
+def _stage_nir(outputs, snn_model, snn_variables, image_shape, v0: float, workdir: str) -> None:
+    """Stages ``workdir/snn.nir`` (lossy by request: NIR's IF resets to a value, ours by subtraction)."""
     import nir
 
     graph = interop.to_nir(snn_model, snn_variables, image_shape, v0=v0, lossy=True)
-    path = os.path.join(workdir, "snn.nir")
-    workdir_lib.atomic_write(path, lambda temporary: nir.write(temporary, graph))
-    print(f"Wrote {path} (NIR graph, {len(graph.nodes)} nodes; our IF semantics in metadata['snnjax'])")
+    graph.metadata = {**dict(graph.metadata or {}), "snnjax_run_id": outputs.run_id}
+    outputs.stage(os.path.join(workdir, "snn.nir"), lambda temporary: nir.write(temporary, graph))

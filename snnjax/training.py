@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -304,35 +306,61 @@ def train_and_evaluate(
         the last finite checkpoint.
     """
     validate_config(config)
-    workdir_lib.check_training_config(config, workdir)
-    mesh = parallel.data_mesh(devices)
-    if config.batch_size % mesh.size or config.eval_batch_size % mesh.size:
-        raise ValueError(
-            f"config.batch_size={config.batch_size} and config.eval_batch_size="
-            f"{config.eval_batch_size} must be divisible by the device count {mesh.size}."
-        )
-    dataset = data_lib.load_dataset(config.dataset, config.data_dir, config.seed, config.image_size)
-    steps_per_epoch = dataset.num_train // config.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"config.batch_size={config.batch_size} exceeds the {dataset.num_train} training examples."
-        )
-    if "autoaugment" in config.augment and dataset.image_shape[-1] != 3:
-        raise ValueError(
-            f"config.augment includes autoaugment, which needs RGB images; {config.dataset} has "
-            f"{dataset.image_shape[-1]} channel(s)."
-        )
-    with workdir_lib.prepared_workdir(workdir):
+    # Processes other than 0 of a multi-process run share process 0's workdir (and its lock).
+    with workdir_lib.prepared_workdir(workdir, "train.py", lock=jax.process_index() == 0):
+        workdir_lib.check_training_config(config, workdir)
+        mesh = parallel.data_mesh(devices)
+        if config.batch_size % mesh.size or config.eval_batch_size % mesh.size:
+            raise ValueError(
+                f"config.batch_size={config.batch_size} and config.eval_batch_size="
+                f"{config.eval_batch_size} must be divisible by the device count {mesh.size}."
+            )
+        dataset = data_lib.load_dataset(config.dataset, config.data_dir, config.seed, config.image_size)
+        steps_per_epoch = dataset.num_train // config.batch_size
+        if steps_per_epoch == 0:
+            raise ValueError(
+                f"config.batch_size={config.batch_size} exceeds the {dataset.num_train} training examples."
+            )
+        if "autoaugment" in config.augment and dataset.image_shape[-1] != 3:
+            raise ValueError(
+                f"config.augment includes autoaugment, which needs RGB images; {config.dataset} has "
+                f"{dataset.image_shape[-1]} channel(s)."
+            )
         latest = checkpoints.checkpoint_manager(workdir, "latest")
         best = checkpoints.checkpoint_manager(workdir, "best")
+        failed = True
         try:
-            return _train(config, workdir, mesh, dataset, steps_per_epoch, latest, best)
+            state = _train(config, workdir, mesh, dataset, steps_per_epoch, latest, best)
+            failed = False
+            return state
+        except OSError as error:
+            full = workdir_lib.disk_full(error)
+            if full is None:
+                raise
+            with contextlib.suppress(Exception):  # a save in flight may still complete its step
+                latest.wait_until_finished()
+            raise workdir_lib.DiskFullError(
+                f"the disk is full: writing {full.filename or workdir} failed ({full.strerror or full}); "
+                f"{_last_good_checkpoint(workdir)} Free space (or move the workdir) and run the same "
+                "command again to resume.",
+            ) from error
         finally:
-            # Also on an interruption: let in-flight async saves finish, so a restart can resume.
-            latest.wait_until_finished()
-            best.wait_until_finished()
-            latest.close()
-            best.close()
+            # Also on an interruption: let in-flight async saves finish, so a restart can resume. After
+            # a failure, their own errors (the same full disk, a closed handle) must not replace it.
+            with contextlib.suppress(Exception) if failed else contextlib.nullcontext():
+                latest.wait_until_finished()
+                best.wait_until_finished()
+                latest.close()
+                best.close()
+
+
+def _last_good_checkpoint(workdir: str) -> str:
+    """Names the newest completed checkpoint step (Orbax finishes a step by renaming its folder)."""
+    folder = os.path.join(workdir, checkpoints.CHECKPOINT_KINDS["latest"])
+    steps = sorted(int(n) for n in os.listdir(folder) if n.isdigit()) if os.path.isdir(folder) else []
+    if not steps:
+        return "no checkpoint had been saved yet."
+    return f"the last good checkpoint is step {steps[-1]} in {folder}."
 
 
 def _train(config, workdir, mesh, dataset, steps_per_epoch, latest, best) -> TrainState:

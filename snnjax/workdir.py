@@ -9,17 +9,34 @@ gives (train longer in a new workdir). ``convert.py`` compares only the fields t
 network (:data:`NETWORK_FIELDS`); conversion fields (T, mode, neuron, dtype, balancing, reports) stay free.
 
 Results are written atomically (a temporary file in the same folder, then a rename), so an interrupted
-write never leaves a half-written ``snn_eval.json`` or plot in place of the previous one.
+write never leaves a half-written ``snn_eval.json`` or plot in place of the previous one; a conversion's
+files are staged and renamed into place together (:class:`OutputSet`), so an interruption leaves the
+previous complete set or the new one. Written files get the permissions the user's umask gives
+(``0644`` under the default ``022``), not ``mkstemp``'s private ``0600``.
+
+One writer per workdir: ``train.py`` and ``convert.py`` hold an exclusive OS file lock on
+``workdir/.snnjax.lock`` while they run (:func:`prepared_workdir`); a second process is refused naming
+the holder. The OS releases the lock when its process dies, so there is never a stale lock to clean.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import signal
 import tempfile
-from collections.abc import Callable, Iterator
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): no workdir lock
+    fcntl = None
 
 import ml_collections
 
@@ -28,18 +45,42 @@ from snnjax.checkpoints import CHECKPOINT_KINDS
 __all__ = [
     "CONFIG_FILE",
     "FREE_TRAINING_FIELDS",
+    "LOCK_FILE",
     "NETWORK_FIELDS",
+    "RECORDS",
+    "DiskFullError",
+    "OutputSet",
+    "WorkdirBusyError",
     "atomic_write",
+    "check_output_path",
+    "disk_full",
     "check_conversion_config",
     "check_training_config",
     "config_dict",
     "has_checkpoint",
+    "interrupts_noticed",
+    "noticed_interrupt",
     "prepared_workdir",
     "read_recorded_config",
     "record_config",
 ]
 
 CONFIG_FILE = "config.json"
+LOCK_FILE = ".snnjax.lock"
+# What a workdir holds that an output path (config.export, ...) must never name: the training record,
+# the conversion results, and the folders of checkpoints, set-aside steps and TensorBoard files.
+RECORDS = (
+    CONFIG_FILE,
+    "metrics.jsonl",
+    "snn_eval.json",
+    "snn_accuracy.png",
+    "snn_layers.png",
+    "snn.nir",
+    LOCK_FILE,
+    *CHECKPOINT_KINDS.values(),
+    "set_aside",
+    "tensorboard",
+)
 
 # Fields a resumed run may change: logging, evaluation batch, where the data lives, the CPU
 # convolution algorithm (same model, same optimization), and everything used only by conversion.
@@ -186,24 +227,232 @@ def check_conversion_config(config: ml_collections.ConfigDict, workdir: str) -> 
     return recorded
 
 
-def atomic_write(path: str, write: Callable[[str], None]) -> None:
-    """Calls ``write(temporary_path)`` then renames the result to ``path`` (same folder, atomic).
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back: there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
-    The temporary name keeps ``path``'s extension, so writers that infer the format from it (e.g.
-    ``matplotlib``'s ``savefig``) still work. On an error the temporary file is removed and ``path``
-    keeps its previous content.
-    """
+
+def _publishable(path: str) -> None:
+    """Gives a file made by ``mkstemp`` (mode 0600) the mode a plain ``open`` would have given it."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def _temporary_beside(path: str) -> str:
+    """A new empty file in ``path``'s folder whose name keeps ``path``'s extension."""
     folder, name = os.path.split(os.path.abspath(path))
     stem, extension = os.path.splitext(name)
     handle, temporary = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{extension}", dir=folder)
     os.close(handle)
+    return temporary
+
+
+def atomic_write(path: str, write: Callable[[str], None]) -> None:
+    """Calls ``write(temporary_path)`` then renames the result to ``path`` (same folder, atomic).
+
+    The temporary name keeps ``path``'s extension, so writers that infer the format from it (e.g.
+    ``matplotlib``'s ``savefig``) still work. The file gets the mode the umask gives. On an error the
+    temporary file is removed and ``path`` keeps its previous content.
+    """
+    temporary = _temporary_beside(path)
     try:
         write(temporary)
+        _publishable(temporary)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
         raise
+
+
+class WorkdirBusyError(ValueError):
+    """Another process holds the workdir's lock."""
+
+
+class DiskFullError(OSError):
+    """A write failed because the file system is full (or over quota); the message says what survived."""
+
+
+def disk_full(error: BaseException) -> OSError | None:
+    """The ``ENOSPC``/``EDQUOT`` error in ``error``'s cause/context chain, if any.
+
+    Writers on background threads (Orbax's async saves) report a full disk as a later, unrelated error
+    ("handle is closed"); the original ``OSError`` survives in the chain.
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return error
+        if isinstance(error, OSError) and "No space left on device" in str(error):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def check_output_path(path: str, workdir: str, field: str) -> None:
+    """Refuses an output path that would overwrite a workdir record or a file snnjax did not write.
+
+    Args:
+      path: where an output goes (absolute, or as joined with the workdir).
+      workdir: the run's workdir.
+      field: the config field that named it, for the message (e.g. ``"config.export"``).
+
+    Raises:
+      ValueError: if ``path`` (or its sidecar ``PATH.json``) is, or lies inside, one of
+        :data:`RECORDS` of ``workdir``, has the name of a record in a folder that holds a
+        ``config.json`` (another workdir), is a folder, or would replace a file that is not an
+        earlier snnjax export (``PATH`` or ``PATH.json`` exists without snnjax's sidecar).
+    """
+    target = os.path.realpath(path)
+    for candidate in (target, target + ".json"):
+        for record in RECORDS:
+            record_path = os.path.realpath(os.path.join(workdir, record))
+            if candidate == record_path or candidate.startswith(record_path + os.sep):
+                raise ValueError(
+                    f"{field}={path!r} would overwrite {record_path}, a record of the workdir "
+                    f"(records: {', '.join(RECORDS)}); choose another file name."
+                )
+        folder, name = os.path.split(candidate)
+        if name in RECORDS and os.path.exists(os.path.join(folder, CONFIG_FILE)):
+            raise ValueError(
+                f"{field}={path!r} would overwrite {candidate}, a record of the workdir {folder}; choose "
+                "another file name."
+            )
+    if os.path.isdir(target):
+        raise ValueError(f"{field}={path!r} is a folder; give a file path inside it.")
+    if (os.path.exists(target) or os.path.exists(target + ".json")) and not _is_export_sidecar(
+        target + ".json"
+    ):
+        raise ValueError(
+            f"{field}={path!r}: {path} or {path}.json exists and is not an snnjax export (no snnjax sidecar "
+            f"{os.path.basename(path)}.json); refusing to overwrite it: choose another path or remove it."
+        )
+
+
+def _is_export_sidecar(path: str) -> bool:
+    """Whether ``path`` is the JSON sidecar :func:`snnjax.export_snn` writes (its ``format`` says so)."""
+    try:
+        with open(path) as f:
+            sidecar = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(sidecar, dict) and str(sidecar.get("format", "")).startswith("snnjax.exported_snn/")
+
+
+class OutputSet:
+    """The files of one run, staged under temporary names and renamed into place together.
+
+    ``stage`` writes each file beside its destination (same file system, so the final rename is
+    atomic); ``commit`` renames them all with SIGINT/SIGTERM held back, so a Ctrl-C either lands
+    before (nothing of the new set is in place; the previous set stays whole) or after (the new set is
+    whole, and the run then stops with the interruption). A process killed outright (SIGKILL, power
+    loss) can still stop between two renames; every file of a conversion carries the run id that
+    ``snn_eval.json`` names, so a mix is recognisable.
+
+    Use as a context manager: the staged files are committed when the block ends normally and
+    removed when it raises.
+    """
+
+    def __init__(self) -> None:
+        self.run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        self._staged: list[tuple[str, str]] = []  # (temporary, destination)
+
+    def stage(self, path: str, write: Callable[[str], None], companions: Sequence[str] = ()) -> None:
+        """Calls ``write(temporary)``; ``temporary`` goes to ``path`` on commit.
+
+        The writer also writes ``temporary + suffix`` for each of ``companions`` (e.g. ``(".json",)``
+        for a sidecar); those go to ``path + suffix``.
+        """
+        temporary = _temporary_beside(path)
+        pairs = [(temporary, path)] + [(temporary + s, path + s) for s in companions]
+        self._staged += pairs
+        write(temporary)
+        for staged, _ in pairs:
+            if not os.path.isfile(staged):
+                raise FileNotFoundError(f"the writer of {path} did not write {staged}.")
+            _publishable(staged)
+
+    def commit(self) -> None:
+        """Renames every staged file into place, in staging order, with interruptions held back."""
+        noticed_interrupt()
+        with _signals_held():
+            for temporary, destination in self._staged:
+                os.replace(temporary, destination)
+        self._staged = []
+
+    def discard(self) -> None:
+        """Removes the staged files (the destinations keep their previous content)."""
+        for temporary, _ in self._staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(temporary)
+        self._staged = []
+
+    def __enter__(self) -> OutputSet:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            try:
+                self.commit()
+            finally:
+                self.discard()
+        else:
+            self.discard()
+
+
+_HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_interrupted = threading.Event()
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Holds SIGINT and SIGTERM back (delivered when the block ends); main thread, POSIX only."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def noticed_interrupt() -> None:
+    """Raises KeyboardInterrupt if a Ctrl-C arrived since :func:`interrupts_noticed` began.
+
+    A KeyboardInterrupt raised while Python runs a garbage-collector callback (JAX installs one) is
+    printed and swallowed; the flag set by the handler survives it, so the run still stops.
+    """
+    if _interrupted.is_set():
+        raise KeyboardInterrupt("interrupted (a Ctrl-C that arrived earlier)")
+
+
+@contextlib.contextmanager
+def interrupts_noticed() -> Iterator[None]:
+    """Installs a SIGINT handler that records the interruption before raising KeyboardInterrupt.
+
+    Ends with KeyboardInterrupt if one was recorded but swallowed in between (see
+    :func:`noticed_interrupt`). Outside the main thread it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _interrupted.clear()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        _interrupted.set()
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+        noticed_interrupt()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _interrupted.clear()
 
 
 def record_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -216,16 +465,59 @@ def record_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     atomic_write(os.path.join(workdir, CONFIG_FILE), write)
 
 
-@contextlib.contextmanager
-def prepared_workdir(workdir: str) -> Iterator[str]:
-    """Creates ``workdir`` if needed and checks that files can be written there, before any work.
+def _lock_holder(path: str) -> str:
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        with open(path) as f:
+            holder = f.read().strip()
+        if holder:
+            return holder
+    return "another process"
 
-    If the block fails and the folder was created here and is still empty, it is removed again, so
-    a refused run leaves nothing behind.
+
+@contextlib.contextmanager
+def _exclusive(workdir: str, command: str) -> Iterator[None]:
+    """Holds an exclusive ``flock`` on ``workdir/.snnjax.lock`` (released by the OS if the process dies).
 
     Raises:
-      NotADirectoryError: if ``workdir`` is a file; PermissionError/OSError naming it, if it cannot be
-        created or written to.
+      WorkdirBusyError: naming the holder (pid, command, start time) if another process holds it.
+    """
+    if fcntl is None:
+        yield
+        return
+    path = os.path.join(workdir, LOCK_FILE)
+    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise WorkdirBusyError(
+                f"--workdir={workdir!r} is in use by {_lock_holder(path)}: one process writes a workdir at "
+                "a time. Wait for it to finish (or stop it), or use another --workdir."
+            ) from None
+        os.ftruncate(handle, 0)
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        os.write(handle, f"pid {os.getpid()} ({command}, started {started})\n".encode())
+        yield
+    finally:
+        os.close(handle)  # releases the lock; the file stays (removing it would race a new holder)
+
+
+@contextlib.contextmanager
+def prepared_workdir(workdir: str, command: str = "snnjax", lock: bool = True) -> Iterator[str]:
+    """Creates ``workdir`` if needed, checks it can be written and takes its lock, before any work.
+
+    If the block fails and the folder was created here and holds nothing but the lock file, it is
+    removed again, so a refused run leaves nothing behind.
+
+    Args:
+      workdir: the folder.
+      command: what holds the lock, for the message a second process gets (e.g. ``"train.py"``).
+      lock: take the exclusive workdir lock (False for processes other than 0 of a multi-process run,
+        which share process 0's workdir).
+
+    Raises:
+      NotADirectoryError: if ``workdir`` is a file; PermissionError naming it, if it cannot be
+        created or written to; WorkdirBusyError, if another process holds its lock.
     """
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise NotADirectoryError(f"--workdir={workdir!r} is a file, not a folder.")
@@ -239,8 +531,11 @@ def prepared_workdir(workdir: str) -> Iterator[str]:
             f"--workdir={workdir!r} cannot be written to: {error.strerror or error}."
         ) from None
     try:
-        yield workdir
+        with _exclusive(workdir, command) if lock else contextlib.nullcontext():
+            yield workdir
     except BaseException:
-        if created and os.path.isdir(workdir) and not os.listdir(workdir):
+        if created and os.path.isdir(workdir) and set(os.listdir(workdir)) <= {LOCK_FILE}:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(workdir, LOCK_FILE))
             os.rmdir(workdir)
         raise

@@ -286,3 +286,302 @@ def test_cli_bad_input_is_one_line_without_traceback(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert 'Did you mean "levels"' in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not workdir.exists()
+
+
+# 8. One writer per workdir; outputs never clobber records; a conversion's results are one set.
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
+    workdir = tmp_path / "w"
+    with workdir_lib.prepared_workdir(str(workdir), "train.py"):
+        with pytest.raises(workdir_lib.WorkdirBusyError, match=rf"in use by pid {os.getpid()} \(train.py"):
+            with workdir_lib.prepared_workdir(str(workdir), "convert.py"):
+                pass
+    with workdir_lib.prepared_workdir(str(workdir), "convert.py"):  # released with the first holder
+        pass
+
+
+def test_two_train_processes_on_one_workdir(tmp_path):
+    """A process holding the lock (as a running train.py does) makes train.py refuse in one line."""
+    workdir = tmp_path / "w"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from snnjax import workdir as w\n"
+            f"with w.prepared_workdir({str(workdir)!r}, 'train.py'):\n"
+            "    print('locked', flush=True); time.sleep(60)",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = run_cli("train.py", "--config", "configs/ci_tiny.py", "--workdir", str(workdir))
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"is in use by pid {holder.pid} (train.py" in lines[0]
+    assert sorted(p.name for p in workdir.iterdir()) == [workdir_lib.LOCK_FILE]  # nothing written
+
+
+@pytest.mark.parametrize(
+    "export", ["config.json", "metrics.jsonl", "snn_eval.json", "checkpoints/88/x", "snn", "mine.txt"]
+)
+def test_an_output_path_naming_a_record_is_refused_before_any_work(tiny_workdir, export, monkeypatch):
+    workdir, _ = tiny_workdir
+    (workdir / "mine.txt").write_text("the user's own file")  # no sidecar: not an snnjax export
+    (workdir / "snn.json").write_text("{}")  # the user's file, which the sidecar of "snn" would replace
+    before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+    monkeypatch.setattr(data_lib, "load_dataset", lambda *a, **k: pytest.fail("work started"))
+    config = tiny_config(export=export)
+    with pytest.raises(ValueError, match=r"config.export=.*(record of the workdir|not an snnjax export)"):
+        evaluation.convert_and_evaluate(config, str(workdir))
+    assert {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()} == before
+
+
+def test_cli_export_over_the_training_record_is_one_line_and_keeps_it(tiny_workdir):
+    workdir, _ = tiny_workdir
+    record = (workdir / "config.json").read_bytes()
+    result = run_cli(
+        "convert.py",
+        "--config",
+        "configs/ci_tiny.py",
+        "--workdir",
+        str(workdir),
+        "--config.export=config.json",
+    )
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1 and "record of the workdir" in result.stderr
+    assert (workdir / "config.json").read_bytes() == record
+
+
+def result_set(workdir):
+    names = ("snn_eval.json", "snn_accuracy.png", "snn_layers.png", "snn.bin", "snn.bin.json")
+    return {n: (workdir / n).read_bytes() for n in names if (workdir / n).exists()}
+
+
+def test_an_interrupted_conversion_keeps_the_previous_set(tiny_workdir, monkeypatch):
+    workdir, _ = tiny_workdir
+    config = tiny_config(export="snn.bin", report_examples=32)
+    first = evaluation.convert_and_evaluate(config, str(workdir))
+    previous = result_set(workdir)
+    assert len(previous) == 5
+    sidecar = json.loads(previous["snn.bin.json"])
+    assert sidecar["run_id"] == first["run_id"]
+    assert first["outputs"][:2] == ["snn_accuracy.png", "snn_layers.png"]
+
+    def interrupted(*args, **kwargs):  # the Ctrl-C lands while the results are being written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluation.export_lib, "export_snn", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        evaluation.convert_and_evaluate(
+            tiny_config(export="snn.bin", report_examples=32, seed=42), str(workdir)
+        )
+    assert result_set(workdir) == previous
+    assert not [p.name for p in workdir.iterdir() if ".tmp" in p.name]  # no staged file left behind
+
+
+def test_a_swallowed_interrupt_still_stops_before_the_results_are_replaced(tiny_workdir, monkeypatch):
+    """A Ctrl-C raised where Python swallows it (a GC callback) must not let the run commit or exit 0."""
+    import signal
+
+    workdir, _ = tiny_workdir
+    config = tiny_config(report_examples=32)
+    evaluation.convert_and_evaluate(config, str(workdir))
+    previous = result_set(workdir)
+    original = evaluation.summaries.plot_layers
+
+    def plot_with_a_swallowed_interrupt(*args, **kwargs):
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            pass  # what Python does with an exception raised in a gc callback
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation.summaries, "plot_layers", plot_with_a_swallowed_interrupt)
+    with pytest.raises(KeyboardInterrupt), workdir_lib.interrupts_noticed():
+        evaluation.convert_and_evaluate(config, str(workdir))
+    assert result_set(workdir) == previous
+
+
+def test_an_output_set_commits_all_or_nothing(tmp_path):
+    (tmp_path / "a").write_text("old a")
+    (tmp_path / "b").write_text("old b")
+    with pytest.raises(RuntimeError), workdir_lib.OutputSet() as outputs:
+        outputs.stage(str(tmp_path / "a"), lambda p: pathlib.Path(p).write_text("new a"))
+        raise RuntimeError("stopped between two files")
+    assert (tmp_path / "a").read_text() == "old a" and sorted(os.listdir(tmp_path)) == ["a", "b"]
+    with workdir_lib.OutputSet() as outputs:
+        outputs.stage(str(tmp_path / "a"), lambda p: pathlib.Path(p).write_text("new a"))
+        outputs.stage(str(tmp_path / "b"), lambda p: pathlib.Path(p).write_text("new b"))
+        assert (tmp_path / "a").read_text() == "old a"  # nothing in place before the commit
+    assert (tmp_path / "a").read_text() == "new a" and (tmp_path / "b").read_text() == "new b"
+
+
+def test_written_files_follow_the_umask(tiny_workdir):
+    workdir, _ = tiny_workdir
+    previous = os.umask(0o022)
+    try:
+        evaluation.convert_and_evaluate(tiny_config(export="snn.bin", report_examples=32), str(workdir))
+        workdir_lib.record_config(tiny_config(), str(workdir))
+    finally:
+        os.umask(previous)
+    for name in (
+        "config.json",
+        "snn_eval.json",
+        "snn_accuracy.png",
+        "snn_layers.png",
+        "snn.bin",
+        "snn.bin.json",
+    ):
+        assert oct((workdir / name).stat().st_mode & 0o777) == oct(0o644), name
+
+
+# 9. Config files are validated like flags; a broken config file is one line.
+
+
+def write_config(tmp_path, body):
+    path = tmp_path / "my_config.py"
+    path.write_text("from snnjax.configs import ci_tiny\n\n\ndef get_config():\n" + body)
+    return path
+
+
+def test_a_misspelt_field_in_a_config_file_is_refused_with_a_suggestion(tmp_path):
+    path = write_config(
+        tmp_path, "    config = ci_tiny.get_config()\n    config.levles = 8\n    return config\n"
+    )
+    result = run_cli("train.py", "--config", str(path), "--workdir", str(tmp_path / "w"))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: unknown config field config.levles (did you mean config.levels?): every field must be one "
+        "of configs/default.py (snnjax --help lists them); a misspelt field would be ignored. (run with "
+        "--debug for the traceback)"
+    ]
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_config_missing_fields_is_refused_naming_them():
+    from snnjax.config_validation import validate_config
+
+    config = tiny_config()
+    del config["levels"]
+    with pytest.raises(ValueError, match="lacks the field.*levels.*default.get_config"):
+        validate_config(config)
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "kind"),
+    [
+        ("    config = ci_tiny.get_config(\n    return config\n", 5, "SyntaxError"),
+        ("    import no_such_module_here\n    return ci_tiny.get_config()\n", 5, "ModuleNotFoundError"),
+        ("    return ci_tiny.get_config().nope\n", 5, "AttributeError"),
+    ],
+)
+def test_a_config_file_that_fails_to_load_is_one_line_naming_file_and_line(tmp_path, body, line, kind):
+    path = write_config(tmp_path, body)
+    result = run_cli("train.py", "--config", str(path), "--workdir", str(tmp_path / "w"))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert lines[0].startswith(f"error: the config file cannot be loaded: {path}, line {line}: {kind}")
+
+
+# 10. Full disk, Ctrl-C: one line, and what survived is named.
+
+
+def test_a_full_disk_during_training_is_one_line_naming_the_last_good_checkpoint(tmp_path):
+    workdir = tmp_path / "w"
+    script = (
+        "import errno, sys\n"
+        "from snnjax import metrics_writer, train\n"
+        "original = metrics_writer.MetricsWriter.write\n"
+        "def write(self, step, scalars):\n"
+        "    if step > 44:\n"
+        "        raise OSError(errno.ENOSPC, 'No space left on device', self._jsonl)\n"
+        "    original(self, step, scalars)\n"
+        "metrics_writer.MetricsWriter.write = write\n"
+        f"sys.argv = ['train.py', '--config', 'configs/ci_tiny.py', '--workdir', {str(workdir)!r},\n"
+        "            '--config.log_every_steps=20']\n"
+        "train.main()\n"
+    )
+    result = run_cli("-c", script)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"the disk is full: writing {workdir / 'metrics.jsonl'} failed" in lines[0]
+    assert f"the last good checkpoint is step 44 in {workdir / 'checkpoints'}" in lines[0]
+
+
+def test_a_swallowed_ctrl_c_ends_the_command_with_status_130(tmp_path):
+    script = (
+        "import signal, sys\n"
+        "from snnjax import cli, workdir\n"
+        "from absl import flags\n"
+        "flags.FLAGS(['x'])\n"
+        "with cli.readable_errors():\n"
+        "    try:\n"
+        "        signal.raise_signal(signal.SIGINT)\n"
+        "    except KeyboardInterrupt:\n"
+        "        pass\n"
+        "    print('kept going')\n"
+    )
+    result = run_cli("-c", script)
+    assert result.returncode == 130, result.stderr
+    assert result.stdout.strip() == "kept going"
+    assert result.stderr.strip().splitlines()[-1].startswith("error: interrupted")
+
+
+# 11. Inputs checked where they enter: memory before evaluation, NaN through the exported artefact.
+
+
+def test_a_simulation_the_device_cannot_hold_is_refused_before_the_ann_evaluation(tiny_workdir, monkeypatch):
+    workdir, _ = tiny_workdir
+    config = tiny_config(snn_num_steps=100_000)
+    need = evaluation.simulation_memory_bytes(
+        *_tiny_snn(config), config.eval_batch_size, config.snn_num_steps, jnp.float32
+    )
+    # Layer mode holds [T, B, ...]: XLA's own estimate grows with T (1e5 steps of 64 images: gigabytes).
+    assert need > 1e9
+    monkeypatch.setattr(evaluation, "available_memory_bytes", lambda device=None: need // 2)
+    monkeypatch.setattr(training, "evaluate", lambda *a, **k: pytest.fail("the ANN evaluation ran"))
+    with pytest.raises(ValueError, match=r"would need about .* GB .*snn_num_steps=100000.*snn_mode='step'"):
+        evaluation.convert_and_evaluate(config, str(workdir))
+
+
+def _tiny_snn(config):
+    from snnjax import conversion
+
+    model = training.build_ann(config, 10)
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1))))
+    snn_variables = jax.eval_shape(conversion.ann_to_snn_variables, variables)
+    return conversion.spiking_model(model), snn_variables, (8, 8, 1)
+
+
+def test_step_mode_memory_is_flat_in_t():
+    config = tiny_config()
+    model, variables, shape = _tiny_snn(config)
+    step = model.clone(mode="step")
+    short, long = (
+        evaluation.simulation_memory_bytes(step, variables, shape, 64, t, jnp.float32) for t in (8, 8000)
+    )
+    layer = evaluation.simulation_memory_bytes(model, variables, shape, 64, 8000, jnp.float32)
+    # Only the per-step logits [T, B, 10] (and their running means) grow in step mode.
+    assert long - short < 8000 * 64 * 10 * 4 * 8 and layer > 20 * long
+
+
+def test_nan_pixels_give_nan_through_the_exported_artefact(tiny_workdir):
+    import snnjax
+
+    workdir, _ = tiny_workdir
+    evaluation.convert_and_evaluate(tiny_config(export="snn.bin", report_examples=32), str(workdir))
+    exported = snnjax.load_exported(str(workdir / "snn.bin"))
+    images = np.zeros((2, 8, 8, 1), np.float32)
+    images[0, 2, 2, 0] = np.nan
+    logits = np.asarray(exported(images))
+    assert np.isnan(logits[:, 0]).all() and np.isfinite(logits[:, 1]).all()
