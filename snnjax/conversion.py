@@ -251,6 +251,9 @@ def calibrate_thresholds(
 
     Returns:
       ``variables`` with a ``threshold`` leaf (``[]`` or ``[C]``) added for each activation layer.
+
+    Raises:
+      ValueError: for a percentile outside ``(0, 100]``, or a model that calls no ``Activation``.
     """
     if not 0.0 < percentile <= 100.0:
         raise ValueError(f"percentile must lie in (0, 100], got {percentile}.")
@@ -261,6 +264,12 @@ def calibrate_thresholds(
         capture_intermediates=lambda mdl, method: isinstance(mdl, Activation) and method == "__call__",
         mutable=["intermediates"],
     )
+    if "intermediates" not in state:
+        raise ValueError(
+            f"{type(model).__name__} calls no snnjax.Activation layer: calibrate_thresholds sets θ of those "
+            "layers. Write the model's ReLUs as snnjax.Activation(snnjax.relu) (a ReLU written as a "
+            "function, nn.relu(x), has no layer to hold its θ)."
+        )
     params = _flat(variables["params"])
     for key, value in _flat(state["intermediates"]).items():
         # Keys look like (..., "act0", "__call__"); the value is a tuple of outputs.

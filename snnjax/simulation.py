@@ -7,8 +7,9 @@ ReLU) is replaced by the spiking neuron, with the threshold θ read from that la
 variable, and every ``nn.BatchNorm`` whose statistics were folded away becomes the bias it left. Layers
 are found by their class and keyed by their module path, never by name, so the activation may be a
 constructor field, created inside ``__call__`` (auto-named or named), sit inside ``nn.Sequential``, in
-nested submodules or residual blocks. Activations written as plain functions (``nn.relu(x)``) cannot be
-intercepted: use the snnjax layers.
+nested submodules or residual blocks. Activations written as plain functions (``nn.relu(x)``,
+``nn.gelu``, ``jnp.tanh``, ...) are not converted: :func:`spiking_apply` refuses a model that calls one,
+naming the call site, rather than run it as a hybrid analog/spiking network.
 
 Two simulation modes, same outputs (tested):
 
@@ -44,12 +45,14 @@ from snnjax.neurons import NEURONS, if_neuron, if_neuron_with_state, if_step, in
 
 __all__ = [
     "ALL_NEURONS",
+    "ANALOG_FUNCTIONS",
     "CALIBRATION",
     "CONVERTIBLE_ACTIVATIONS",
     "MATMUL_PRECISIONS",
     "SIMULATION_DTYPES",
     "SIMULATION_MODES",
     "SpikingNetwork",
+    "analog_calls",
     "apply_folded",
     "swapping_interceptor",
     "cumulative_mean_logits",
@@ -490,94 +493,251 @@ def spiking_apply(
 
     Returns:
       Per-step outputs of the readout window, e.g. logits ``[T, B, num_classes]`` (average them over t
-      for the prediction at t; see :func:`cumulative_mean_logits`).
+      for the prediction at t; see :func:`cumulative_mean_logits`). An image with a non-finite pixel
+      gives NaN outputs at every step, as the ANN does: a neuron whose membrane is NaN never reaches
+      ``v >= θ``, so without this the network would go silent and still name a class.
 
     Raises:
-      ValueError: for T < 1, a traced T, or images of a higher rank than the first convolution reads.
+      ValueError: for T < 1, a traced T, images of a higher rank than the first convolution reads,
+        or images whose last axis is not what the first synaptic layer reads.
     """
     num_steps = _static_int(num_steps, "num_steps (T)")
     if num_steps < 1:
         raise ValueError(f"num_steps (T) must be a positive int, got {num_steps!r}.")
     if not args and not kwargs:
         kwargs = inference_kwargs(snn_model.ann)
-    _check_static_images(snn_model, snn_variables, images, args, kwargs)
+    images = jnp.asarray(images)
+    _check_input(snn_model, snn_variables, images, args, kwargs, sequence=False)
     if snn_model.mode == "step":
-        return snn_model._step_mode(snn_variables, lambda t: images, num_steps, args, kwargs)
-    prerun, simulated = snn_model.prerun_steps, snn_model.simulated_steps(num_steps)
-    inputs = jnp.broadcast_to(images, (simulated, *images.shape))
-    outputs = snn_model.apply(snn_variables, inputs, *args, **kwargs)
-    if simulated == num_steps:
-        return outputs
-    return jax.tree.map(lambda y: y[prerun : prerun + num_steps], outputs)
+        outputs = snn_model._step_mode(snn_variables, lambda t: images, num_steps, args, kwargs)
+    else:
+        prerun, simulated = snn_model.prerun_steps, snn_model.simulated_steps(num_steps)
+        inputs = jnp.broadcast_to(images, (simulated, *images.shape))
+        outputs = snn_model.apply(snn_variables, inputs, *args, **kwargs)
+        if simulated != num_steps:
+            outputs = jax.tree.map(lambda y: y[prerun : prerun + num_steps], outputs)
+    bad = ~jnp.all(jnp.isfinite(images.reshape(images.shape[0], -1)), axis=1)  # [B]
+    return _poisoned(outputs, jnp.broadcast_to(bad, (num_steps, images.shape[0])))
 
 
 def spiking_apply_sequence(
-    snn_model: SpikingNetwork, snn_variables: Variables, inputs: jax.Array, *args: Any, **kwargs: Any
+    snn_model: SpikingNetwork,
+    snn_variables: Variables,
+    inputs: jax.Array,
+    *args: Any,
+    num_steps: int | None = None,
+    **kwargs: Any,
 ) -> jax.Array:
     """Runs the SNN on an explicit time-major input sequence (rate-coded or event input).
+
+    The leading axis is time. What is checked (at trace time, no cost in the simulation):
+
+    * ``inputs[t]`` must be a batch the model reads: rank 2 or more; for a first layer that is a
+      convolution, exactly the rank it reads (a static batch ``[B, H, W, C]`` is one axis short:
+      use :func:`spiking_apply`); and a last axis of the size the first synaptic layer reads.
+    * A batch-major ``[B, T, ...]`` sequence has the same rank and trailing axes as ``[T, B, ...]``, so
+      its shape alone cannot give it away. Pass ``num_steps=T`` and the leading axis is checked
+      against it: a batch-major input is then refused whenever ``B != T``. (With ``B == T`` no check
+      can tell the two apart.)
 
     Args:
       snn_model: from :func:`spiking_model`.
       snn_variables: from :func:`ann_to_snn_variables`.
       inputs: ``[T, B, ...]``: ``inputs[t]`` is the input of step t.
       *args: passed to the ANN's ``__call__`` (default: ``train=False`` when it takes ``train``).
-      **kwargs: likewise.
+      num_steps: the T the caller means (optional; checked against ``inputs.shape[0]``).
+      **kwargs: passed to the ANN's ``__call__``.
 
     Returns:
-      Per-step outputs ``[T, B, ...]``; a constant sequence gives :func:`spiking_apply`'s result.
+      Per-step outputs ``[T, B, ...]``; a constant sequence gives :func:`spiking_apply`'s result. An
+      example whose input holds a non-finite value at step t has NaN outputs from step t on.
+
+    Raises:
+      ValueError: for an input that is not a time-major sequence of batches the model reads (above).
     """
     inputs = jnp.asarray(inputs)
     if inputs.ndim < 2 or inputs.shape[0] < 1:
         raise ValueError(f"inputs must be time-major [T, B, ...] with T >= 1, got shape {inputs.shape}.")
+    if num_steps is not None and _static_int(num_steps, "num_steps (T)") != inputs.shape[0]:
+        raise ValueError(
+            f"inputs has shape {inputs.shape}: its leading (time) axis is {inputs.shape[0]}, not "
+            f"num_steps={num_steps}. The sequence must be time-major [T, B, ...]; a batch-major "
+            "[B, T, ...] array goes through jnp.swapaxes(inputs, 0, 1) first."
+        )
     if not args and not kwargs:
         kwargs = inference_kwargs(snn_model.ann)
-    return snn_model.apply(snn_variables, inputs, *args, **kwargs)
+    _check_input(snn_model, snn_variables, inputs[0], args, kwargs, sequence=True)
+    outputs = snn_model.apply(snn_variables, inputs, *args, **kwargs)
+    bad = ~jnp.all(jnp.isfinite(inputs.reshape(*inputs.shape[:2], -1)), axis=2)  # [T, B]
+    # A non-finite input poisons the membranes it reaches from its step on.
+    return _poisoned(outputs, jax.lax.cummax(bad.astype(jnp.int32), axis=0).astype(bool))
 
 
-def _check_static_images(
-    snn_model: SpikingNetwork, variables: Variables, images: jax.Array, args, kwargs
-) -> None:
-    """Refuses images of a higher rank than the model's first convolution reads.
+def _poisoned(outputs: Any, bad: jax.Array) -> Any:
+    """``outputs`` (leaves ``[T, B, ...]``) with NaN wherever ``bad [T, B]`` is set (floating leaves)."""
 
-    The first ``nn.Conv``/snnjax ``Conv`` call is found by tracing one step abstractly: it reads
-    ``[B, *spatial, C]``, rank ``2 + len(kernel_size)``. A larger rank means a leading axis too many,
-    e.g. a time-major sequence passed as images (Flax convolutions would fold it into the batch and
-    run). Models whose first layer is not a convolution are not checked.
+    def poison(y):
+        if not jnp.issubdtype(y.dtype, jnp.floating) or y.ndim < 2 or y.shape[:2] != bad.shape:
+            return y
+        return jnp.where(bad.reshape(*bad.shape, *(1,) * (y.ndim - 2)), jnp.nan, y)
+
+    return jax.tree.map(poison, outputs)
+
+
+# Nonlinear functions a model may call outside snnjax's activation layers. The converter turns only
+# those layers into spiking neurons; any of these left in the SNN would run analog (a hybrid network).
+# jax.nn's activations appear in a jaxpr as a custom_jvp call (relu, relu6), a jit call named after
+# the function (most others), or, once inlined, as these primitives (tanh, sigmoid, exact gelu).
+ANALOG_FUNCTIONS = frozenset(
+    {
+        "relu",
+        "relu6",
+        "celu",
+        "elu",
+        "gelu",
+        "glu",
+        "hard_sigmoid",
+        "hard_silu",
+        "hard_swish",
+        "hard_tanh",
+        "leaky_relu",
+        "log_sigmoid",
+        "mish",
+        "selu",
+        "sigmoid",
+        "silu",
+        "soft_sign",
+        "softplus",
+        "sparse_plus",
+        "sparse_sigmoid",
+        "squareplus",
+        "swish",
+        "tanh",
+    }
+)
+ANALOG_PRIMITIVES = frozenset({"tanh", "logistic", "erf", "erfc"})
+
+
+def _function_name(eqn) -> str | None:
+    """The jax.nn function an equation calls, if it is one of :data:`ANALOG_FUNCTIONS`."""
+    if eqn.primitive.name in ANALOG_PRIMITIVES:
+        return eqn.primitive.name
+    if eqn.primitive.name == "custom_jvp_call":
+        info = getattr(eqn.params["call_jaxpr"].jaxpr, "debug_info", None)
+        name = (getattr(info, "func_src_info", None) or "").split(" ")[0]
+        return name if name in ANALOG_FUNCTIONS else None
+    name = eqn.params.get("name")
+    return name if eqn.primitive.name in ("pjit", "jit") and name in ANALOG_FUNCTIONS else None
+
+
+def analog_calls(jaxpr: jax.extend.core.Jaxpr) -> list[str]:
+    """Every call of an activation function in ``jaxpr`` (nested jaxprs included), named by site.
+
+    Args:
+      jaxpr: e.g. ``jax.make_jaxpr(apply)(...).jaxpr`` of an SNN's step.
+
+    Returns:
+      ``"relu (in module 'CNN/Block_0', model.py:12)"``-style names, in call order.
     """
-    first: list[tuple[nn.Module, int]] = []
+    from jax._src import source_info_util  # the public jaxpr API has no source summaries
+
+    found = []
+    for eqn in jaxpr.eqns:
+        name = _function_name(eqn)
+        if name is not None:
+            scope = str(eqn.source_info.name_stack) or "the top level"
+            found.append(f"{name} (in module {scope!r}, {source_info_util.summarize(eqn.source_info)})")
+            continue
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, tuple | list) else (param,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    found += analog_calls(inner)
+    return found
+
+
+_SYNAPTIC = (nn.Conv, Conv, nn.Dense)
+
+
+def _input_problem(module: nn.Module, shape: tuple[int, ...]) -> tuple[str, str] | None:
+    """``(what the first synaptic layer reads, "more" | "fewer" | "features")`` if ``shape`` misfits."""
+    if isinstance(module, nn.Dense):
+        reads = f"the first layer, {_path(module)!r} (Dense)"
+    else:
+        size = module.kernel_size
+        rank = 2 + (len(size) if isinstance(size, tuple | list) else 1)
+        reads = f"the first convolution, {_path(module)!r}, reads rank {rank}"
+        if len(shape) != rank:
+            return reads, "more" if len(shape) > rank else "fewer"
+    if module.has_variable("params", "kernel"):
+        features = module.get_variable("params", "kernel").shape[-2] * getattr(
+            module, "feature_group_count", 1
+        )
+        if shape[-1] != features:
+            return f"{reads} with a last axis of {features}", "features"
+    return None
+
+
+def _check_input(
+    snn_model: SpikingNetwork, variables: Variables, batch: jax.Array, args, kwargs, *, sequence: bool
+) -> None:
+    """Refuses a batch ``[B, ...]`` (the images, or one step of a sequence) the first layer cannot read.
+
+    The first synaptic call (``nn.Conv``, snnjax ``Conv``, ``nn.Dense``) is found by tracing one step
+    abstractly. A convolution reads ``[B, *spatial, C]``, rank ``2 + len(kernel_size)``: a larger
+    rank is a leading axis too many (e.g. a time-major sequence passed as images: Flax would fold it
+    into the batch and run), a smaller one an axis too few (a static batch passed as a sequence). Its
+    last axis must be the kernel's input features.
+
+    The same trace refuses an activation function left in the SNN (:func:`analog_calls`): the
+    converter replaces snnjax's activation layers only, and a stray ``nn.relu(x)`` would stay analog.
+    """
+    first: list[tuple[nn.Module, tuple[int, ...]]] = []
 
     def interceptor(next_fun, call_args, call_kwargs, context):
-        if not first and context.method_name == "__call__" and isinstance(context.module, (nn.Conv, Conv)):
-            first.append((context.module, call_args[0].ndim))
+        if not first and context.method_name == "__call__" and isinstance(context.module, _SYNAPTIC):
+            first.append((context.module, tuple(call_args[0].shape)))
         return next_fun(*call_args, **call_kwargs)
-
-    def too_many_axes() -> str | None:
-        if not first:
-            return None
-        module, rank = first[0]
-        size = module.kernel_size
-        expected = 2 + (len(size) if isinstance(size, tuple | list) else 1)
-        return f"the first convolution, {_path(module)!r}, reads rank {expected}" if rank > expected else None
 
     layer_mode = dataclasses.replace(snn_model, mode="layer")
     try:
         with nn.intercept_methods(interceptor):
             steps = layer_mode.simulated_steps(1)
-            jax.eval_shape(
-                lambda v, x: layer_mode.apply(v, jnp.broadcast_to(x, (steps, *x.shape)), *args, **kwargs),
-                variables,
-                images,
-            )
+            traced = jax.make_jaxpr(
+                lambda v, x: layer_mode.apply(v, jnp.broadcast_to(x, (steps, *x.shape)), *args, **kwargs)
+            )(variables, batch)
     except Exception:
-        if too_many_axes() is None:
-            raise  # a failure of its own, not caused by the input's rank
-    reason = too_many_axes()
-    if reason is not None:
+        if not first or _input_problem(*first[0]) is None:
+            raise  # a failure of its own, not caused by the input's shape
+    problem = _input_problem(*first[0]) if first else None
+    if problem is None:
+        calls = analog_calls(traced.jaxpr)
+        if calls:
+            raise ValueError(
+                f"{type(snn_model.ann).__name__} calls {len(calls)} activation function(s) the converter "
+                f"cannot make spiking: {'; '.join(calls[:5])}{' …' if len(calls) > 5 else ''}. Only "
+                "snnjax activation layers become spiking neurons; these would stay analog (a hybrid "
+                "network). Write each as a snnjax layer (snnjax.Activation(snnjax.relu) for a ReLU, "
+                "calibrated with snnjax.calibrate_thresholds), or remove it."
+            )
+        return
+    reads, kind = problem
+    if not sequence:
+        hint = {
+            "more": ", a leading axis too many. For a time-major input sequence [T, B, ...] use "
+            "snnjax.spiking_apply_sequence.",
+            "fewer": ", an axis too few: add the batch axis (images[None] for one image).",
+            "features": ".",
+        }[kind]
         raise ValueError(
-            f"spiking_apply takes static images [B, ...] ({reason}), repeated every step; got shape "
-            f"{images.shape}, a leading axis too many. For a time-major input sequence [T, B, ...] use "
-            "snnjax.spiking_apply_sequence."
+            f"spiking_apply takes static images [B, ...] ({reads}), repeated every step; got shape "
+            f"{batch.shape}{hint}"
         )
+    raise ValueError(
+        f"spiking_apply_sequence takes a time-major sequence [T, B, ...] whose every step is a batch the "
+        f"model reads ({reads}); got steps of shape {batch.shape}. A static batch [B, ...] goes to "
+        "snnjax.spiking_apply; a batch-major [B, T, ...] sequence through jnp.swapaxes(inputs, 0, 1)."
+    )
 
 
 def cumulative_mean_logits(logits: jax.Array) -> jax.Array:

@@ -220,6 +220,88 @@ def test_time_major_images_on_the_static_path_are_refused():
     )
 
 
+@pytest.mark.parametrize("mode", ["layer", "step"])
+def test_non_finite_pixels_give_nan_outputs_not_a_silent_class(mode):
+    """A NaN membrane never reaches v >= θ: the poisoned example must come out NaN, as from the ANN."""
+    ann = InsideCall()
+    variables, images = build(ann, (8, 8, 1), batch=3)
+    snn_variables = snnjax.ann_to_snn_variables(variables)
+    snn = snnjax.spiking_model(ann, mode=mode)
+    clean = snnjax.spiking_apply(snn, snn_variables, images, 4)
+    bad = images.at[0, 3, 3, 0].set(jnp.nan).at[1].set(jnp.inf)
+    out = jax.jit(lambda x: snnjax.spiking_apply(snn, snn_variables, x, 4))(bad)
+    assert np.isnan(np.asarray(ann.apply(variables, bad[:1]))).all()  # the ANN's answer
+    assert np.isnan(out[:, :2]).all()
+    np.testing.assert_array_equal(out[:, 2], clean[:, 2])  # the clean example is untouched
+    # A sequence: NaN from the step the bad input arrives on, finite before.
+    sequence = jnp.broadcast_to(images, (4, *images.shape)).at[2, 1, 0, 0, 0].set(jnp.nan)
+    out = snnjax.spiking_apply_sequence(snn, snn_variables, sequence)
+    assert np.isfinite(out[:2]).all() and np.isnan(out[2:, 1]).all()
+    assert np.isfinite(out[:, [0, 2]]).all()
+
+
+def test_sequence_input_is_checked_against_the_first_layer_and_num_steps():
+    ann = InsideCall()
+    variables, images = build(ann, (8, 8, 1), batch=2)
+    snn_variables = snnjax.ann_to_snn_variables(variables)
+    snn = snnjax.spiking_model(ann)
+    with pytest.raises(ValueError, match=r"reads rank 4\); got steps of shape \(8, 8, 1\).*spiking_apply"):
+        snnjax.spiking_apply_sequence(snn, snn_variables, images)  # a static batch
+    with pytest.raises(ValueError, match=r"reads rank 4 with a last axis of 1\); got steps of shape"):
+        snnjax.spiking_apply_sequence(snn, snn_variables, jnp.zeros((3, 2, 8, 8, 2)))
+    batch_major = jnp.zeros((2, 3, 8, 8, 1))  # [B, T, ...] with B = 2, T = 3
+    with pytest.raises(ValueError, match=r"leading \(time\) axis is 2, not num_steps=3.*swapaxes"):
+        snnjax.spiking_apply_sequence(snn, snn_variables, batch_major, num_steps=3)
+    assert snnjax.spiking_apply_sequence(snn, snn_variables, batch_major, num_steps=2).shape == (2, 3, 3)
+    with pytest.raises(ValueError, match=r"last axis of 1\), repeated every step; got shape \(2, 8, 8, 3\)"):
+        snnjax.spiking_apply(snn, snn_variables, jnp.zeros((2, 8, 8, 3)), 2)
+
+
+class StrayFunction(nn.Module):
+    """snnjax layers plus an activation written as a function, inside a submodule."""
+
+    function: object = nn.relu
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(4, (3, 3))(x)
+        x = snnjax.ThresholdActivation(fn=QCFS4, threshold_init=1.0)(x)
+        x = nn.Sequential([nn.Conv(4, (3, 3)), self.function], name="tail")(x)
+        return nn.Dense(3)(x.reshape((x.shape[0], -1)))
+
+
+@pytest.mark.parametrize(
+    ("function", "name"),
+    [(nn.relu, "relu"), (jax.nn.relu, "relu"), (nn.gelu, "tanh"), (nn.silu, "silu"), (jnp.tanh, "tanh")],
+)
+def test_an_activation_function_left_in_the_snn_is_refused_naming_the_call(function, name):
+    ann = StrayFunction(function)
+    variables, images = build(ann, (8, 8, 1))
+    snn_variables = snnjax.ann_to_snn_variables(variables)
+    for mode in ("layer", "step"):
+        snn = snnjax.spiking_model(ann, mode=mode)
+        with pytest.raises(ValueError, match=rf"cannot make spiking: {name} \(in module .StrayFunction/tail"):
+            snnjax.spiking_apply(snn, snn_variables, images, 2)
+    # The same model with its function written as a snnjax layer converts.
+    layer = StrayFunction(lambda x: x)
+    layer_variables, _ = build(layer, (8, 8, 1))
+    snnjax.spiking_apply(snnjax.spiking_model(layer), snnjax.ann_to_snn_variables(layer_variables), images, 2)
+
+
+def test_calibrating_a_model_with_function_relus_says_what_to_write():
+    class FunctionReLU(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3)(nn.relu(nn.Dense(4)(x)))
+
+    ann = FunctionReLU()
+    variables = ann.init(jax.random.key(0), jnp.zeros((2, 5)))
+    with pytest.raises(
+        ValueError, match=r"calls no snnjax.Activation layer.*snnjax.Activation\(snnjax.relu\)"
+    ):
+        snnjax.calibrate_thresholds(ann, variables, jnp.ones((2, 5)))
+
+
 def test_num_steps_accepts_numpy_ints_and_refuses_traced_values():
     ann = sequential()
     variables, images = build(ann, (4,))
