@@ -18,7 +18,9 @@ import logging
 import os
 import shutil
 import sys
+import threading
 import time
+import traceback
 from typing import Any
 
 import jax
@@ -38,14 +40,53 @@ CHECKPOINT_KINDS = {"latest": "checkpoints", "best": "best"}
 SET_ASIDE_DIR = "set_aside"  # workdir/set_aside/<kind>_step<N>: steps moved out of Orbax's way
 
 
+def _about_full_disk(error: BaseException | None, message: str = "") -> bool:
+    """Whether ``message`` or ``error`` (its cause/context chain included) reports a full disk."""
+    texts, seen = [message], set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        texts.append(str(error))
+        error = error.__cause__ or error.__context__
+    return any("No space left on device" in text or "Disk quota exceeded" in text for text in texts)
+
+
 class _QuietOrbax(logging.Filter):
-    """Drops log records below WARNING that come from Orbax's source files."""
+    """Drops Orbax's log records below WARNING, and its reports of a full disk.
+
+    On a full disk each of Orbax's writer threads logs the failure with its traceback (hundreds of
+    lines); ``train.py`` reports it once, with the last good checkpoint.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
+        if f"{os.sep}orbax{os.sep}" not in record.pathname:
+            return True
+        if _about_full_disk(record.exc_info[1] if record.exc_info else None, record.getMessage()):
+            return False
+        return record.levelno >= logging.WARNING
 
 
 QUIET_ORBAX = _QuietOrbax()
+
+
+def _hide_full_disk_in_writer_threads() -> None:
+    """Keeps Orbax's and TensorBoard's writer threads from printing a full disk's traceback.
+
+    Their failure also reaches the main thread (Orbax re-raises it when a save is awaited; the next
+    metrics write fails the same way), which reports it in one line. Other exceptions, and threads
+    of other code, reach the previous ``threading.excepthook``.
+    """
+    previous = threading.excepthook
+
+    def hook(args):
+        frames = traceback.extract_tb(args.exc_traceback) if args.exc_traceback else []
+        ours = any(f"{os.sep}orbax{os.sep}" in f.filename or "tensorboardX" in f.filename for f in frames)
+        if not (ours and _about_full_disk(args.exc_value)):
+            previous(args)
+
+    threading.excepthook = hook
+
+
+_hide_full_disk_in_writer_threads()
 # Orbax logs through absl (the "absl" logger) and a few Python loggers under "orbax".
 logging.getLogger("absl").addFilter(QUIET_ORBAX)
 logging.getLogger("orbax").setLevel(logging.WARNING)
@@ -80,6 +121,7 @@ def checkpoint_manager(workdir: str, kind: str = "latest", read_only: bool = Fal
         )
     else:
         options = ocp.CheckpointManagerOptions(max_to_keep=2, **common)
+    _hide_closed_loop_callbacks()  # a failed save (a full disk) leaves the same late callbacks
     return ocp.CheckpointManager(directory, options=options)
 
 
@@ -127,24 +169,32 @@ _LOOP_CLOSED_FILTER_INSTALLED = False
 
 
 def _hide_closed_loop_callbacks() -> None:
-    """Keeps tensorstore's late callbacks from printing tracebacks after a failed restore.
+    """Keeps tensorstore's late callbacks from printing tracebacks after a failed restore or save.
 
-    Installed before the first restore. When one read of a restore fails, Orbax closes its event
-    loop while other reads are still in flight; each of them later reports ``RuntimeError('Event
-    loop is closed')`` through ``sys.unraisablehook``, about 200 lines that bury the real message.
-    Only that exact error is hidden; everything else reaches the previous hook.
+    Installed with the first manager. When one read of a restore (or one write of a save on a full
+    disk) fails, Orbax closes its event loop while other operations are still in flight; each of them
+    later reports ``RuntimeError('Event loop is closed')`` through ``sys.unraisablehook`` or, from
+    tensorstore's threads, ``sys.excepthook``: up to about 200 lines that bury the real message. Only
+    that exact error is hidden; everything else reaches the previous hooks.
     """
     global _LOOP_CLOSED_FILTER_INSTALLED
     if _LOOP_CLOSED_FILTER_INSTALLED:
         return
-    previous = sys.unraisablehook
+    previous_unraisable, previous_except = sys.unraisablehook, sys.excepthook
 
-    def hook(unraisable):
-        error = unraisable.exc_value
-        if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
-            previous(unraisable)
+    def closed_loop(error) -> bool:
+        return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
 
-    sys.unraisablehook = hook
+    def unraisable_hook(unraisable):
+        if not closed_loop(unraisable.exc_value):
+            previous_unraisable(unraisable)
+
+    def except_hook(kind, error, trace):
+        if not closed_loop(error):
+            previous_except(kind, error, trace)
+
+    sys.unraisablehook = unraisable_hook
+    sys.excepthook = except_hook
     _LOOP_CLOSED_FILTER_INSTALLED = True
 
 

@@ -53,8 +53,14 @@ USER_ERRORS = (
 HELP_FLAGS = ("-h", "-?", "--help", "-help", "--helpshort", "--helpfull")
 
 
-def _fail(message: str, status: int) -> None:
+def _fail(message: str, status: int, at_once: bool = False) -> None:
     print(f"error: {message}", file=sys.stderr)
+    if at_once:
+        # A full disk: writer threads and exit handlers (TensorBoard's flush) would fail again, each
+        # with its traceback. Everything that can be saved was (the checkpoints were awaited).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
     sys.exit(status)
 
 
@@ -215,9 +221,14 @@ def readable_errors() -> Iterator[None]:
     except USER_ERRORS as error:
         if flags.FLAGS.debug:
             raise
-        _fail(f"{error} (run with --debug for the traceback)", 1)
+        at_once = isinstance(error, workdir_lib.DiskFullError)
+        _fail(f"{error} (run with --debug for the traceback)", 1, at_once)
     except OSError as error:
         full = workdir_lib.disk_full(error)
         if full is None or flags.FLAGS.debug:
             raise
-        _fail(f"the disk is full: writing {full.filename or 'a file'} failed ({full.strerror or full}).", 1)
+        _fail(
+            f"the disk is full: writing {full.filename or 'a file'} failed ({full.strerror or full}).",
+            1,
+            True,
+        )

@@ -585,3 +585,32 @@ def test_nan_pixels_give_nan_through_the_exported_artefact(tiny_workdir):
     images[0, 2, 2, 0] = np.nan
     logits = np.asarray(exported(images))
     assert np.isnan(logits[:, 0]).all() and np.isfinite(logits[:, 1]).all()
+
+
+def test_a_really_full_disk_during_training_is_one_line(tmp_path):
+    """Orbax's writer threads fail on a real full file system (a 200 KB tmpfs, where mounting is allowed)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mount)], capture_output=True
+    )
+    if mounted.returncode:
+        pytest.skip("mounting a tmpfs is not allowed here (the patched-writer test covers the message)")
+    try:
+        result = run_cli(
+            "train.py",
+            "--config",
+            "configs/ci_tiny.py",
+            "--workdir",
+            str(mount / "w"),
+            "--config.num_epochs=20",
+        )
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert (
+        lines[0].startswith("error: the disk is full: writing ")
+        and "the last good checkpoint is step" in lines[0]
+    )
