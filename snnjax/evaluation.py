@@ -512,13 +512,7 @@ def _convert_and_evaluate(
             written.append("snn.nir")
         if config.export is not None:
             path = os.path.join(workdir, config.export)
-            _, mean, std = data_lib.NORMALIZATION[dataset.name]
             metadata = {
-                "normalization": {
-                    "pixels": "scaled to [0, 1], then (x - mean) / std",
-                    "mean": mean,
-                    "std": std,
-                },
                 "dataset": config.dataset,
                 "model": config.model,
                 "method": config.method,
@@ -526,22 +520,12 @@ def _convert_and_evaluate(
                 "post_conversion": config.post_conversion,
                 "neuron_options": options,
                 "source": source,
-                "run_id": outputs.run_id,
             }
-            outputs.stage(
-                path,
-                lambda temporary: export_lib.export_snn(
-                    snn_model(config.snn_mode),
-                    jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), simulated_variables),
-                    dataset.image_shape,
-                    config.snn_num_steps,
-                    temporary,
-                    metadata=metadata,
-                ),
-                companions=(".json",),
-            )
-            written += [os.path.abspath(path), os.path.abspath(path) + ".json"]
-        # The files of this run (relative to the workdir unless outside it); each carries run_id.
+            exported = snn_model(config.snn_mode), simulated_variables, config.snn_num_steps
+            _stage_export(outputs, path, *exported, dataset, metadata)
+            written += [_named_from(workdir, path), _named_from(workdir, path) + ".json"]
+        # The files of this run (relative to the workdir unless outside it); the NIR graph and the
+        # export's sidecar carry run_id too.
         result["outputs"] = written
         result_path = os.path.join(workdir, "snn_eval.json")
         if os.path.exists(result_path):
@@ -691,6 +675,30 @@ def _calibrate(
         f"for T={info['steps']} ({time.perf_counter() - start:.1f}s)"
     )
     return variables, info
+
+
+def _named_from(workdir: str, path: str) -> str:
+    """``path`` relative to ``workdir`` when inside it, else absolute."""
+    relative = os.path.relpath(os.path.abspath(path), os.path.abspath(workdir))
+    return os.path.abspath(path) if relative.startswith(os.pardir) else relative
+
+
+def _stage_export(outputs, path: str, snn_model, snn_variables, num_steps: int, dataset, metadata) -> None:
+    """Stages the portable SNN at ``path`` and its sidecar ``path.json`` (:func:`snnjax.export_snn`)."""
+    _, mean, std = data_lib.NORMALIZATION[dataset.name]
+    normalization = {"pixels": "scaled to [0, 1], then (x - mean) / std", "mean": mean, "std": std}
+    outputs.stage(
+        path,
+        lambda temporary: export_lib.export_snn(
+            snn_model,
+            jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), snn_variables),
+            dataset.image_shape,
+            num_steps,
+            temporary,
+            metadata={"normalization": normalization, **metadata, "run_id": outputs.run_id},
+        ),
+        companions=(".json",),
+    )
 
 
 def _stage_nir(outputs, snn_model, snn_variables, image_shape, v0: float, workdir: str) -> None:
