@@ -40,16 +40,6 @@ CHECKPOINT_KINDS = {"latest": "checkpoints", "best": "best"}
 SET_ASIDE_DIR = "set_aside"  # workdir/set_aside/<kind>_step<N>: steps moved out of Orbax's way
 
 
-def _about_full_disk(error: BaseException | None, message: str = "") -> bool:
-    """Whether ``message`` or ``error`` (its cause/context chain included) reports a full disk."""
-    texts, seen = [message], set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        texts.append(str(error))
-        error = error.__cause__ or error.__context__
-    return any("No space left on device" in text or "Disk quota exceeded" in text for text in texts)
-
-
 class _QuietOrbax(logging.Filter):
     """Drops Orbax's log records below WARNING, and its reports of a full disk.
 
@@ -60,7 +50,10 @@ class _QuietOrbax(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if f"{os.sep}orbax{os.sep}" not in record.pathname:
             return True
-        if _about_full_disk(record.exc_info[1] if record.exc_info else None, record.getMessage()):
+        from snnjax.workdir import FULL_DISK_MESSAGES, disk_full  # workdir imports this module
+
+        error = record.exc_info[1] if record.exc_info else None
+        if disk_full(error) or any(text in record.getMessage() for text in FULL_DISK_MESSAGES):
             return False
         return record.levelno >= logging.WARNING
 
@@ -68,25 +61,35 @@ class _QuietOrbax(logging.Filter):
 QUIET_ORBAX = _QuietOrbax()
 
 
+_FULL_DISK_HOOK_INSTALLED = False
+
+
 def _hide_full_disk_in_writer_threads() -> None:
     """Keeps Orbax's and TensorBoard's writer threads from printing a full disk's traceback.
+
+    Installed with the first checkpoint manager (not at import: a library user's threads are theirs).
 
     Their failure also reaches the main thread (Orbax re-raises it when a save is awaited; the next
     metrics write fails the same way), which reports it in one line. Other exceptions, and threads
     of other code, reach the previous ``threading.excepthook``.
     """
+    global _FULL_DISK_HOOK_INSTALLED
+    if _FULL_DISK_HOOK_INSTALLED:
+        return
+    from snnjax.workdir import disk_full  # workdir imports this module
+
     previous = threading.excepthook
 
     def hook(args):
         frames = traceback.extract_tb(args.exc_traceback) if args.exc_traceback else []
         ours = any(f"{os.sep}orbax{os.sep}" in f.filename or "tensorboardX" in f.filename for f in frames)
-        if not (ours and _about_full_disk(args.exc_value)):
+        if not (ours and disk_full(args.exc_value)):
             previous(args)
 
     threading.excepthook = hook
+    _FULL_DISK_HOOK_INSTALLED = True
 
 
-_hide_full_disk_in_writer_threads()
 # Orbax logs through absl (the "absl" logger) and a few Python loggers under "orbax".
 logging.getLogger("absl").addFilter(QUIET_ORBAX)
 logging.getLogger("orbax").setLevel(logging.WARNING)
@@ -122,6 +125,7 @@ def checkpoint_manager(workdir: str, kind: str = "latest", read_only: bool = Fal
     else:
         options = ocp.CheckpointManagerOptions(max_to_keep=2, **common)
     _hide_closed_loop_callbacks()  # a failed save (a full disk) leaves the same late callbacks
+    _hide_full_disk_in_writer_threads()
     return ocp.CheckpointManager(directory, options=options)
 
 
@@ -173,14 +177,14 @@ def _hide_closed_loop_callbacks() -> None:
 
     Installed with the first manager. When one read of a restore (or one write of a save on a full
     disk) fails, Orbax closes its event loop while other operations are still in flight; each of them
-    later reports ``RuntimeError('Event loop is closed')`` through ``sys.unraisablehook`` or, from
-    tensorstore's threads, ``sys.excepthook``: up to about 200 lines that bury the real message. Only
-    that exact error is hidden; everything else reaches the previous hooks.
+    later reports ``RuntimeError('Event loop is closed')`` through ``sys.unraisablehook``: up to about
+    200 lines that bury the real message. Only that exact error is hidden; everything else reaches the
+    previous hook.
     """
     global _LOOP_CLOSED_FILTER_INSTALLED
     if _LOOP_CLOSED_FILTER_INSTALLED:
         return
-    previous_unraisable, previous_except = sys.unraisablehook, sys.excepthook
+    previous_unraisable = sys.unraisablehook
 
     def closed_loop(error) -> bool:
         return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
@@ -189,12 +193,7 @@ def _hide_closed_loop_callbacks() -> None:
         if not closed_loop(unraisable.exc_value):
             previous_unraisable(unraisable)
 
-    def except_hook(kind, error, trace):
-        if not closed_loop(error):
-            previous_except(kind, error, trace)
-
     sys.unraisablehook = unraisable_hook
-    sys.excepthook = except_hook
     _LOOP_CLOSED_FILTER_INSTALLED = True
 
 

@@ -227,8 +227,7 @@ def readable_errors() -> Iterator[None]:
         full = workdir_lib.disk_full(error)
         if full is None or flags.FLAGS.debug:
             raise
+        where = getattr(full, "filename", None) or "a file"
         _fail(
-            f"the disk is full: writing {full.filename or 'a file'} failed ({full.strerror or full}).",
-            1,
-            True,
+            f"the disk is full: writing {where} failed ({getattr(full, 'strerror', None) or full}).", 1, True
         )

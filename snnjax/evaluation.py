@@ -321,7 +321,7 @@ def _convert_and_evaluate(
         return model.clone(pooling=config.snn_max_pool) if hasattr(model.ann, "pooling") else model
 
     # Before any evaluation: a T or batch the device cannot hold fails here, not after the ANN's pass.
-    _check_memory(config, snn_model(config.snn_mode), snn_variables, dataset.image_shape)
+    _check_memory(config, snn_model(config.snn_mode), snn_variables, dataset.image_shape, mesh.size)
     start = time.perf_counter()
     ann = training.evaluate(
         training.inference_state(ann_model, trained_variables),
@@ -590,14 +590,21 @@ def available_memory_bytes(device: jax.Device | None = None) -> int | None:
     return None
 
 
-def simulation_memory_bytes(snn_model, snn_variables, image_shape, batch: int, num_steps: int, dtype) -> int:
-    """XLA's estimate of the memory one evaluation batch of the SNN needs (compiled, not run).
+def simulation_memory_bytes(
+    snn_model: conversion.SpikingNetwork,
+    snn_variables: Mapping[str, Any],
+    image_shape: Sequence[int],
+    batch: int,
+    num_steps: int,
+    dtype: jnp.dtype,
+) -> int:
+    """XLA's estimate of the memory one evaluation batch of the SNN needs on one device (compiled, not run).
 
     Args:
       snn_model: the SNN as evaluated (layer mode: grows with T; step mode: flat in T).
       snn_variables: its variables (only their shapes and dtypes are read).
       image_shape: ``(H, W, C)``.
-      batch: images per batch (the global batch: an upper bound for one device of a mesh).
+      batch: images per device (a data-parallel mesh gives each device ``B / devices``).
       num_steps: T.
       dtype: the simulation dtype.
 
@@ -619,33 +626,37 @@ def simulation_memory_bytes(snn_model, snn_variables, image_shape, batch: int, n
     return int(analysis.temp_size_in_bytes + analysis.argument_size_in_bytes + analysis.output_size_in_bytes)
 
 
-def _check_memory(config: ml_collections.ConfigDict, snn_model, snn_variables, image_shape) -> None:
-    """Refuses ``config.snn_num_steps`` × ``config.eval_batch_size`` when the device cannot hold it."""
+def _check_memory(
+    config: ml_collections.ConfigDict,
+    snn_model: conversion.SpikingNetwork,
+    snn_variables: Mapping[str, Any],
+    image_shape: Sequence[int],
+    devices: int,
+) -> None:
+    """Refuses ``config.snn_num_steps`` × ``config.eval_batch_size`` when a device cannot hold it.
+
+    Costs one compilation of the simulation for one batch (seconds for the largest models here), paid
+    before the ANN evaluation so that a run that cannot finish stops at once.
+    """
     available = available_memory_bytes()
     if available is None:
         return
     dtype = jnp.dtype(config.snn_dtype)
-    need = simulation_memory_bytes(
-        snn_model, snn_variables, image_shape, config.eval_batch_size, config.snn_num_steps, dtype
-    )
+    batch = max(1, config.eval_batch_size // devices)  # each device simulates its shard of the batch
+    need = simulation_memory_bytes(snn_model, snn_variables, image_shape, batch, config.snn_num_steps, dtype)
     # A margin for what the estimate leaves out: XLA's host allocator, the process's own arrays.
     if need <= 0.75 * available:
         return
     hint = ""
     if snn_model.mode == "layer" and snn_model.neuron == "if" and config.post_conversion == "none":
         step = simulation_memory_bytes(
-            snn_model.clone(mode="step"),
-            snn_variables,
-            image_shape,
-            config.eval_batch_size,
-            config.snn_num_steps,
-            dtype,
+            snn_model.clone(mode="step"), snn_variables, image_shape, batch, config.snn_num_steps, dtype
         )
         hint = f", or set config.snn_mode='step' (flat in T: about {step / 1e9:.2f} GB here)"
     raise ValueError(
-        f"the SNN simulation would need about {need / 1e9:.1f} GB (XLA's estimate for one batch of "
-        f"config.eval_batch_size={config.eval_batch_size} at config.snn_num_steps={config.snn_num_steps}, "
-        f"{snn_model.mode} mode), more than the {available / 1e9:.1f} GB free on "
+        f"the SNN simulation would need about {need / 1e9:.1f} GB per device (XLA's estimate for "
+        f"{batch} images of config.eval_batch_size={config.eval_batch_size} at config.snn_num_steps="
+        f"{config.snn_num_steps}, {snn_model.mode} mode), more than the {available / 1e9:.1f} GB free on "
         f"{jax.devices()[0].platform}. Lower config.eval_batch_size (memory grows with it) or "
         f"config.snn_num_steps{hint}."
     )

@@ -7,9 +7,12 @@ ReLU) is replaced by the spiking neuron, with the threshold θ read from that la
 variable, and every ``nn.BatchNorm`` whose statistics were folded away becomes the bias it left. Layers
 are found by their class and keyed by their module path, never by name, so the activation may be a
 constructor field, created inside ``__call__`` (auto-named or named), sit inside ``nn.Sequential``, in
-nested submodules or residual blocks. Activations written as plain functions (``nn.relu(x)``,
-``nn.gelu``, ``jnp.tanh``, ...) are not converted: :func:`spiking_apply` refuses a model that calls one,
-naming the call site, rather than run it as a hybrid analog/spiking network.
+nested submodules or residual blocks. Activations written as plain functions are not converted:
+:func:`spiking_apply` refuses a model that calls one of JAX's activation functions (``jax.nn.relu`` and
+every other function in :data:`ANALOG_FUNCTIONS`, under any alias: ``nn.relu``, ``nnx.relu``, ...) or
+the ``tanh``/``logistic``/``erf`` primitives (``jnp.tanh``, sigmoids, exact GELU), naming the call
+site, rather than run it as a hybrid analog/spiking network. A ReLU written out by hand
+(``jnp.maximum(x, 0)``, ``x * (x > 0)``) is ordinary arithmetic to JAX and is not caught.
 
 Two simulation modes, same outputs (tested):
 
@@ -639,14 +642,17 @@ def analog_calls(jaxpr: jax.extend.core.Jaxpr) -> list[str]:
     Returns:
       ``"relu (in module 'CNN/Block_0', model.py:12)"``-style names, in call order.
     """
-    from jax._src import source_info_util  # the public jaxpr API has no source summaries
-
+    try:  # the public jaxpr API has no source summaries; without them the module path still names it
+        from jax._src.source_info_util import summarize
+    except ImportError:
+        summarize = None
     found = []
     for eqn in jaxpr.eqns:
         name = _function_name(eqn)
         if name is not None:
             scope = str(eqn.source_info.name_stack) or "the top level"
-            found.append(f"{name} (in module {scope!r}, {source_info_util.summarize(eqn.source_info)})")
+            where = f", {summarize(eqn.source_info)}" if summarize is not None else ""
+            found.append(f"{name} (in module {scope!r}{where})")
             continue
         for param in eqn.params.values():
             for sub in param if isinstance(param, tuple | list) else (param,):

@@ -197,7 +197,8 @@ def _removed_on_failure(root: str) -> Iterator[None]:
 
     A missing ``root`` is removed whole (with the missing folders above it); in an existing one, the new
     entries down to three levels (``downloads/<name>/<file>``, ``<name>/<version>/<file>``: where tfds
-    writes).
+    writes). Also on Ctrl-C. What another process downloads into the same folder meanwhile counts as
+    new too: processes preparing datasets at once should not share a data folder.
     """
     top = None  # the highest missing folder of root's path
     path = os.path.abspath(root)
@@ -206,7 +207,7 @@ def _removed_on_failure(root: str) -> Iterator[None]:
     before = set() if top else _paths_in(root, 3)
     try:
         yield
-    except Exception:
+    except BaseException:
         if top:
             shutil.rmtree(top, ignore_errors=True)
         else:

@@ -333,14 +333,15 @@ def train_and_evaluate(
             state = _train(config, workdir, mesh, dataset, steps_per_epoch, latest, best)
             failed = False
             return state
-        except OSError as error:
+        except Exception as error:  # a full disk surfaces as OSError, or tensorstore's ValueError
             full = workdir_lib.disk_full(error)
             if full is None:
                 raise
             with contextlib.suppress(Exception):  # a save in flight may still complete its step
                 latest.wait_until_finished()
             raise workdir_lib.DiskFullError(
-                f"the disk is full: writing {full.filename or workdir} failed ({full.strerror or full}); "
+                f"the disk is full: writing {getattr(full, 'filename', None) or workdir} failed "
+                f"({getattr(full, 'strerror', None) or 'No space left on device'}); "
                 f"{_last_good_checkpoint(workdir)} Free space (or move the workdir) and run the same "
                 "command again to resume.",
             ) from error
@@ -419,6 +420,7 @@ def _train(config, workdir, mesh, dataset, steps_per_epoch, latest, best) -> Tra
 
     def pull(window: list[dict[str, jax.Array]], step: int, epoch: int) -> dict[str, float]:
         """Brings a window of step metrics to the host (one transfer) and checks them and the state."""
+        workdir_lib.noticed_interrupt()  # a Ctrl-C swallowed since the last pull stops the run here
         means = {k: float(np.mean(v)) for k, v in jax.device_get(_stack(window)).items()}
         check_finite(means["loss"], step, epoch)
         for k, v in means.items():

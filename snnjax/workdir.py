@@ -26,6 +26,7 @@ import errno
 import json
 import os
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -228,7 +229,16 @@ def check_conversion_config(config: ml_collections.ConfigDict, workdir: str) -> 
 
 
 def _umask() -> int:
-    """The process's umask (read by setting it and putting it back: there is no getter)."""
+    """The process's umask, from ``/proc/self/status`` where Linux gives it.
+
+    Elsewhere it is read by setting it and putting it back (there is no getter), which for an instant
+    changes it for every thread of the process.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -274,18 +284,23 @@ class DiskFullError(OSError):
     """A write failed because the file system is full (or over quota); the message says what survived."""
 
 
-def disk_full(error: BaseException) -> OSError | None:
-    """The ``ENOSPC``/``EDQUOT`` error in ``error``'s cause/context chain, if any.
+FULL_DISK_MESSAGES = ("No space left on device", "Disk quota exceeded")
 
-    Writers on background threads (Orbax's async saves) report a full disk as a later, unrelated error
-    ("handle is closed"); the original ``OSError`` survives in the chain.
+
+def disk_full(error: BaseException | None) -> BaseException | None:
+    """The error in ``error``'s cause/context chain that reports a full disk (or quota), if any.
+
+    An ``OSError`` with ``ENOSPC``/``EDQUOT``, or any error whose message says so (tensorstore reports
+    Orbax's failed writes as ``ValueError: RESOURCE_EXHAUSTED: ... No space left on device``). Writers
+    on background threads report a full disk as a later, unrelated error ("handle is closed"); the
+    original survives in the chain.
     """
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
             return error
-        if isinstance(error, OSError) and "No space left on device" in str(error):
+        if any(text in str(error) for text in FULL_DISK_MESSAGES):
             return error
         error = error.__cause__ or error.__context__
     return None
@@ -309,24 +324,30 @@ def check_output_path(path: str, workdir: str, field: str) -> None:
     for candidate in (target, target + ".json"):
         for record in RECORDS:
             record_path = os.path.realpath(os.path.join(workdir, record))
-            if candidate == record_path or candidate.startswith(record_path + os.sep):
+            inside = os.path.normcase(candidate + os.sep).startswith(os.path.normcase(record_path + os.sep))
+            # samefile: the same file under another name (a case-insensitive file system, a hard link).
+            if inside or (
+                os.path.exists(candidate)
+                and os.path.exists(record_path)
+                and os.path.samefile(candidate, record_path)
+            ):
                 raise ValueError(
-                    f"{field}={path!r} would overwrite {record_path}, a record of the workdir "
+                    f"{field} names {path}, which would overwrite {record_path}, a record of the workdir "
                     f"(records: {', '.join(RECORDS)}); choose another file name."
                 )
         folder, name = os.path.split(candidate)
         if name in RECORDS and os.path.exists(os.path.join(folder, CONFIG_FILE)):
             raise ValueError(
-                f"{field}={path!r} would overwrite {candidate}, a record of the workdir {folder}; choose "
-                "another file name."
+                f"{field} names {path}, which would overwrite {candidate}, a record of the workdir "
+                f"{folder}; choose another file name."
             )
     if os.path.isdir(target):
-        raise ValueError(f"{field}={path!r} is a folder; give a file path inside it.")
+        raise ValueError(f"{field} names {path}, a folder; give a file path inside it.")
     if (os.path.exists(target) or os.path.exists(target + ".json")) and not _is_export_sidecar(
         target + ".json"
     ):
         raise ValueError(
-            f"{field}={path!r}: {path} or {path}.json exists and is not an snnjax export (no snnjax sidecar "
+            f"{field} names {path}: it or {path}.json exists and is not an snnjax export (no snnjax sidecar "
             f"{os.path.basename(path)}.json); refusing to overwrite it: choose another path or remove it."
         )
 
@@ -345,11 +366,12 @@ class OutputSet:
     """The files of one run, staged under temporary names and renamed into place together.
 
     ``stage`` writes each file beside its destination (same file system, so the final rename is
-    atomic); ``commit`` renames them all with SIGINT/SIGTERM held back, so a Ctrl-C either lands
-    before (nothing of the new set is in place; the previous set stays whole) or after (the new set is
-    whole, and the run then stops with the interruption). A process killed outright (SIGKILL, power
-    loss) can still stop between two renames; every file of a conversion carries the run id that
-    ``snn_eval.json`` names, so a mix is recognisable.
+    atomic); ``commit`` renames them all with SIGINT and SIGTERM held back (their Python handlers
+    only record them until the last rename, then run), so a Ctrl-C either lands before (nothing of the
+    new set is in place; the previous set stays whole) or after (the new set is whole, and the run then
+    stops with the interruption). A process killed outright (SIGKILL, power loss) can still stop
+    between two renames; ``snn_eval.json``, renamed last, names the set's run id and files (the NIR
+    graph and the export's sidecar carry the run id too), so a mix is recognisable.
 
     Use as a context manager: the staged files are committed when the block ends normally and
     removed when it raises.
@@ -380,7 +402,7 @@ class OutputSet:
         with _signals_held():
             for temporary, destination in self._staged:
                 os.replace(temporary, destination)
-        self._staged = []
+            self._staged = []
 
     def discard(self) -> None:
         """Removes the staged files (the destinations keep their previous content)."""
@@ -402,21 +424,32 @@ class OutputSet:
             self.discard()
 
 
-_HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _interrupted = threading.Event()
 
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Holds SIGINT and SIGTERM back (delivered when the block ends); main thread, POSIX only."""
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+    """SIGINT and SIGTERM only recorded inside the block, then handled as before once it ends.
+
+    Python runs signal handlers in the main thread whichever thread the OS delivers the signal to
+    (JAX processes have many), so swapping the handlers holds them back where masking one thread's
+    signals would not. Outside the main thread handlers cannot be set: nothing is held.
+    """
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+    arrived: list[int] = []
+    previous = {number: signal.getsignal(number) for number in _HELD_SIGNALS}
+    for number in _HELD_SIGNALS:
+        signal.signal(number, lambda signum, frame: arrived.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+        for number in dict.fromkeys(arrived):
+            signal.raise_signal(number)  # the previous handler (or the default action) runs now
 
 
 def noticed_interrupt() -> None:
@@ -474,9 +507,15 @@ def _lock_holder(path: str) -> str:
     return "another process"
 
 
+_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+
+
 @contextlib.contextmanager
-def _exclusive(workdir: str, command: str) -> Iterator[None]:
+def _exclusive(workdir: str, command: str, created: bool) -> Iterator[None]:
     """Holds an exclusive ``flock`` on ``workdir/.snnjax.lock`` (released by the OS if the process dies).
+
+    If the block fails in a workdir created for it that holds nothing but the lock file, the file and
+    the folder are removed while the lock is still held (so no other process can have taken it).
 
     Raises:
       WorkdirBusyError: naming the holder (pid, command, start time) if another process holds it.
@@ -485,19 +524,45 @@ def _exclusive(workdir: str, command: str) -> Iterator[None]:
         yield
         return
     path = os.path.join(workdir, LOCK_FILE)
-    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
+    while True:
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(handle)
             raise WorkdirBusyError(
                 f"--workdir={workdir!r} is in use by {_lock_holder(path)}: one process writes a workdir at "
                 "a time. Wait for it to finish (or stop it), or use another --workdir."
             ) from None
+        except OSError as error:
+            os.close(handle)
+            if error.errno not in _NO_LOCKS:
+                raise
+            print(
+                f"warning: the file system of {workdir} does not support locks ({error.strerror}); "
+                "nothing stops a second process from writing the same workdir.",
+                file=sys.stderr,
+            )
+            yield
+            return
+        # The previous holder may have removed the file between our open and our lock: lock the
+        # file that is there now.
+        with contextlib.suppress(FileNotFoundError):
+            if os.fstat(handle).st_ino == os.stat(path).st_ino:
+                break
+        os.close(handle)
+    try:
         os.ftruncate(handle, 0)
         started = time.strftime("%Y-%m-%d %H:%M:%S")
         os.write(handle, f"pid {os.getpid()} ({command}, started {started})\n".encode())
         yield
+    except BaseException:
+        if created and set(os.listdir(workdir)) <= {LOCK_FILE}:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+            with contextlib.suppress(OSError):
+                os.rmdir(workdir)
+        raise
     finally:
         os.close(handle)  # releases the lock; the file stays (removing it would race a new holder)
 
@@ -530,12 +595,8 @@ def prepared_workdir(workdir: str, command: str = "snnjax", lock: bool = True) -
         raise PermissionError(
             f"--workdir={workdir!r} cannot be written to: {error.strerror or error}."
         ) from None
-    try:
-        with _exclusive(workdir, command) if lock else contextlib.nullcontext():
-            yield workdir
-    except BaseException:
-        if created and os.path.isdir(workdir) and set(os.listdir(workdir)) <= {LOCK_FILE}:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(os.path.join(workdir, LOCK_FILE))
-            os.rmdir(workdir)
-        raise
+    if not lock:  # another process owns the workdir (and its clean-up)
+        yield workdir
+        return
+    with _exclusive(workdir, command, created):
+        yield workdir

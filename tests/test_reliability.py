@@ -339,7 +339,9 @@ def test_an_output_path_naming_a_record_is_refused_before_any_work(tiny_workdir,
     before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
     monkeypatch.setattr(data_lib, "load_dataset", lambda *a, **k: pytest.fail("work started"))
     config = tiny_config(export=export)
-    with pytest.raises(ValueError, match=r"config.export=.*(record of the workdir|not an snnjax export)"):
+    with pytest.raises(
+        ValueError, match=r"config.export names .*(record of the workdir|not an snnjax export)"
+    ):
         evaluation.convert_and_evaluate(config, str(workdir))
     assert {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()} == before
 
@@ -410,6 +412,38 @@ def test_a_swallowed_interrupt_still_stops_before_the_results_are_replaced(tiny_
     assert result_set(workdir) == previous
 
 
+def test_a_ctrl_c_during_the_commit_lands_after_the_last_rename(tmp_path, monkeypatch):
+    """Signals go to any thread of a JAX process; the commit must hold them back all the same."""
+    import signal
+    import threading
+
+    names = ["a", "b", "c"]
+    for name in names:
+        (tmp_path / name).write_text(f"old {name}")
+    original = os.replace
+    calls = []
+
+    def replace_with_ctrl_c(source, destination):
+        calls.append(destination)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # to the process: any thread may take it
+        original(source, destination)
+
+    stop = threading.Event()
+    busy = threading.Thread(target=stop.wait)  # another thread alive, as in every JAX process
+    busy.start()
+    monkeypatch.setattr(workdir_lib.os, "replace", replace_with_ctrl_c)
+    try:
+        with pytest.raises(KeyboardInterrupt), workdir_lib.OutputSet() as outputs:
+            for name in names:
+                outputs.stage(str(tmp_path / name), lambda p, n=name: pathlib.Path(p).write_text(f"new {n}"))
+    finally:
+        stop.set()
+        busy.join()
+    assert [(tmp_path / n).read_text() for n in names] == ["new a", "new b", "new c"]  # the whole new set
+    assert sorted(os.listdir(tmp_path)) == names
+
+
 def test_an_output_set_commits_all_or_nothing(tmp_path):
     (tmp_path / "a").write_text("old a")
     (tmp_path / "b").write_text("old b")
@@ -422,6 +456,30 @@ def test_an_output_set_commits_all_or_nothing(tmp_path):
         outputs.stage(str(tmp_path / "b"), lambda p: pathlib.Path(p).write_text("new b"))
         assert (tmp_path / "a").read_text() == "old a"  # nothing in place before the commit
     assert (tmp_path / "a").read_text() == "new a" and (tmp_path / "b").read_text() == "new b"
+
+
+def test_a_swallowed_ctrl_c_stops_training_at_the_next_metrics_pull(tmp_path, monkeypatch):
+    import signal
+
+    from snnjax import parallel
+
+    original = parallel.shard_batch  # called once per training step, on the host
+    calls = []
+
+    def shard_with_a_swallowed_interrupt(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except KeyboardInterrupt:
+                pass  # what Python does with an exception raised in a gc callback
+        return original(*args)
+
+    monkeypatch.setattr(parallel, "shard_batch", shard_with_a_swallowed_interrupt)
+    with pytest.raises(KeyboardInterrupt), workdir_lib.interrupts_noticed():
+        training.train_and_evaluate(tiny_config(log_every_steps=5), str(tmp_path / "w"))
+    assert len(calls) == 5  # stopped at the first pull after the interruption, not after 88 steps
+    assert not (tmp_path / "w" / "checkpoints").exists() or not steps_in(tmp_path / "w" / "checkpoints")
 
 
 def test_written_files_follow_the_umask(tiny_workdir):
@@ -543,10 +601,11 @@ def test_a_swallowed_ctrl_c_ends_the_command_with_status_130(tmp_path):
 def test_a_simulation_the_device_cannot_hold_is_refused_before_the_ann_evaluation(tiny_workdir, monkeypatch):
     workdir, _ = tiny_workdir
     config = tiny_config(snn_num_steps=100_000)
+    per_device = config.eval_batch_size // jax.device_count()  # each of the 4 fake devices: its shard
     need = evaluation.simulation_memory_bytes(
-        *_tiny_snn(config), config.eval_batch_size, config.snn_num_steps, jnp.float32
+        *_tiny_snn(config), per_device, config.snn_num_steps, jnp.float32
     )
-    # Layer mode holds [T, B, ...]: XLA's own estimate grows with T (1e5 steps of 64 images: gigabytes).
+    # Layer mode holds [T, B, ...]: XLA's own estimate grows with T (1e5 steps of 16 images: gigabytes).
     assert need > 1e9
     monkeypatch.setattr(evaluation, "available_memory_bytes", lambda device=None: need // 2)
     monkeypatch.setattr(training, "evaluate", lambda *a, **k: pytest.fail("the ANN evaluation ran"))
@@ -610,7 +669,6 @@ def test_a_really_full_disk_during_training_is_one_line(tmp_path):
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr[-3000:]
-    assert (
-        lines[0].startswith("error: the disk is full: writing ")
-        and "the last good checkpoint is step" in lines[0]
-    )
+    assert lines[0].startswith("error: the disk is full: writing ")
+    # Which write fills the disk first depends on timing (an event file, the first or a later save).
+    assert "the last good checkpoint is step" in lines[0] or "no checkpoint had been saved yet" in lines[0]

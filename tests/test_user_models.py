@@ -282,10 +282,13 @@ def test_an_activation_function_left_in_the_snn_is_refused_naming_the_call(funct
         snn = snnjax.spiking_model(ann, mode=mode)
         with pytest.raises(ValueError, match=rf"cannot make spiking: {name} \(in module .StrayFunction/tail"):
             snnjax.spiking_apply(snn, snn_variables, images, 2)
-    # The same model with its function written as a snnjax layer converts.
-    layer = StrayFunction(lambda x: x)
-    layer_variables, _ = build(layer, (8, 8, 1))
-    snnjax.spiking_apply(snnjax.spiking_model(layer), snnjax.ann_to_snn_variables(layer_variables), images, 2)
+    # The same model with the function written as a snnjax layer (θ calibrated) converts.
+    layer = StrayFunction(snnjax.Activation(snnjax.relu))
+    layer_variables = snnjax.calibrate_thresholds(layer, build(layer, (8, 8, 1))[0], images)
+    out = snnjax.spiking_apply(
+        snnjax.spiking_model(layer), snnjax.ann_to_snn_variables(layer_variables), images, 2
+    )
+    assert np.isfinite(out).all()
 
 
 def test_calibrating_a_model_with_function_relus_says_what_to_write():
