@@ -33,6 +33,9 @@ def get_config() -> config_dict.ConfigDict:
     config.per_channel_threshold = False  # one λ per channel instead of per layer
     config.conv_implementation = "auto"  # auto (by backend and map size) | hybrid | im2col | xla
     config.pooling = "avg"  # 2×2 pooling of ConvNets: avg (reference) | max
+    # Initial weights: flax (lecun_normal kernels, zero biases) | pytorch (kernels and biases
+    # U(±1/√fan_in), PyTorch's Conv2d/Linear defaults, as the reference code trains).
+    config.param_init = "flax"
 
     # Optimization: PyTorch SGD with coupled weight decay on all parameters, cosine per epoch.
     config.num_epochs = 300

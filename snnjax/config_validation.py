@@ -142,6 +142,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _choice(config, "balancing", BALANCING_FORMS)
     _choice(config, "eval_precision", MATMUL_PRECISIONS)
     _choice(config, "torch_layout", LAYOUTS)
+    _choice(config, "param_init", ("flax", "pytorch"))  # snnjax.training.PARAM_INITS (it imports this)
     if config.snn_neuron is not None:
         _choice(config, "snn_neuron", NEURONS)
     if config.snn_mode == "step" and snn_neuron(config) != "if":

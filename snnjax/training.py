@@ -87,14 +87,63 @@ def build_ann(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
     )
 
 
+PARAM_INITS = ("flax", "pytorch")
+
+
+def pytorch_default_init(params: Any, rng: jax.Array) -> Any:
+    """Redraws every ``kernel`` and its layer's ``bias`` as PyTorch initializes ``Conv2d``/``Linear``.
+
+    PyTorch draws weights by ``kaiming_uniform_(a=√5)`` and biases from ``U(±1/√fan_in)``; both are
+    ``U(-b, b)`` with ``b = 1/√fan_in`` (``fan_in``: the kernel's entries per output feature, i.e.
+    ``kh·kw·C_in/groups`` for an HWIO convolution kernel, ``d_in`` for a ``[d_in, d_out]`` Dense one):
+    variance ``1/(3·fan_in)``, a third of Flax's ``lecun_normal`` (``1/fan_in``). Other parameters
+    (BatchNorm's scale 1 and bias 0, thresholds) are kept: they match.
+
+    Args:
+      params: a Flax parameter tree.
+      rng: PRNG key.
+
+    Returns:
+      ``params`` with new kernels and biases (same shapes and dtypes).
+    """
+    flat = traverse_util.flatten_dict(params)
+    kernels = sorted(path for path in flat if path[-1] == "kernel")
+    for index, path in enumerate(kernels):
+        kernel = flat[path]
+        bound = 1.0 / np.sqrt(np.prod(kernel.shape[:-1]))
+        key_kernel, key_bias = jax.random.split(jax.random.fold_in(rng, index))
+        flat[path] = jax.random.uniform(key_kernel, kernel.shape, kernel.dtype, -bound, bound)
+        bias_path = (*path[:-1], "bias")
+        if bias_path in flat:
+            bias = flat[bias_path]
+            flat[bias_path] = jax.random.uniform(key_bias, bias.shape, bias.dtype, -bound, bound)
+    return traverse_util.unflatten_dict(flat)
+
+
 def create_train_state(
-    model: nn.Module, rng: jax.Array, image_shape: tuple[int, ...], tx: optax.GradientTransformation
+    model: nn.Module,
+    rng: jax.Array,
+    image_shape: tuple[int, ...],
+    tx: optax.GradientTransformation,
+    param_init: str = "flax",
 ) -> TrainState:
-    """Initializes parameters from ``rng`` for images of shape ``image_shape = (H, W, C)``."""
-    variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+    """Initializes parameters from ``rng`` for images of shape ``image_shape = (H, W, C)``.
+
+    ``param_init="flax"`` keeps the modules' own initializers (``lecun_normal`` kernels, zero biases);
+    ``"pytorch"`` redraws kernels and biases as PyTorch would (:func:`pytorch_default_init`).
+    """
+    if param_init not in PARAM_INITS:
+        raise ValueError(f"param_init={param_init!r} is unknown; allowed: {', '.join(PARAM_INITS)}.")
+    init_rng, redraw_rng = jax.random.split(rng)
+    variables = model.init(
+        init_rng if param_init == "pytorch" else rng, jnp.zeros((1, *image_shape)), train=False
+    )
+    params = variables["params"]
+    if param_init == "pytorch":
+        params = pytorch_default_init(params, redraw_rng)
     return TrainState.create(
         apply_fn=model.apply,
-        params=variables["params"],
+        params=params,
         batch_stats=variables.get("batch_stats", {}),
         tx=tx,
     )
@@ -251,7 +300,8 @@ def abstract_train_state(config: ml_collections.ConfigDict, dataset, steps_per_e
     """The train state's structure for ``config`` without computing any parameters."""
     model, tx, _ = build_model_and_optimizer(config, dataset.num_classes, steps_per_epoch)
     return jax.eval_shape(
-        lambda rng: create_train_state(model, rng, dataset.image_shape, tx), jax.random.key(config.seed)
+        lambda rng: create_train_state(model, rng, dataset.image_shape, tx, config.param_init),
+        jax.random.key(config.seed),
     )
 
 
@@ -378,7 +428,9 @@ def _train(config, workdir, mesh, dataset, steps_per_epoch, latest, best) -> Tra
         if step > resume_step:
             checkpoints.set_aside(best, step, f"newer than step {resume_step}, which training resumes from")
     if state is None:
-        state = create_train_state(model, jax.random.key(config.seed), dataset.image_shape, tx)
+        state = create_train_state(
+            model, jax.random.key(config.seed), dataset.image_shape, tx, config.param_init
+        )
         state = parallel.replicate(mesh, state)
     else:
         print(f"Resuming from {workdir} at step {resume_step}.")

@@ -79,3 +79,36 @@ def test_end_to_end_without_data_says_what_to_pass(monkeypatch):
         SystemExit, match="Could not load cifar10: tensorflow-datasets is not installed\nPass --data_dir"
     ):
         end_to_end.main(["--data_dir="])
+
+
+def test_same_recipe_runs_snnjax_and_names_what_the_reference_side_lacks(tmp_path, capsys):
+    from benchmarks import same_recipe
+
+    rows = same_recipe.main(
+        [
+            "--base_config=snnjax.configs.ci_tiny",
+            "--epochs=1",
+            "--seeds=1,2",
+            "--set=qcfs_order=floor_clip,param_init=pytorch",
+            "--snn_num_steps=4",
+            "--test_examples=64",
+            f"--workdir_root={tmp_path / 'runs'}",
+            f"--reference={tmp_path / 'none'}",
+            f"--reference_tools={tmp_path / 'none'}",
+            f"--results_dir={tmp_path}",
+            "--name=t",
+        ]  # fmt: skip
+    )
+    out = capsys.readouterr().out
+    assert "The reference side does not run (snnjax's side does); missing:" in out
+    assert "ref_train_qcfs.py in --reference_tools=" in out and "--data_dir" in out
+    assert [(r["side"], r["seed"], r["test_images"]) for r in rows] == [("snnjax", 1, 64), ("snnjax", 2, 64)]
+    assert rows[0]["overrides"] == {"qcfs_order": "floor_clip", "param_init": "pytorch"}
+    assert json.loads((tmp_path / "same_recipe_t.json").read_text())[1]["seed"] == 2
+    # The table's spread over the two seeds: mean ± sample std, by hand from the rows.
+    anns = [100 * r["ann"] for r in rows]
+    mean, std = sum(anns) / 2, abs(anns[0] - anns[1]) / 2**0.5
+    line = [s for s in out.splitlines() if s.startswith("snnjax param_init=pytorch qcfs_order=floor_clip")][
+        -1
+    ]
+    assert line.split()[3:6] == ["1", "2", f"{mean:.2f}±{std:.2f}"]  # epochs, seeds, ANN

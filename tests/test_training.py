@@ -283,3 +283,49 @@ def test_relu_weight_balancing_matches_threshold_balancing_end_to_end(tmp_path):
     # Same spikes up to float rounding at the threshold: at most one of the 360 images may differ.
     for t in by_threshold["snn_accuracy"]:
         assert abs(by_weight["snn_accuracy"][t] - by_threshold["snn_accuracy"][t]) <= 1 / 360 + 1e-9
+
+
+def test_pytorch_init_draws_kernels_and_biases_from_u_of_one_over_sqrt_fan_in():
+    """PyTorch's Conv2d/Linear defaults: U(-b, b) with b = 1/√fan_in (variance 1/(3 fan_in)), biases alike."""
+    import flax.linen as nn
+
+    from snnjax import training
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.Conv(64, (3, 3), use_bias=False)(x)  # fan_in 3·3·32 = 288
+            return nn.Dense(512)(x.reshape((x.shape[0], -1))[:, :1000])  # fan_in 1000
+
+    variables = Net().init(jax.random.key(0), jnp.zeros((1, 4, 4, 32)))
+    params = training.pytorch_default_init(variables["params"], jax.random.key(1))
+    for array, fan_in in [
+        (params["Conv_0"]["kernel"], 288),
+        (params["Dense_0"]["kernel"], 1000),
+        (params["Dense_0"]["bias"], 1000),
+    ]:
+        values = np.asarray(array, np.float64).ravel()
+        bound = 1 / np.sqrt(fan_in)
+        assert np.abs(values).max() <= bound
+        # Moments of U(-b, b): mean 0 (std b/√(3n)), variance b²/3 (relative std ≈ √(0.8/n)).
+        n = values.size
+        assert abs(values.mean()) < 5 * bound / np.sqrt(3 * n)
+        assert abs(values.var() / (bound**2 / 3) - 1) < 5 * np.sqrt(0.8 / n)
+    assert "bias" not in params["Conv_0"]
+    # Flax's own draw is lecun_normal: three times PyTorch's variance.
+    flax_kernel = np.asarray(variables["params"]["Dense_0"]["kernel"])
+    assert abs(flax_kernel.var() * 1000 - 1) < 0.05
+
+
+def test_pytorch_init_matches_torch_distribution():
+    torch = pytest.importorskip("torch")
+    from snnjax import training
+
+    params = {"Dense_0": {"kernel": jnp.zeros((300, 400)), "bias": jnp.zeros((400,))}}
+    ours = np.asarray(training.pytorch_default_init(params, jax.random.key(0))["Dense_0"]["kernel"])
+    torch.manual_seed(0)
+    theirs = torch.nn.Linear(300, 400).weight.detach().numpy()
+    assert (
+        abs(ours.std() / theirs.std() - 1) < 0.02
+        and abs(np.abs(ours).max() / np.abs(theirs).max() - 1) < 0.01
+    )
