@@ -33,7 +33,7 @@ import sys
 from absl import logging
 
 from benchmarks import RESULTS, write_rows
-from snnjax import evaluation, training
+from snnjax import evaluation, training, workdir as workdir_lib
 
 REPORTED_STEPS = (1, 2, 4, 8, 16, 32)
 LOSS_STEPS = (1, 2, 4, 8)
@@ -66,12 +66,20 @@ def recipe(args: argparse.Namespace, epochs: int, seed: int, overrides: dict):
 
 
 def snnjax_row(args: argparse.Namespace, epochs: int, seed: int, overrides: dict) -> dict:
-    """Trains and converts one snnjax run (a finished workdir is resumed: nothing trains again)."""
+    """Trains and converts one snnjax run; a finished one (same config in its ``snn_eval.json``) is read."""
     config = recipe(args, epochs, seed, overrides)
     tag = "".join(f"_{k}-{v}" for k, v in sorted(overrides.items()))
     workdir = os.path.join(args.workdir_root, f"snnjax_e{epochs}_s{seed}{tag}")
-    training.train_and_evaluate(config, workdir)  # resumes (a no-op) when already trained
-    result = evaluation.convert_and_evaluate(config, workdir)
+    recorded = os.path.join(workdir, "snn_eval.json")
+    result = None
+    if os.path.isfile(recorded):  # a finished run with this very config is read, not repeated
+        with open(recorded) as f:
+            result = json.load(f)
+        if result.get("config") != workdir_lib.config_dict(config):
+            result = None
+    if result is None:
+        training.train_and_evaluate(config, workdir)  # resumes (a no-op) when already trained
+        result = evaluation.convert_and_evaluate(config, workdir)
     return {
         "side": "snnjax",
         "epochs": epochs,

@@ -81,24 +81,23 @@ def test_end_to_end_without_data_says_what_to_pass(monkeypatch):
         end_to_end.main(["--data_dir="])
 
 
-def test_same_recipe_runs_snnjax_and_names_what_the_reference_side_lacks(tmp_path, capsys):
+def test_same_recipe_runs_snnjax_and_names_what_the_reference_side_lacks(tmp_path, capsys, monkeypatch):
     from benchmarks import same_recipe
 
-    rows = same_recipe.main(
-        [
-            "--base_config=snnjax.configs.ci_tiny",
-            "--epochs=1",
-            "--seeds=1,2",
-            "--set=qcfs_order=floor_clip,param_init=pytorch",
-            "--snn_num_steps=4",
-            "--test_examples=64",
-            f"--workdir_root={tmp_path / 'runs'}",
-            f"--reference={tmp_path / 'none'}",
-            f"--reference_tools={tmp_path / 'none'}",
-            f"--results_dir={tmp_path}",
-            "--name=t",
-        ]  # fmt: skip
-    )
+    argv = [
+        "--base_config=snnjax.configs.ci_tiny",
+        "--epochs=1",
+        "--seeds=1,2",
+        "--set=qcfs_order=floor_clip,param_init=pytorch",
+        "--snn_num_steps=4",
+        "--test_examples=64",
+        f"--workdir_root={tmp_path / 'runs'}",
+        f"--reference={tmp_path / 'none'}",
+        f"--reference_tools={tmp_path / 'none'}",
+        f"--results_dir={tmp_path}",
+        "--name=t",
+    ]  # fmt: skip
+    rows = same_recipe.main(argv)
     out = capsys.readouterr().out
     assert "The reference side does not run (snnjax's side does); missing:" in out
     assert "ref_train_qcfs.py in --reference_tools=" in out and "--data_dir" in out
@@ -112,3 +111,6 @@ def test_same_recipe_runs_snnjax_and_names_what_the_reference_side_lacks(tmp_pat
         -1
     ]
     assert line.split()[3:6] == ["1", "2", f"{mean:.2f}±{std:.2f}"]  # epochs, seeds, ANN
+    # A finished run is read back, not trained or converted again.
+    monkeypatch.setattr(same_recipe.evaluation, "convert_and_evaluate", lambda *a: pytest.fail("converted"))
+    assert same_recipe.main(argv) == rows
