@@ -2,6 +2,8 @@
 
 import functools
 import pathlib
+import struct
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -79,3 +81,20 @@ def read_tensorboard_scalars(directory):
             for value in event.summary.value:
                 scalars.setdefault(value.tag, {})[event.step] = value.simple_value
     return scalars
+
+
+def png_header(width, height):
+    """A PNG whose header claims ``width``×``height`` RGB pixels, with almost no pixel data."""
+
+    def chunk(kind, payload):
+        return (
+            struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + chunk(b"IEND", b"")
+    )

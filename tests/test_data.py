@@ -7,15 +7,14 @@ import os
 import pathlib
 import pickle
 import socket
-import struct
 import sys
 import tarfile
 import time
 import warnings
-import zlib
 
 import numpy as np
 import pytest
+from helpers import png_header
 from PIL import Image
 
 from snnjax import data, streaming
@@ -410,23 +409,6 @@ def test_idx_kind_comes_from_the_file_name_not_its_folders(tmp_path):
     ds = data.load_dataset("mnist", str(folder))
     assert ds.train_images.shape == (200, 28, 28, 1) and ds.test_images.shape == (10, 28, 28, 1)
     np.testing.assert_array_equal(ds.train_labels, MNIST_Y)
-
-
-def png_header(width, height):
-    """A PNG whose header claims ``width``×``height`` RGB pixels, with almost no pixel data."""
-
-    def chunk(kind, payload):
-        return (
-            struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
-        + chunk(b"IEND", b"")
-    )
 
 
 @pytest.mark.parametrize(

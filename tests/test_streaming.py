@@ -2,12 +2,11 @@
 
 import json
 import socket
-import struct
 import warnings
-import zlib
 
 import numpy as np
 import pytest
+from helpers import png_header
 from PIL import Image
 
 from snnjax import data as data_lib, evaluation, streaming, training
@@ -117,23 +116,6 @@ def test_subsample_test_of_a_streamed_set_reads_only_the_drawn_examples(tmp_path
     assert len(short.test[1:3]) == 2
     with pytest.raises(IndexError):
         short.test[4]
-
-
-def png_header(width, height):
-    """A PNG whose header claims ``width``×``height`` RGB pixels, with almost no pixel data."""
-
-    def chunk(kind, payload):
-        return (
-            struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
-        + chunk(b"IEND", b"")
-    )
 
 
 def test_an_image_over_pillows_bomb_limit_is_named_and_the_limit_kept(tmp_path):
