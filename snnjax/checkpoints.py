@@ -59,6 +59,9 @@ class _QuietOrbax(logging.Filter):
 
 
 QUIET_ORBAX = _QuietOrbax()
+# Orbax logs through absl (the "absl" logger) and a few Python loggers under "orbax".
+logging.getLogger("absl").addFilter(QUIET_ORBAX)
+logging.getLogger("orbax").setLevel(logging.WARNING)
 
 
 _FULL_DISK_HOOK_INSTALLED = False
@@ -88,11 +91,6 @@ def _hide_full_disk_in_writer_threads() -> None:
 
     threading.excepthook = hook
     _FULL_DISK_HOOK_INSTALLED = True
-
-
-# Orbax logs through absl (the "absl" logger) and a few Python loggers under "orbax".
-logging.getLogger("absl").addFilter(QUIET_ORBAX)
-logging.getLogger("orbax").setLevel(logging.WARNING)
 
 
 class CheckpointMismatchError(ValueError):
@@ -184,16 +182,14 @@ def _hide_closed_loop_callbacks() -> None:
     global _LOOP_CLOSED_FILTER_INSTALLED
     if _LOOP_CLOSED_FILTER_INSTALLED:
         return
-    previous_unraisable = sys.unraisablehook
+    previous = sys.unraisablehook
 
-    def closed_loop(error) -> bool:
-        return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+    def hook(unraisable):
+        error = unraisable.exc_value
+        if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+            previous(unraisable)
 
-    def unraisable_hook(unraisable):
-        if not closed_loop(unraisable.exc_value):
-            previous_unraisable(unraisable)
-
-    sys.unraisablehook = unraisable_hook
+    sys.unraisablehook = hook
     _LOOP_CLOSED_FILTER_INSTALLED = True
 
 

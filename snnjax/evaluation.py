@@ -536,11 +536,8 @@ def _convert_and_evaluate(
                 json.dump(result, f, indent=2)
 
         outputs.stage(result_path, write_json)  # last: the record of the set
-    stale = [
-        name for name in ("snn.nir",) if name not in written and os.path.exists(os.path.join(workdir, name))
-    ]
-    if stale:
-        print(f"note: {', '.join(stale)} in {workdir} is from an earlier conversion, not from this run.")
+    if not config.export_nir and os.path.exists(os.path.join(workdir, "snn.nir")):
+        print(f"note: snn.nir in {workdir} is from an earlier conversion, not from this run.")
     run = f"snn_{config.method}_{config.post_conversion}_{run_neuron}_{config.snn_mode}_{config.snn_dtype}"
     # Derived from snn_eval.json (rewritten from it by any later conversion): written after the set.
     wrote_curves = metrics_writer.write_curves(
