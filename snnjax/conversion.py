@@ -15,8 +15,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import traverse_util
+from flax import nnx, traverse_util
 
+from snnjax import interception, nnx as snnjax_nnx
+from snnjax.frontends import NNX, FunctionModel, NNXModel, as_model, as_variables, model_name
+from snnjax.interception import SITES
 from snnjax.layers import (
     Activation,
     SteppedIFActivation,
@@ -100,6 +103,8 @@ def fold_batchnorm(
     """
     if model is not None:
         return _fold_by_structure(variables, model, inputs)
+    if "params" not in variables:
+        raise ValueError("fold_batchnorm of an NNX or function model needs model= and inputs=.")
     params = _flat(variables["params"])
     stats = _flat(variables.get("batch_stats", {}))
     pairs = [(k[:-2] + ("conv",), k[:-2] + ("bn",), epsilon) for k in params if k[-2:] == ("conv", "kernel")]
@@ -136,9 +141,61 @@ def _fold_pairs(variables, params, stats, pairs) -> dict[str, Any]:
     return folded
 
 
-def _fold_by_structure(variables: Variables, model: nn.Module, inputs: jax.Array | None) -> dict[str, Any]:
+def _unit_variance(epsilon: float) -> np.float32:
+    """A float32 ``v`` with ``v + ε == 1`` exactly in float32, so ``rsqrt(v + ε) == 1``."""
+    epsilon = np.float32(epsilon)
+    v = np.float32(1) - epsilon
+    for _ in range(8):  # within a few ulps of 1 − ε
+        total = v + epsilon
+        if total == np.float32(1):
+            return v
+        v = np.nextafter(v, np.float32(2) if total < 1 else np.float32(0))
+    raise ValueError(f"no float32 variance makes var + epsilon exactly 1 for epsilon={float(epsilon)}.")
+
+
+def _fold_pairs_nnx(variables: Variables, pairs) -> dict[str, Any]:
+    """Folds ``nnx.BatchNorm`` layers in an NNX state, keeping the graph (and so the model) unchanged.
+
+    The folded BatchNorm keeps its four variables with ``scale = 1``, ``mean = 0``, ``var = 1 − ε``
+    (rounded so that ``var + ε`` is exactly 1 in float32) and the folded bias: NNX's
+    ``(x − mean)·rsqrt(var + ε)·scale + bias`` is then exactly ``x + bias``, the Linen
+    :class:`~snnjax.layers.FoldedBatchNorm`.
+    """
+    pure = nnx.to_pure_dict(variables[NNX])
+    params = traverse_util.flatten_dict(pure)
+    for layer, bn, epsilon in pairs:
+        mean, var = params[bn + ("mean",)], params[bn + ("var",)]
+        gamma = params.get(bn + ("scale",), jnp.ones_like(mean))
+        beta = params.get(bn + ("bias",), jnp.zeros_like(mean))
+        if bn + ("scale",) not in params or bn + ("bias",) not in params:
+            raise ValueError(
+                f"cannot fold BatchNorm {interception.site_name(bn)!r}: an nnx.BatchNorm without scale or "
+                "bias has no slot for the folded bias; keep fold_bn=False."
+            )
+        gain = gamma / jnp.sqrt(var + epsilon)
+        kernel = params[layer + ("kernel",)]
+        params[layer + ("kernel",)] = kernel * gain.reshape((1,) * (kernel.ndim - 1) + (-1,))
+        layer_bias = params.get(layer + ("bias",), jnp.zeros_like(beta))
+        params[bn + ("bias",)] = beta + (layer_bias - mean) * gain
+        if layer + ("bias",) in params:
+            params[layer + ("bias",)] = jnp.zeros_like(layer_bias)
+        params[bn + ("scale",)] = jnp.ones_like(gamma)
+        params[bn + ("mean",)] = jnp.zeros_like(mean)
+        params[bn + ("var",)] = jnp.full_like(var, _unit_variance(epsilon))
+    state = jax.tree.map(lambda x: x, variables[NNX])  # a copy: the caller's state is not changed
+    nnx.replace_by_pure_dict(state, traverse_util.unflatten_dict(params))
+    return {**variables, NNX: state}
+
+
+def _fold_by_structure(variables: Variables, model: Any, inputs: jax.Array | None) -> dict[str, Any]:
     if inputs is None:
         raise ValueError("fold_batchnorm(model=...) needs inputs=: an example batch [B, ...] for the walk.")
+    model = as_model(model)
+    if isinstance(model, FunctionModel):
+        raise ValueError(
+            f"fold_bn: {model.name} is a plain function, whose BatchNorms (if any) are arithmetic the "
+            "converter cannot see as layers; fold them in your own params, or keep fold_bn=False."
+        )
     calls = trace_structure(model, variables, inputs)
     pairs, refused, seen = [], [], set()
     for call in calls:
@@ -166,9 +223,12 @@ def _fold_by_structure(variables: Variables, model: nn.Module, inputs: jax.Array
         raise ValueError(
             f"fold_bn was requested but {type(model).__name__} has no Conv/Dense → BatchNorm pair."
         )
-    folded = _fold_pairs(
-        variables, _flat(variables["params"]), _flat(variables.get("batch_stats", {})), pairs
-    )
+    if isinstance(model, NNXModel):
+        folded = _fold_pairs_nnx(variables, pairs)
+    else:
+        folded = _fold_pairs(
+            variables, _flat(variables["params"]), _flat(variables.get("batch_stats", {})), pairs
+        )
     expected = jax.tree.leaves(model.apply(variables, inputs, **_inference_kwargs(model)))
     got = jax.tree.leaves(apply_folded(model, folded, inputs))
     for want, have in zip(expected, got, strict=True):
@@ -183,106 +243,170 @@ def _fold_by_structure(variables: Variables, model: nn.Module, inputs: jax.Array
 
 
 def ann_to_snn_variables(
-    ann_variables: Variables,
+    ann_variables: Any,
     *,
     threshold_parameterization: str = ThresholdParameterization.IDENTITY,
     fold_bn: bool = False,
     bn_epsilon: float = 1e-5,
-    model: nn.Module | None = None,
+    model: Any = None,
     inputs: jax.Array | None = None,
 ) -> dict[str, Any]:
     """Turns trained ANN variables into SNN variables.
 
     Every ``threshold`` leaf (the stored λ parameter of an activation layer) becomes the IF threshold
     θ = λ, stored directly (the SNN uses the identity parameterization); all weights and BN statistics
-    are carried over unchanged unless ``fold_bn``.
+    are carried over unchanged unless ``fold_bn``. Calibrated thresholds of parameter-free sites (the
+    ``"sites"`` collection) are θ already and carried over.
 
     Args:
-      ann_variables: ``{"params": ..., "batch_stats": ...}`` of the trained ANN.
+      ann_variables: the trained ANN's variables: Linen ``{"params": ..., "batch_stats": ...}``; for
+        an NNX model the module itself, its ``nnx.State`` or the ``{"nnx": ..., "sites": ...}`` dict
+        of :func:`calibrate_thresholds`; for a function model ``{"params": ..., "sites": ...}``.
       threshold_parameterization: how the ANN stored λ (see ``ThresholdParameterization``).
       fold_bn: fold BatchNorm into the preceding convs (then build the SNN with ``fold_bn=True``).
       bn_epsilon: BatchNorm epsilon, used when folding snnjax's ``ConvBN`` blocks.
-      model: the ANN, to fold by its structure (any model; see :func:`fold_batchnorm`).
+      model: the ANN, to fold by its structure (any model; see :func:`fold_batchnorm`); an NNX
+        module given as ``ann_variables`` is its own model.
       inputs: an example input ``[B, ...]``, with ``model``.
 
     Returns:
-      SNN variables, a new tree (the input is not modified).
+      SNN variables, a new tree (the input is not modified); for an NNX model ``{"nnx": state, ...}``,
+      the form :func:`spiking_apply` reads.
 
     Raises:
-      ValueError: if the tree has no ``threshold`` leaf at all (e.g. a plain-ReLU ANN: run
+      ValueError: if there is no threshold at all (e.g. a plain-ReLU ANN: run
         :func:`calibrate_thresholds` first).
     """
-    params = _flat(ann_variables["params"])
-    threshold_keys = [k for k in params if k[-1] == "threshold"]
-    if not threshold_keys:
-        raise ValueError(
-            "The ANN variables have no activation thresholds ('threshold' leaves). A plain-ReLU ANN "
-            "needs data-based thresholds: call snnjax.calibrate_thresholds(...) first."
-        )
-    for key in threshold_keys:
-        params[key] = threshold_from_param(params[key], threshold_parameterization)
+    if isinstance(ann_variables, nnx.Module):
+        model = ann_variables if model is None else model
+        ann_variables = as_variables(ann_variables, None)
+    elif isinstance(ann_variables, nnx.State):
+        ann_variables = {NNX: ann_variables}
+    is_threshold = _is_threshold_path
     variables = dict(ann_variables)
-    variables["params"] = traverse_util.unflatten_dict(params)
+    found = bool(variables.get(SITES))
+    if NNX in variables:
+        leaves = jax.tree_util.tree_leaves_with_path(variables[NNX])
+        found = found or any(is_threshold(path) for path, _ in leaves)
+        variables[NNX] = jax.tree_util.tree_map_with_path(
+            lambda path, x: threshold_from_param(x, threshold_parameterization) if is_threshold(path) else x,
+            variables[NNX],
+        )
+    else:
+        params = _flat(variables["params"])
+        threshold_keys = [k for k in params if k[-1] == "threshold"]
+        found = found or bool(threshold_keys)
+        for key in threshold_keys:
+            params[key] = threshold_from_param(params[key], threshold_parameterization)
+        variables["params"] = traverse_util.unflatten_dict(params)
+    if not found:
+        raise ValueError(
+            "The ANN variables have no activation thresholds ('threshold' leaves, or calibrated "
+            "'sites'). A plain-ReLU ANN (snnjax.Activation layers or ReLU function calls) needs "
+            "data-based thresholds: call snnjax.calibrate_thresholds(model, variables, images) first."
+        )
     if not fold_bn:
         return variables
     return fold_batchnorm(variables, bn_epsilon, model=model, inputs=inputs)
 
 
+def _is_threshold_path(path: tuple) -> bool:
+    """Whether a pytree path of an NNX state leads to a layer's ``threshold`` parameter."""
+    return any(getattr(key, "key", None) == "threshold" for key in path)
+
+
 def calibrate_thresholds(
-    model: nn.Module,
-    variables: Variables,
+    model: Any,
+    variables: Any,
     images: jax.Array,
     percentile: float = 99.9,
     per_channel: bool = False,
 ) -> dict[str, Any]:
-    """Data-based threshold balancing for a plain-ReLU ANN: θ = a percentile of each layer's output.
+    """Data-based threshold balancing for a plain-ReLU ANN: θ = a percentile of each site's output.
 
-    Runs ``images`` through the ANN (inference mode) and, for every parameter-free
-    :class:`~snnjax.layers.Activation` layer, sets θ to the ``percentile`` of its outputs (100 = the
-    max, the classic rule), over everything (per layer) or over all axes but the channel axis.
+    Runs ``images`` through the ANN (inference mode) and, for every parameter-free activation site,
+    sets θ to the ``percentile`` of its outputs (100 = the max, the classic rule), over everything (per
+    site) or over all axes but the channel axis. The sites:
+
+    * a Linen :class:`~snnjax.layers.Activation` layer: θ becomes its ``threshold`` parameter;
+    * an NNX :class:`snnjax.nnx.Activation` layer, and every ReLU *function* call (``nn.relu``,
+      ``jax.nn.relu``, ``nnx.relu``) in a Linen, NNX or plain-function model: θ goes into the
+      variables' ``"sites"`` collection, nested by the site's key (module path, then ``relu_<n>`` in
+      call order within that module; :mod:`snnjax.interception`).
 
     Args:
-      model: the ANN, built with ``Activation`` layers.
-      variables: its variables.
-      images: calibration inputs ``[N, H, W, C]`` (training data).
+      model: the ANN: a Flax Linen module, a Flax NNX module or a function ``apply(params, x)``.
+      variables: its variables: Linen variables; for NNX None (the module's state) or its
+        ``nnx.State``; for a function its params (or ``{"params": params}``).
+      images: calibration inputs ``[N, ...]`` (training data).
       percentile: in ``(0, 100]``.
-      per_channel: one θ per channel (last axis) instead of one per layer; build the SNN with
-        ``per_channel=True``. A channel that never activates gets θ = the layer's θ, not 0.
+      per_channel: one θ per channel (last axis) instead of one per site; build the SNN with
+        ``per_channel=True``. A channel that never activates gets θ = the site's θ, not 0.
 
     Returns:
-      ``variables`` with a ``threshold`` leaf (``[]`` or ``[C]``) added for each activation layer.
+      The variables, in the form :func:`spiking_model`'s model reads (for NNX ``{"nnx": state,
+      "sites": ...}``, for a function ``{"params": params, "sites": ...}``), with every site's θ.
 
     Raises:
-      ValueError: for a percentile outside ``(0, 100]``, or a model that calls no ``Activation``.
+      ValueError: for a percentile outside ``(0, 100]``, or a model with no parameter-free site.
     """
     if not 0.0 < percentile <= 100.0:
         raise ValueError(f"percentile must lie in (0, 100], got {percentile}.")
-    _, state = model.apply(
-        variables,
-        images,
-        **_inference_kwargs(model),
-        capture_intermediates=lambda mdl, method: isinstance(mdl, Activation) and method == "__call__",
-        mutable=["intermediates"],
-    )
-    if "intermediates" not in state:
+    frontend = as_model(model)
+    variables = as_variables(model, variables)
+    layer_outputs: dict[tuple, jax.Array] = {}  # Linen Activation layers: θ in params
+    site_outputs: dict[tuple, jax.Array] = {}  # function calls and NNX Activation layers: θ in "sites"
+
+    def linen_layer(next_fun, args, kwargs, context):
+        output = next_fun(*args, **kwargs)
+        if context.method_name == "__call__" and isinstance(context.module, Activation):
+            # A layer called twice is calibrated on its first call.
+            layer_outputs.setdefault(tuple(context.module.path), output)
+        return output
+
+    def function_site(key, x):
+        site_outputs[key] = output = jax.nn.relu(x)
+        return output
+
+    def nnx_layer(layer, path, x):
+        output = layer(x)
+        if isinstance(layer, snnjax_nnx.Activation):
+            site_outputs.setdefault(path, output)
+        return output
+
+    kwargs = _inference_kwargs(frontend)
+    with nn.intercept_methods(linen_layer), interception.relu_sites(function_site):
+        if isinstance(frontend, NNXModel):
+            frontend.apply(variables, images, layer_handler=nnx_layer)
+        else:
+            frontend.apply(variables, images, **kwargs)
+    if not layer_outputs and not site_outputs:
         raise ValueError(
-            f"{type(model).__name__} calls no snnjax.Activation layer: calibrate_thresholds sets θ of those "
-            "layers. Write the model's ReLUs as snnjax.Activation(snnjax.relu) (a ReLU written as a "
-            "function, nn.relu(x), has no layer to hold its θ)."
+            f"{model_name(frontend)} has no parameter-free activation site: calibrate_thresholds sets θ of "
+            "ReLU function calls (nn.relu, jax.nn.relu, nnx.relu), snnjax.Activation and "
+            "snnjax.nnx.Activation layers. Layers with a trained threshold (QCFS, ...) need no "
+            "calibration: convert them with snnjax.ann_to_snn_variables."
         )
-    params = _flat(variables["params"])
-    for key, value in _flat(state["intermediates"]).items():
-        # Keys look like (..., "act0", "__call__"); the value is a tuple of outputs.
-        layer_path = key[:-1]
-        activations = np.asarray(value[0] if isinstance(value, tuple) else value)
+
+    def threshold_of(outputs):
+        activations = np.asarray(outputs)
         threshold = np.percentile(activations, percentile)
         if per_channel:
             by_channel = np.percentile(activations.reshape(-1, activations.shape[-1]), percentile, axis=0)
-            # θ = 0 would make a silent channel fire on any positive input; fall back to the layer's θ.
+            # θ = 0 would make a silent channel fire on any positive input; fall back to the site's θ.
             threshold = np.where(by_channel > 0, by_channel, threshold)
-        params[layer_path + ("threshold",)] = jnp.asarray(threshold, jnp.float32)
+        return jnp.asarray(threshold, jnp.float32)
+
     calibrated = dict(variables)
-    calibrated["params"] = traverse_util.unflatten_dict(params)
+    if layer_outputs:
+        params = _flat(variables["params"])
+        for path, outputs in layer_outputs.items():
+            params[path + ("threshold",)] = threshold_of(outputs)
+        calibrated["params"] = traverse_util.unflatten_dict(params)
+    if site_outputs:
+        sites = _flat(variables.get(SITES, {}))
+        sites.update({key: threshold_of(outputs) for key, outputs in site_outputs.items()})
+        calibrated[SITES] = traverse_util.unflatten_dict(sites)
     return calibrated
 
 

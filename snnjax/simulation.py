@@ -1,18 +1,25 @@
-"""Running a converted SNN: any Flax Linen ANN with its activation layers swapped by interception.
+"""Running a converted SNN: any JAX model with its activation sites swapped by interception.
 
-:func:`spiking_model` wraps an ANN module in a :class:`SpikingNetwork`. Applying it runs the ANN's own
-``__call__`` under ``flax.linen.intercept_methods``: every call of a snnjax activation layer
-(:class:`~snnjax.layers.ThresholdActivation`, or :class:`~snnjax.layers.Activation` for a calibrated
-ReLU) is replaced by the spiking neuron, with the threshold θ read from that layer's ``threshold``
-variable, and every ``nn.BatchNorm`` whose statistics were folded away becomes the bias it left. Layers
-are found by their class and keyed by their module path, never by name, so the activation may be a
-constructor field, created inside ``__call__`` (auto-named or named), sit inside ``nn.Sequential``, in
-nested submodules or residual blocks. Activations written as plain functions are not converted:
-:func:`spiking_apply` refuses a model that calls one of JAX's activation functions (``jax.nn.relu`` and
-every other function in :data:`ANALOG_FUNCTIONS`, under any alias: ``nn.relu``, ``nnx.relu``, ...) or
-the ``tanh``/``logistic``/``erf`` primitives (``jnp.tanh``, sigmoids, exact GELU), naming the call
-site, rather than run it as a hybrid analog/spiking network. A ReLU written out by hand
-(``jnp.maximum(x, 0)``, ``x * (x > 0)``) is ordinary arithmetic to JAX and is not caught.
+:func:`spiking_model` wraps an ANN in a :class:`SpikingNetwork`. Applying it runs the ANN's own code
+once with every *activation site* replaced by a spiking neuron:
+
+* a snnjax activation layer of a Flax Linen model (:class:`~snnjax.layers.ThresholdActivation`, or
+  :class:`~snnjax.layers.Activation` for a calibrated ReLU), intercepted with
+  ``flax.linen.intercept_methods``, θ read from the layer's ``threshold`` variable;
+* a snnjax NNX activation layer (:mod:`snnjax.nnx`) of a Flax NNX model, θ from its ``threshold``
+  parameter (or calibrated);
+* a ReLU written as a function (``nn.relu``, ``jax.nn.relu``, ``nnx.relu``) in a Linen or NNX model
+  or a plain function ``apply(params, x)``, intercepted by :func:`snnjax.interception.relu_sites`,
+  θ from the variables' ``"sites"`` collection (:func:`snnjax.calibrate_thresholds`).
+
+Every Linen ``nn.BatchNorm`` whose statistics were folded away becomes the bias it left. Sites are
+found by their class or function and keyed by their module path (and call order), never by name, so the
+activation may be a constructor field, created inside ``__call__``, sit inside ``nn.Sequential``,
+nested submodules or residual blocks. Any other activation function (``gelu``, ``sigmoid``, ``tanh``,
+every name in :data:`ANALOG_FUNCTIONS`, and the ``tanh``/``logistic``/``erf`` primitives) is refused by
+:func:`spiking_apply`, naming the call site, rather than run as a hybrid analog/spiking network. A ReLU
+written out by hand (``jnp.maximum(x, 0)``, ``x * (x > 0)``) is ordinary arithmetic to JAX and is not
+caught.
 
 Two simulation modes, same outputs (tested):
 
@@ -41,6 +48,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from snnjax import interception
+from snnjax.frontends import NNXModel, as_model, model_name, sites_of
 from snnjax.layers import Activation, Conv, ThresholdActivation
 from snnjax.low_latency import LOW_LATENCY_NEURONS, NETWORK_PRERUN_NEURONS
 from snnjax.models import spiking_max_pool_gate
@@ -85,8 +94,14 @@ SIMULATION_DTYPES = ("float32", "bfloat16")  # dtypes convert.py simulates in (c
 MATMUL_PRECISIONS = ("default", "high", "highest")  # jax.default_matmul_precision values
 
 
-def inference_kwargs(module: nn.Module) -> dict[str, Any]:
-    """``{"train": False}`` if ``module.__call__`` takes ``train`` (snnjax's models), else ``{}``."""
+def inference_kwargs(module: Any) -> dict[str, Any]:
+    """``{"train": False}`` if a Linen ``module.__call__`` takes ``train`` (snnjax's models), else ``{}``.
+
+    An NNX model is put in inference mode by :func:`snnjax.frontends.as_model` instead; a plain
+    function is called as it is.
+    """
+    if not isinstance(module, nn.Module):
+        return {}
     parameters = inspect.signature(type(module).__call__).parameters
     return {"train": False} if "train" in parameters else {}
 
@@ -141,16 +156,62 @@ def swapping_interceptor(spike: Callable[[nn.Module, jax.Array], jax.Array] | No
     return interceptor
 
 
-def apply_folded(model: nn.Module, variables: Variables, inputs: jax.Array) -> Any:
+def apply_folded(model: Any, variables: Variables, inputs: jax.Array) -> Any:
     """The ANN's outputs with folded variables: each folded BatchNorm adds the bias it left.
 
     Args:
-      model: the ANN.
-      variables: its variables after :func:`snnjax.fold_batchnorm`.
+      model: the ANN (any frontend: see :func:`snnjax.frontends.as_model`).
+      variables: its variables after :func:`snnjax.fold_batchnorm`, in the frontend's form.
       inputs: ``[B, ...]``.
     """
+    model = as_model(model)
     with nn.intercept_methods(swapping_interceptor(None)):
         return model.apply(variables, inputs, **inference_kwargs(model))
+
+
+def _site_threshold(variables: Variables, key: interception.SiteKey, dtype) -> jax.Array:
+    """θ of a parameter-free site (a ReLU function call, an NNX ``Activation``) from ``"sites"``."""
+    node: Any = sites_of(variables)
+    for part in key:
+        if not isinstance(node, Mapping) or part not in node:
+            raise ValueError(
+                f"activation site {interception.site_name(key)!r} has no threshold θ: a ReLU written as a "
+                "function (or a parameter-free snnjax.nnx.Activation) gets its θ from data: call "
+                "snnjax.calibrate_thresholds(model, variables, images) and convert what it returns."
+            )
+        node = node[part]
+    return jnp.asarray(node).astype(dtype)
+
+
+def _nnx_threshold(variables: Variables, layer: Any, path: interception.SiteKey, dtype) -> jax.Array:
+    """θ of a snnjax NNX activation layer: its ``threshold`` parameter, else its calibrated site."""
+    threshold = getattr(layer, "threshold", None)
+    if threshold is not None:
+        return jnp.asarray(threshold[...]).astype(dtype)
+    return _site_threshold(variables, path, dtype)
+
+
+def _call_intercepted(ann, variables, x, args, kwargs, spike) -> Any:
+    """``ann`` (any frontend) on ``x`` with every activation site replaced: ``spike(name, θ, x, layer)``.
+
+    Sites: Linen snnjax activation layers (``layer`` the bound module), ReLU function calls and NNX
+    snnjax activation layers (``layer`` None: they carry no calibration corrections). Folded Linen
+    BatchNorms add the bias they left.
+    """
+
+    def linen_layer(module, z):
+        return spike(_path(module), _threshold(module, z.dtype), z, module)
+
+    def function_site(key, z):
+        return spike(interception.site_name(key), _site_threshold(variables, key, z.dtype), z, None)
+
+    def nnx_layer(layer, path, z):
+        return spike(interception.site_name(path), _nnx_threshold(variables, layer, path, z.dtype), z, None)
+
+    with nn.intercept_methods(swapping_interceptor(linen_layer)), interception.relu_sites(function_site):
+        if isinstance(ann, NNXModel):
+            return ann.apply(variables, x, *args, layer_handler=nnx_layer, **kwargs)
+        return ann.apply(variables, x, *args, **kwargs)
 
 
 def _unfold_time(fn: Callable[[jax.Array], jax.Array], num_steps: int) -> Callable[[jax.Array], jax.Array]:
@@ -171,7 +232,8 @@ class SpikingNetwork:
     activation's ``threshold`` holding θ; BatchNorm folded or not).
 
     Attributes:
-      ann: the ANN, an unbound Flax Linen module.
+      ann: the ANN: an unbound Flax Linen module, or the frontend of an NNX module or a function
+        (:func:`snnjax.frontends.as_model`).
       v0: initial membrane as a fraction of θ.
       neuron: a key of :data:`ALL_NEURONS`.
       mode: ``"layer"`` or ``"step"``.
@@ -255,11 +317,18 @@ class SpikingNetwork:
 
     def init(self, rngs, images: jax.Array, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """The variable tree, as the ANN's ``init`` on ``images [B, ...]`` (the SNN's tree is the ANN's)."""
+        if not isinstance(self.ann, nn.Module):
+            raise TypeError(
+                f"init is the Linen ANN's; {model_name(self.ann)} is initialized by its own code."
+            )
         return self.ann.init(rngs, images, *args, **kwargs)
 
-    def _neuron(self, module: nn.Module, z: jax.Array, theta: jax.Array) -> jax.Array:
-        """The spiking layer ``module`` over its input currents ``z [T, B, ...]``."""
-        if module.has_variable(CALIBRATION, "membrane") or _has_bias_correction(module):
+    def _neuron(self, module: nn.Module | None, z: jax.Array, theta: jax.Array) -> jax.Array:
+        """The spiking layer over its input currents ``z [T, B, ...]`` (``module``: Linen layer or None)."""
+        calibrated = module is not None and (
+            module.has_variable(CALIBRATION, "membrane") or _has_bias_correction(module)
+        )
+        if calibrated:
             if self.neuron != "if":
                 raise ValueError(
                     f"activation layer {_path(module)!r} carries calibration corrections, which are "
@@ -282,17 +351,16 @@ class SpikingNetwork:
             ann = ann.clone(pooling=_unfold_time(spiking_max_pool_gate, num_steps))
         found = []
 
-        def spike(module, x):
+        def spike(name, theta, x, module):
             z = x.reshape(num_steps, -1, *x.shape[1:])
-            y = self._neuron(module, z, _threshold(module, z.dtype))
-            found.append(_path(module))
+            y = self._neuron(module, z, theta)
+            found.append(name)
             if record is not None:
-                record[_path(module)] = (z, y)
+                record[name] = (z, y)
             return y.reshape(x.shape)
 
         flat = inputs.reshape(num_steps * batch, *inputs.shape[2:])
-        with nn.intercept_methods(swapping_interceptor(spike)):
-            outputs = ann.apply(variables, flat, *args, **kwargs)
+        outputs = _call_intercepted(ann, variables, flat, args, kwargs, spike)
         _check_found(found, self.ann)
         return jax.tree.map(lambda y: y.reshape(num_steps, batch, *y.shape[1:]), outputs)
 
@@ -300,24 +368,24 @@ class SpikingNetwork:
         """One timestep of the whole network: ``(membranes, x [B, ...]) -> (membranes, outputs)``."""
         new_membranes: dict[str, jax.Array] = {}
 
-        def spike(module, z):
-            key = _path(module)
-            if module.has_variable(CALIBRATION, "membrane") or _has_bias_correction(module):
+        def spike(key, theta, z, module):
+            if module is not None and (
+                module.has_variable(CALIBRATION, "membrane") or _has_bias_correction(module)
+            ):
                 raise ValueError(
                     f"activation layer {key!r} carries calibration corrections: run the calibrated SNN "
                     "in layer mode."
                 )
             while key in new_membranes:  # a layer called twice per step keeps two membranes
                 key += "#"
-            theta = jnp.broadcast_to(_threshold(module, z.dtype), z.shape)
+            theta = jnp.broadcast_to(theta, z.shape)
             membrane = (
                 initial_membrane(z.shape, theta, self.v0, z.dtype) if membranes is None else membranes[key]
             )
             new_membranes[key], output = if_step(membrane, z, theta, surrogate=self.surrogate)
             return output
 
-        with nn.intercept_methods(swapping_interceptor(spike)):
-            outputs = self.ann.apply(variables, x, *args, **kwargs)
+        outputs = _call_intercepted(self.ann, variables, x, args, kwargs, spike)
         _check_found(list(new_membranes), self.ann)
         return new_membranes, outputs
 
@@ -380,13 +448,13 @@ def _bias_corrected(module: nn.Module, z: jax.Array) -> jax.Array:
     return z
 
 
-def _check_found(found: list[str], ann: nn.Module) -> None:
+def _check_found(found: list[str], ann: Any) -> None:
     if not found:
         known = ", ".join(cls.__name__ for cls in CONVERTIBLE_ACTIVATIONS)
         raise ValueError(
-            f"{type(ann).__name__} calls no snnjax activation layer ({known}): there is nothing to turn "
-            "into spiking neurons. Write the activations as those layers (a plain nn.relu call cannot be "
-            "intercepted)."
+            f"{model_name(ann)} calls no activation the converter can make spiking (a snnjax layer: "
+            f"{known}, or its snnjax.nnx form; or a ReLU function call: nn.relu, jax.nn.relu, nnx.relu): "
+            "there is nothing to turn into spiking neurons."
         )
 
 
@@ -405,7 +473,7 @@ def _check_activation_field(ann_model: nn.Module) -> None:
 
 
 def spiking_model(
-    ann_model: nn.Module,
+    ann_model: Any,
     *,
     v0: float = 0.5,
     fold_bn: bool = False,
@@ -418,7 +486,11 @@ def spiking_model(
     """The SNN of ``ann_model``: the same module, its activation layers run as spiking neurons.
 
     Args:
-      ann_model: any unbound Flax Linen module whose activations are snnjax activation layers.
+      ann_model: the ANN, in any frontend: an unbound Flax Linen module, a Flax NNX module (taken in
+        inference mode; the module itself is not changed) or a function ``apply(params, x)``. Its
+        activation sites are snnjax activation layers (Linen, or :mod:`snnjax.nnx`) and ReLU
+        function calls (``nn.relu``, ``jax.nn.relu``, ``nnx.relu``; see
+        :mod:`snnjax.interception`).
       v0: initial membrane fraction (½ for QCFS, ``shift2`` for SlipReLU).
       fold_bn: the variables will have BatchNorm folded (``ann_to_snn_variables(..., fold_bn=True)``).
       per_channel: thresholds are per channel.
@@ -439,7 +511,9 @@ def spiking_model(
       ValueError: for an unknown mode or neuron, a neuron that step mode cannot run, or a model
         whose ``activation`` field is not a :data:`CONVERTIBLE_ACTIVATIONS` layer.
     """
-    _check_activation_field(ann_model)
+    ann_model = as_model(ann_model)
+    if isinstance(ann_model, nn.Module):
+        _check_activation_field(ann_model)
     return SpikingNetwork(
         ann_model,
         v0=v0,

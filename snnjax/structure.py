@@ -1,12 +1,14 @@
 """One walk over a model's structure: the layers it calls, in call order, and which feeds which.
 
-:func:`trace_structure` runs the model abstractly (``jax.eval_shape``, nothing computed) under
-``flax.linen.intercept_methods`` and records every call of a synaptic layer (``nn.Conv``, snnjax
-``Conv``, ``nn.Dense``), a BatchNorm and a snnjax activation layer, with its module path and which
-earlier recorded call produced its input (when the input is that call's output unchanged). Layers are
-recognised by their class, never by their name, so the walk works on any Flax Linen model. Pooling is a
-function, not a module: calls of ``flax.linen.avg_pool`` / ``max_pool`` are recorded too (the two
-names are wrapped for the duration of the walk), with their window, strides and padding.
+:func:`trace_structure` runs the model abstractly (``jax.eval_shape``, nothing computed) and records
+every call of a synaptic layer (``nn.Conv``, snnjax ``Conv``, ``nn.Dense``; ``nnx.Conv``,
+``nnx.Linear``), a BatchNorm (``nn.BatchNorm``, ``nnx.BatchNorm``), a snnjax activation layer (Linen
+or NNX) and a ReLU function call (:mod:`snnjax.interception`), with its module path and which earlier
+recorded call produced its input (when the input is that call's output unchanged). Linen calls are
+seen through ``flax.linen.intercept_methods``, NNX calls through
+:func:`snnjax.interception.nnx_module_paths`. Layers are recognised by their class, never by their
+name. Pooling is a function, not a module: calls of ``flax.linen.avg_pool`` / ``max_pool`` are recorded
+too (the two names are wrapped for the duration of the walk), with their window, strides and padding.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+from flax import nnx
 
+from snnjax import interception, nnx as snnjax_nnx
+from snnjax.frontends import NNXModel, as_model
 from snnjax.layers import Conv
 from snnjax.simulation import CONVERTIBLE_ACTIVATIONS, apply_folded
 
@@ -27,10 +32,10 @@ __all__ = ["POOLS", "LayerCall", "linear_chain", "trace_structure"]
 POOLS = ("avg_pool", "max_pool")  # functions of flax.linen recorded as calls of these kinds
 
 KINDS = {
-    "conv": (nn.Conv, Conv),
-    "dense": (nn.Dense,),
-    "batchnorm": (nn.BatchNorm,),
-    "activation": CONVERTIBLE_ACTIVATIONS,
+    "conv": (nn.Conv, Conv, nnx.Conv),
+    "dense": (nn.Dense, nnx.Linear),
+    "batchnorm": (nn.BatchNorm, nnx.BatchNorm),
+    "activation": (*CONVERTIBLE_ACTIVATIONS, *snnjax_nnx.ACTIVATION_LAYERS),
 }
 
 
@@ -43,7 +48,7 @@ class LayerCall:
       kind: ``"conv"``, ``"dense"``, ``"batchnorm"``, ``"activation"``, or a pooling function of
         :data:`POOLS`.
       module: the bound module (its fields, e.g. a BatchNorm's ``epsilon``, can be read); for a
-        pooling call, ``{"window", "strides", "padding"}``.
+        pooling call, ``{"window", "strides", "padding"}``; None for a ReLU function call.
       input_shape: the shape of its input (batch axis first).
       output_shape: the shape of its output.
       fed_by: index of the recorded call whose output is this call's input unchanged, or None.
@@ -59,23 +64,24 @@ class LayerCall:
     @property
     def name(self) -> str:
         """The module path as ``"block/c1"``."""
-        return "/".join(self.path)
+        return interception.site_name(self.path)
 
 
-def _kind(module: nn.Module) -> str | None:
+def _kind(module: Any) -> str | None:
     for kind, classes in KINDS.items():
         if isinstance(module, classes):
             return kind
     return None
 
 
-def trace_structure(model: nn.Module, variables: Mapping[str, Any], inputs: jax.Array) -> list[LayerCall]:
+def trace_structure(model: Any, variables: Mapping[str, Any], inputs: jax.Array) -> list[LayerCall]:
     """The layer calls of ``model`` on ``inputs``, in call order (computes nothing; see module docs).
 
     Args:
-      model: an ANN (any Flax Linen module).
-      variables: its variables (ANN or SNN; a BatchNorm whose statistics were folded away counts as
-        a BatchNorm that adds its bias).
+      model: an ANN: a Flax Linen module, or the frontend of an NNX module or function
+        (:func:`snnjax.frontends.as_model`).
+      variables: its variables in that frontend's form (ANN or SNN; a Linen BatchNorm whose statistics
+        were folded away counts as a BatchNorm that adds its bias).
       inputs: an example input ``[B, ...]`` (only its shape and dtype are used).
 
     Returns:
@@ -97,8 +103,29 @@ def trace_structure(model: nn.Module, variables: Mapping[str, Any], inputs: jax.
         record(tuple(context.module.path), kind, context.module, args[0], output)
         return output
 
-    with nn.intercept_methods(interceptor), _recording_pools(record):
-        jax.eval_shape(lambda v, x: apply_folded(model, v, x), variables, inputs)
+    def function_site(key, x):
+        y = jax.nn.relu(x)
+        record(key, "activation", None, x, y)
+        return y
+
+    def observer(module, path, x, y):
+        kind = _kind(module)
+        if kind is not None:
+            record(path, kind, module, x, y)
+
+    model = as_model(model)
+
+    def run(v, x):
+        if isinstance(model, NNXModel):
+            return model.apply(v, x, observer=observer)
+        return apply_folded(model, v, x)
+
+    with (
+        nn.intercept_methods(interceptor),
+        _recording_pools(record),
+        interception.relu_sites(function_site),
+    ):
+        jax.eval_shape(run, variables, inputs)
     outputs.clear()  # abstract values of a finished trace
     return calls
 

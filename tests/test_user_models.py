@@ -270,10 +270,26 @@ class StrayFunction(nn.Module):
         return nn.Dense(3)(x.reshape((x.shape[0], -1)))
 
 
-@pytest.mark.parametrize(
-    ("function", "name"),
-    [(nn.relu, "relu"), (jax.nn.relu, "relu"), (nn.gelu, "tanh"), (nn.silu, "silu"), (jnp.tanh, "tanh")],
-)
+def test_a_stray_relu_function_is_a_site_refused_until_calibrated_then_converted():
+    for function in (nn.relu, jax.nn.relu):
+        ann = StrayFunction(function)
+        variables, images = build(ann, (8, 8, 1))
+        snn_variables = snnjax.ann_to_snn_variables(variables)
+        for mode in ("layer", "step"):
+            snn = snnjax.spiking_model(ann, mode=mode)
+            with pytest.raises(ValueError, match=r"site 'tail/relu_0' has no threshold θ.*calibrate_thresholds"):
+                snnjax.spiking_apply(snn, snn_variables, images, 2)
+        calibrated = snnjax.calibrate_thresholds(ann, variables, images)
+        assert set(calibrated["sites"]) == {"tail"} and set(calibrated["sites"]["tail"]) == {"relu_0"}
+        snn_variables = snnjax.ann_to_snn_variables(calibrated)
+        layer, step = (
+            snnjax.spiking_apply(snnjax.spiking_model(ann, mode=mode), snn_variables, images, 3)
+            for mode in ("layer", "step")
+        )
+        np.testing.assert_allclose(layer, step, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("function", "name"), [(nn.gelu, "tanh"), (nn.silu, "silu"), (jnp.tanh, "tanh")])
 def test_an_activation_function_left_in_the_snn_is_refused_naming_the_call(function, name):
     ann = StrayFunction(function)
     variables, images = build(ann, (8, 8, 1))
@@ -291,18 +307,11 @@ def test_an_activation_function_left_in_the_snn_is_refused_naming_the_call(funct
     assert np.isfinite(out).all()
 
 
-def test_calibrating_a_model_with_function_relus_says_what_to_write():
-    class FunctionReLU(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            return nn.Dense(3)(nn.relu(nn.Dense(4)(x)))
-
-    ann = FunctionReLU()
-    variables = ann.init(jax.random.key(0), jnp.zeros((2, 5)))
-    with pytest.raises(
-        ValueError, match=r"calls no snnjax.Activation layer.*snnjax.Activation\(snnjax.relu\)"
-    ):
-        snnjax.calibrate_thresholds(ann, variables, jnp.ones((2, 5)))
+def test_calibrating_a_model_without_parameter_free_sites_says_what_to_do():
+    ann = StrayFunction(jnp.abs)  # QCFS layers only: nothing to calibrate
+    variables, images = build(ann, (8, 8, 1))
+    with pytest.raises(ValueError, match=r"no parameter-free activation site.*ann_to_snn_variables"):
+        snnjax.calibrate_thresholds(ann, variables, images)
 
 
 def test_num_steps_accepts_numpy_ints_and_refuses_traced_values():
@@ -315,10 +324,11 @@ def test_num_steps_accepts_numpy_ints_and_refuses_traced_values():
         jax.jit(lambda t: snnjax.spiking_apply(snn, snn_variables, images, t))(3)
 
 
-def test_a_model_without_snnjax_activations_is_refused():
-    ann = nn.Sequential([nn.Dense(4), nn.relu, nn.Dense(2)])
+def test_a_model_without_activation_sites_is_refused():
+    ann = nn.Sequential([nn.Dense(4), jnp.abs, nn.Dense(2)])
     variables = ann.init(jax.random.key(0), jnp.zeros((1, 3)))
-    with pytest.raises(ValueError, match="calls no snnjax activation layer"):
+    variables["params"]["layers_0"]["threshold"] = jnp.ones(())  # convertible variables, no site
+    with pytest.raises(ValueError, match="calls no activation the converter can make spiking"):
         snnjax.spiking_apply(snnjax.spiking_model(ann), variables, jnp.zeros((1, 3)), 2)
 
 

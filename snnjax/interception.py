@@ -1,0 +1,204 @@
+"""Activation sites found by interception: ReLU *function* calls and NNX module calls, in any JAX model.
+
+A model may write its ReLUs as functions (``nn.relu(x)``, ``jax.nn.relu(x)``, ``nnx.relu(x)``: one
+``jax.custom_jvp`` object under three names) rather than as snnjax layers. For the duration of one call
+of the model, :func:`relu_sites` routes every call of that object through a handler (the converter's
+spiking neuron, or the calibration's recorder), the way Google's Qwix intercepts ``jax.nn`` functions:
+``custom_jvp.__call__`` is patched, the patch is thread-local in effect (another thread's calls pass
+through untouched) and non-recursive (a handler's own ``relu`` calls run as ReLUs).
+
+Each call is a *site*, keyed by the module it is made in and its order there: ``("block1",
+"relu_0")`` is the first ReLU call made inside module ``block1`` (a Linen module path, or an NNX
+attribute path while :func:`nnx_module_paths` is active), ``("relu_2",)`` the third made outside any
+module. A module called twice makes two sites, each its own population of neurons. The key is a
+function of the model's code, so the same sites come back on every call: per-site state (a threshold θ)
+is kept in the :data:`SITES` collection of the model's variables, nested by that key.
+
+A ReLU called inside a snnjax activation layer is not a site of its own (the layer is the site).
+Calls inside a ``jax.jit``-decorated function that JAX has already traced are served from its cache and
+never reach the patch; such a leftover ``relu`` is caught afterwards by
+:func:`snnjax.simulation.analog_calls` and refused, never run analog silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import flax.linen as nn
+import jax
+from flax import nnx
+
+__all__ = ["SITES", "SiteKey", "nnx_module_paths", "relu_sites", "site_name"]
+
+# The variable collection of per-site thresholds: {"block1": {"relu_0": θ}} (θ: [] or [C]).
+SITES = "sites"
+
+SiteKey = tuple[Any, ...]  # path parts: str, or int for an NNX list entry
+_RELU = jax.nn.relu
+_CUSTOM_JVP = type(jax.nn.relu)
+
+
+def site_name(key: SiteKey) -> str:
+    """``("block1", "relu_0")`` → ``"block1/relu_0"``, the name reports and errors use."""
+    return "/".join(str(part) for part in key)
+
+
+class _ThreadState(threading.local):
+    def __init__(self) -> None:
+        self.handlers: list[tuple[Callable[..., Any], dict[SiteKey, int]]] = []
+        self.nnx_maps: list[dict[int, SiteKey]] = []  # id(module) → its path, per active model
+        self.nnx_stack: list[tuple[SiteKey, Any]] = []  # NNX modules being called, innermost last
+        self.layer_handlers: list[Callable[..., Any]] = []
+        self.observers: list[Callable[..., Any] | None] = []
+        self.busy = False  # inside a handler: calls pass through
+
+
+_state = _ThreadState()
+_lock = threading.Lock()
+_relu_installs = 0
+_original_call = _CUSTOM_JVP.__call__
+_patched_classes: dict[type, tuple[Any, int]] = {}
+
+
+def _activation_classes() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(Linen, NNX) snnjax activation layer classes; imported late (they import this module's users)."""
+    from snnjax import nnx as snnjax_nnx
+    from snnjax.layers import Activation, ThresholdActivation
+
+    return (Activation, ThresholdActivation), snnjax_nnx.ACTIVATION_LAYERS
+
+
+def _scope() -> SiteKey | None:
+    """The innermost module's path; None inside a snnjax activation layer (the layer is the site)."""
+    linen_layers, nnx_layers = _activation_classes()
+    module = nn.module._context.module_stack[-1]
+    if module is not None:
+        return None if isinstance(module, linen_layers) else tuple(module.path)
+    if _state.nnx_stack:
+        path, module = _state.nnx_stack[-1]
+        return None if isinstance(module, nnx_layers) else path
+    return ()
+
+
+def _patched_call(self, *args, **kwargs):
+    if self is _RELU and _state.handlers and not _state.busy:
+        scope = _scope()
+        if scope is not None:
+            handler, counts = _state.handlers[-1]
+            index = counts.get(scope, 0)
+            counts[scope] = index + 1
+            _state.busy = True
+            try:
+                return handler((*scope, f"relu_{index}"), *args, **kwargs)
+            finally:
+                _state.busy = False
+    return _original_call(self, *args, **kwargs)
+
+
+@contextlib.contextmanager
+def relu_sites(handler: Callable[[SiteKey, jax.Array], jax.Array]) -> Iterator[None]:
+    """Within the block, each ReLU function call ``relu(x)`` of this thread returns ``handler(key, x)``.
+
+    Args:
+      handler: ``(site key, x) -> y``; ``x`` is the ReLU's input, any shape, and ``y`` replaces the
+        ReLU's output. Inside the handler ``relu`` is the plain ReLU again.
+
+    Yields:
+      Nothing; sites are numbered from 0 on every entry.
+    """
+    global _relu_installs
+    with _lock:
+        if _relu_installs == 0:
+            _CUSTOM_JVP.__call__ = _patched_call
+        _relu_installs += 1
+    _state.handlers.append((handler, {}))
+    try:
+        yield
+    finally:
+        _state.handlers.pop()
+        with _lock:
+            _relu_installs -= 1
+            if _relu_installs == 0:
+                _CUSTOM_JVP.__call__ = _original_call
+
+
+def _wrapped_call(original):
+    def call(self, *args, **kwargs):
+        path = _state.nnx_maps[-1].get(id(self)) if _state.nnx_maps else None
+        if path is None:  # a module of another model or thread
+            return original(self, *args, **kwargs)
+        _, nnx_layers = _activation_classes()
+        if _state.layer_handlers and not _state.busy and isinstance(self, nnx_layers):
+            _state.busy = True
+            try:
+                return _state.layer_handlers[-1](self, path, *args, **kwargs)
+            finally:
+                _state.busy = False
+        _state.nnx_stack.append((path, self))
+        try:
+            output = original(self, *args, **kwargs)
+        finally:
+            _state.nnx_stack.pop()
+        observer = _state.observers[-1] if _state.observers else None
+        if observer is not None and args:
+            observer(self, path, args[0], output)
+        return output
+
+    call.__wrapped__ = original
+    return call
+
+
+@contextlib.contextmanager
+def nnx_module_paths(
+    model: nnx.Module,
+    layer_handler: Callable[..., jax.Array] | None = None,
+    observer: Callable[..., None] | None = None,
+) -> Iterator[None]:
+    """Within the block, every ``__call__`` of a module of ``model`` (this thread) is known by its path.
+
+    The ``__call__`` of each class in the model's graph is wrapped for the duration: ReLU function
+    sites are then keyed by the NNX module they are called in, and with ``layer_handler`` every call of
+    a snnjax NNX activation layer (:data:`snnjax.nnx.ACTIVATION_LAYERS`) returns
+    ``layer_handler(layer, path, x)`` instead of running the layer.
+
+    Args:
+      model: an NNX module (the model being called).
+      layer_handler: ``(layer, path, x) -> y`` for snnjax NNX activation layers, or None.
+      observer: ``(module, path, x, y)``, told of every module call (its first argument ``x`` and
+        its output ``y``) after it returns; or None.
+
+    Yields:
+      Nothing.
+    """
+    paths: dict[int, SiteKey] = {}
+    classes: set[type] = set()
+    for path, module in nnx.iter_modules(model):
+        paths.setdefault(id(module), tuple(path))
+        classes.update(c for c in type(module).__mro__ if "__call__" in vars(c) and issubclass(c, nnx.Module))
+    with _lock:
+        for cls in classes:
+            original, count = _patched_classes.get(cls, (vars(cls)["__call__"], 0))
+            if count == 0:
+                cls.__call__ = _wrapped_call(original)
+            _patched_classes[cls] = (original, count + 1)
+    _state.nnx_maps.append(paths)
+    _state.observers.append(observer)
+    if layer_handler is not None:
+        _state.layer_handlers.append(layer_handler)
+    try:
+        yield
+    finally:
+        if layer_handler is not None:
+            _state.layer_handlers.pop()
+        _state.nnx_maps.pop()
+        _state.observers.pop()
+        with _lock:
+            for cls in classes:
+                original, count = _patched_classes.pop(cls)
+                if count == 1:
+                    cls.__call__ = original
+                else:
+                    _patched_classes[cls] = (original, count - 1)
