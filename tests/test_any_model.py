@@ -1,0 +1,464 @@
+"""Converting models of every frontend: Linen with ReLU functions, Flax NNX (snnjax layers or ReLU
+functions), and plain JAX functions.
+
+Each frontend writes the same two networks (a Conv → BatchNorm → activation → avg-pool → Dense chain,
+and a residual model); the SNN is checked against an independent per-step simulation written here with
+explicit membranes, in layer and step mode. Weights, inputs, thresholds and BatchNorm statistics are
+dyadic (ε = 0, variances 1 or 4), so every sum is exact in float32 and the checks are bitwise.
+"""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx, traverse_util
+
+import snnjax
+import snnjax.nnx as snx
+from snnjax import surrogates
+
+QCFS4 = functools.partial(snnjax.qcfs, levels=4)
+V0 = 0.5
+SHAPE = {"chain": (8, 8, 1), "residual": (4, 4, 2)}
+
+
+def pixels(case, seed=7, batch=2):
+    values = np.random.default_rng(seed).integers(0, 9, (batch, *SHAPE[case])) / 8.0
+    return jnp.asarray(values, jnp.float32)
+
+
+def dyadic_value(name, shape, rng):
+    if name == "var":
+        return rng.choice([1.0, 4.0], shape)
+    if name == "scale":
+        return rng.choice([0.5, 1.0, 2.0], shape)
+    if name == "threshold":
+        return np.ones(shape)
+    return rng.integers(-4, 5, shape) / 8.0
+
+
+def dyadic_tree(tree, seed):
+    flat = traverse_util.flatten_dict(tree)
+    rng = np.random.default_rng(seed)
+    names = sorted(flat, key=str)
+    return traverse_util.unflatten_dict(
+        {k: jnp.asarray(dyadic_value(k[-1], flat[k].shape, rng), jnp.float32) for k in names}
+    )
+
+
+# --- The independent simulation. ---
+
+
+def conv_ref(x, kernel, bias=None):
+    y = np.asarray(
+        jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    )
+    return y if bias is None else y + np.asarray(bias)
+
+
+class Neurons:
+    """IF neurons by site name: inclusive threshold, soft reset, v(0) = ½θ."""
+
+    def __init__(self):
+        self.v = {}
+
+    def __call__(self, name, z, theta):
+        v = self.v.setdefault(name, np.full_like(z, V0 * theta)) + z
+        out = np.where(v >= theta, theta, 0.0).astype(np.float32)
+        self.v[name] = v - out
+        return out
+
+
+def reference(case, w, x, steps, theta=1.0):
+    """Per-step logits ``[T, B, 3]`` of the case's network with weights ``w`` (a flat dict)."""
+    neurons, logits = Neurons(), []
+    for _ in range(steps):
+        if case == "chain":
+            y = conv_ref(x, w["conv_k"], w["conv_b"])
+            y = (y - w["bn_mean"]) / np.sqrt(w["bn_var"]) * w["bn_scale"] + w["bn_bias"]
+            h = neurons("act", y, theta)
+            h = h.reshape(2, 4, 2, 4, 2, 4).mean(axis=(2, 4)).reshape(2, -1)
+        else:
+            h = neurons("stem", conv_ref(x, w["stem_k"], w["stem_b"]), theta)
+            y = neurons("inner", conv_ref(h, w["c1_k"]), theta)
+            h = neurons("out", h + conv_ref(y, w["c2_k"]), theta)
+            h = h.mean(axis=(1, 2))
+        logits.append(h @ np.asarray(w["head_k"]) + np.asarray(w["head_b"]))
+    return np.stack(logits)
+
+
+# --- The networks, one per frontend. ---
+
+
+class LinenChain(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(4, (3, 3), name="conv")(x)
+        x = nn.relu(nn.BatchNorm(use_running_average=True, epsilon=0.0, name="bn")(x))
+        x = nn.avg_pool(x, (2, 2), (2, 2)).reshape((x.shape[0], -1))
+        return nn.Dense(3, name="head")(x)
+
+
+class LinenBlock(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        y = jax.nn.relu(nn.Conv(4, (3, 3), use_bias=False, name="c1")(x))
+        return nn.relu(x + nn.Conv(4, (3, 3), use_bias=False, name="c2")(y))
+
+
+class LinenResidual(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Conv(4, (3, 3), name="stem")(x))
+        x = LinenBlock(name="block")(x)
+        return nn.Dense(3, name="head")(x.mean(axis=(1, 2)))
+
+
+def nnx_activation(layers):
+    """A snnjax NNX layer (``"qcfs"``, or ``"relu"``: parameter-free) or None (an ``nnx.relu`` call)."""
+    if layers == "qcfs":
+        return snx.ThresholdActivation(QCFS4, threshold_init=1.0)
+    return snx.Activation(snnjax.relu) if layers == "relu" else None
+
+
+class NNXChain(nnx.Module):
+    def __init__(self, rngs, layers=None, epsilon=0.0):
+        self.conv = nnx.Conv(1, 4, (3, 3), rngs=rngs)
+        self.bn = nnx.BatchNorm(4, epsilon=epsilon, rngs=rngs)
+        self.act = nnx_activation(layers)
+        self.head = nnx.Linear(64, 3, rngs=rngs)
+
+    def __call__(self, x):
+        x = self.bn(self.conv(x))
+        x = self.act(x) if self.act is not None else nnx.relu(x)
+        x = nnx.avg_pool(x, (2, 2), (2, 2)).reshape((x.shape[0], -1))
+        return self.head(x)
+
+
+class NNXBlock(nnx.Module):
+    def __init__(self, rngs, layers):
+        self.c1 = nnx.Conv(4, 4, (3, 3), use_bias=False, rngs=rngs)
+        self.c2 = nnx.Conv(4, 4, (3, 3), use_bias=False, rngs=rngs)
+        self.inner, self.out = nnx_activation(layers), nnx_activation(layers)
+
+    def __call__(self, x):
+        y = self.c1(x)
+        y = self.inner(y) if self.inner is not None else nnx.relu(y)
+        y = x + self.c2(y)
+        return self.out(y) if self.out is not None else nnx.relu(y)
+
+
+class NNXResidual(nnx.Module):
+    def __init__(self, rngs, layers=None):
+        self.stem = nnx.Conv(2, 4, (3, 3), rngs=rngs)
+        self.stem_act = nnx_activation(layers)
+        self.block = NNXBlock(rngs, layers)
+        self.head = nnx.Linear(4, 3, rngs=rngs)
+
+    def __call__(self, x):
+        x = self.stem(x)
+        x = self.stem_act(x) if self.stem_act is not None else nnx.relu(x)
+        return self.head(self.block(x).mean(axis=(1, 2)))
+
+
+def conv(x, kernel):
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def channels(v, ndim):
+    """A per-channel vector ``[C]`` shaped to broadcast over ``[..., C]`` (rank promotion is an error)."""
+    return v.reshape((1,) * (ndim - 1) + (-1,))
+
+
+def function_chain(p, x):
+    y = conv(x, p["conv_k"]) + channels(p["conv_b"], 4)
+    mean, var, scale, bias = (channels(p[k], 4) for k in ("bn_mean", "bn_var", "bn_scale", "bn_bias"))
+    y = jax.nn.relu((y - mean) / jnp.sqrt(var) * scale + bias)
+    y = nn.avg_pool(y, (2, 2), (2, 2)).reshape((x.shape[0], -1))
+    return y @ p["head_k"] + channels(p["head_b"], 2)
+
+
+def function_residual(p, x):
+    h = jax.nn.relu(conv(x, p["stem_k"]) + channels(p["stem_b"], 4))
+    y = jax.nn.relu(conv(h, p["c1_k"]))
+    h = jax.nn.relu(h + conv(y, p["c2_k"]))
+    return h.mean(axis=(1, 2)) @ p["head_k"] + channels(p["head_b"], 2)
+
+
+FUNCTION_SHAPES = {
+    "chain": {"conv_k": (3, 3, 1, 4), "conv_b": (4,), "bn_mean": (4,), "bn_var": (4,), "bn_scale": (4,),
+              "bn_bias": (4,), "head_k": (64, 3), "head_b": (3,)},
+    "residual": {"stem_k": (3, 3, 2, 4), "stem_b": (4,), "c1_k": (3, 3, 4, 4), "c2_k": (3, 3, 4, 4),
+                 "head_k": (4, 3), "head_b": (3,)},
+}  # fmt: skip
+
+# Site names of each frontend's model, in call order, and the reference's names for the same neurons.
+SITES = {
+    ("linen", "chain"): ["relu_0"],
+    ("linen", "residual"): ["relu_0", "block/relu_0", "block/relu_1"],
+    ("nnx_functions", "chain"): ["relu_0"],
+    ("nnx_functions", "residual"): ["relu_0", "block/relu_0", "block/relu_1"],
+    ("nnx_layers", "chain"): ["act"],
+    ("nnx_layers", "residual"): ["stem_act", "block/inner", "block/out"],
+    ("function", "chain"): ["relu_0"],
+    ("function", "residual"): ["relu_0", "relu_1", "relu_2"],
+}
+
+
+def set_sites(variables, names, theta=1.0):
+    """``variables`` with θ of every named function site (dyadic, instead of a calibrated percentile)."""
+    sites = {tuple(name.split("/")): jnp.float32(theta) for name in names}
+    return {**variables, "sites": traverse_util.unflatten_dict(sites)}
+
+
+def weights_of(frontend, case, variables):
+    """The flat weight dict the reference reads, from each frontend's variables."""
+    if frontend == "function":
+        return variables["params"]
+    if frontend == "linen":
+        p, s = variables["params"], variables.get("batch_stats", {})
+    else:
+        p = s = nnx.to_pure_dict(variables["nnx"])
+    if case == "chain":
+        return {"conv_k": p["conv"]["kernel"], "conv_b": p["conv"]["bias"], "bn_mean": s["bn"]["mean"],
+                "bn_var": s["bn"]["var"], "bn_scale": p["bn"]["scale"], "bn_bias": p["bn"]["bias"],
+                "head_k": p["head"]["kernel"], "head_b": p["head"]["bias"]}  # fmt: skip
+    block = p["block"]
+    return {"stem_k": p["stem"]["kernel"], "stem_b": p["stem"]["bias"], "c1_k": block["c1"]["kernel"],
+            "c2_k": block["c2"]["kernel"], "head_k": p["head"]["kernel"],
+            "head_b": p["head"]["bias"]}  # fmt: skip
+
+
+def build(frontend, case, seed=0):
+    """``(model, ANN variables in the frontend's form, images)`` with dyadic weights."""
+    images = pixels(case)
+    if frontend == "linen":
+        model = {"chain": LinenChain, "residual": LinenResidual}[case]()
+        variables = model.init(jax.random.key(0), images)
+        return model, {c: dyadic_tree(t, seed + i) for i, (c, t) in enumerate(variables.items())}, images
+    if frontend == "function":
+        model = {"chain": function_chain, "residual": function_residual}[case]
+        rng = np.random.default_rng(seed)
+        params = {
+            k: jnp.asarray(dyadic_value(k.split("_")[-1], shape, rng), jnp.float32)
+            for k, shape in FUNCTION_SHAPES[case].items()
+        }
+        return model, {"params": params}, images
+    cls = {"chain": NNXChain, "residual": NNXResidual}[case]
+    model = cls(nnx.Rngs(0), layers="qcfs" if frontend == "nnx_layers" else None)
+    state = nnx.state(model)
+    nnx.replace_by_pure_dict(state, dyadic_tree(nnx.to_pure_dict(state), seed))
+    nnx.update(model, state)
+    return model, None, images
+
+
+def snn_variables_of(frontend, case, model, variables):
+    if frontend == "nnx_layers":
+        return snnjax.ann_to_snn_variables(model)
+    if frontend == "nnx_functions":
+        variables = {"nnx": nnx.state(model)}
+    return snnjax.ann_to_snn_variables(set_sites(variables, SITES[(frontend, case)]))
+
+
+FRONTENDS = ["linen", "nnx_layers", "nnx_functions", "function"]
+
+
+@pytest.mark.parametrize("case", ["chain", "residual"])
+@pytest.mark.parametrize("frontend", FRONTENDS)
+@pytest.mark.parametrize("mode", ["layer", "step"])
+def test_snn_equals_an_independent_per_step_simulation(frontend, case, mode):
+    model, variables, images = build(frontend, case)
+    snn_variables = snn_variables_of(frontend, case, model, variables)
+    snn = snnjax.spiking_model(model, v0=V0, mode=mode)
+    logits = snnjax.spiking_apply(snn, snn_variables, images, 6)
+    weights = jax.tree.map(np.asarray, weights_of(frontend, case, snn_variables))
+    expected = reference(case, weights, np.asarray(images), 6)
+    np.testing.assert_array_equal(np.asarray(logits), expected)
+    # The sites are named by module path and call order, and every one of them spikes.
+    _, record = snnjax.spiking_model(model, v0=V0).apply_recorded(
+        snn_variables, jnp.broadcast_to(images, (6, *images.shape))
+    )
+    assert list(record) == SITES[(frontend, case)]
+    assert all(0 < float(jnp.mean(y != 0)) < 1 for _, y in record.values())
+
+
+@pytest.mark.parametrize("frontend", ["linen", "nnx_layers", "nnx_functions"])
+def test_batchnorm_folded_equals_unfolded(frontend):
+    model, variables, images = build(frontend, "chain", seed=3)
+    snn_variables = snn_variables_of(frontend, "chain", model, variables)
+    folded = snnjax.ann_to_snn_variables(snn_variables, fold_bn=True, model=model, inputs=images)
+    snn = snnjax.spiking_model(model, v0=V0)
+    np.testing.assert_array_equal(
+        snnjax.spiking_apply(snn, folded, images, 6), snnjax.spiking_apply(snn, snn_variables, images, 6)
+    )
+    if frontend == "linen":  # Linen's BatchNorm keeps only the folded bias
+        assert "batch_stats" not in folded and set(folded["params"]["bn"]) == {"bias"}
+        return
+    weights, unfolded = weights_of(frontend, "chain", folded), weights_of(frontend, "chain", snn_variables)
+    assert not np.array_equal(weights["conv_k"], unfolded["conv_k"])  # the gain went into the kernel
+    # NNX keeps its BatchNorm, computing exactly x + bias (ε = 0 here: var = 1, mean = 0, scale = 1).
+    np.testing.assert_array_equal(weights["bn_var"], np.ones(4))
+    np.testing.assert_array_equal(weights["bn_mean"], np.zeros(4))
+    np.testing.assert_array_equal(weights["bn_scale"], np.ones(4))
+    assert not np.array_equal(
+        np.asarray(weights_of(frontend, "chain", {"nnx": nnx.state(model)})["bn_var"]), np.ones(4)
+    )  # the model itself is unchanged
+
+
+def test_nnx_batchnorm_with_epsilon_folds_to_an_exact_bias():
+    model = NNXChain(nnx.Rngs(1), layers="qcfs", epsilon=1e-5)
+    images = pixels("chain")
+    model.bn.mean[...] = jnp.array([0.1, -0.2, 0.3, 0.0])
+    model.bn.var[...] = jnp.array([0.5, 2.0, 1.5, 1.0])
+    folded = snnjax.ann_to_snn_variables(model, fold_bn=True, inputs=images)
+    bn = nnx.to_pure_dict(folded["nnx"])["bn"]
+    assert np.all(bn["var"] + np.float32(1e-5) == np.float32(1.0))  # rsqrt(var + ε) is exactly 1
+    snn = snnjax.spiking_model(model)
+    np.testing.assert_allclose(
+        snnjax.spiking_apply(snn, folded, images, 4),
+        snnjax.spiking_apply(snn, snnjax.ann_to_snn_variables(model), images, 4),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+# --- Calibration. ---
+
+
+class LinenLayersBlock(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        y = snnjax.Activation(snnjax.relu, name="inner")(nn.Conv(4, (3, 3), use_bias=False, name="c1")(x))
+        return snnjax.Activation(snnjax.relu, name="out")(
+            x + nn.Conv(4, (3, 3), use_bias=False, name="c2")(y)
+        )
+
+
+class LinenLayers(nn.Module):
+    """LinenResidual with its ReLUs written as snnjax.Activation layers (the same weight tree)."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = snnjax.Activation(snnjax.relu, name="stem_act")(nn.Conv(4, (3, 3), name="stem")(x))
+        x = LinenLayersBlock(name="block")(x)
+        return nn.Dense(3, name="head")(x.mean(axis=(1, 2)))
+
+
+def site(tree, key):
+    return functools.reduce(lambda node, part: node[part], key, tree)
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_calibrating_relu_functions_gives_the_thresholds_of_activation_layers(per_channel):
+    """θ of every ReLU function site, in every frontend, equals θ of the same snnjax.Activation layer."""
+    model, variables, images = build("linen", "residual")
+    calibrate = functools.partial(snnjax.calibrate_thresholds, percentile=90.0, per_channel=per_channel)
+    by_layer = calibrate(LinenLayers(), variables, images)["params"]
+    want = [by_layer["stem_act"]["threshold"], by_layer["block"]["inner"]["threshold"],
+            by_layer["block"]["out"]["threshold"]]  # fmt: skip
+    assert want[0].shape == ((4,) if per_channel else ())
+    got = {"linen": [site(calibrate(model, variables, images)["sites"], k) for k in
+                     (("relu_0",), ("block", "relu_0"), ("block", "relu_1"))]}  # fmt: skip
+    state = nnx_state_from(variables)
+    nnx_functions, nnx_layers = NNXResidual(nnx.Rngs(0)), NNXResidual(nnx.Rngs(0), layers="relu")
+    for nnx_model in (nnx_functions, nnx_layers):
+        nnx.update(nnx_model, state)
+    sites = calibrate(nnx_functions, None, images)["sites"]
+    got["nnx_functions"] = [site(sites, k) for k in (("relu_0",), ("block", "relu_0"), ("block", "relu_1"))]
+    sites = calibrate(nnx_layers, None, images)["sites"]
+    got["nnx_layers"] = [site(sites, k) for k in (("stem_act",), ("block", "inner"), ("block", "out"))]
+    sites = calibrate(function_residual, weights_of("linen", "residual", variables), images)["sites"]
+    got["function"] = [sites["relu_0"], sites["relu_1"], sites["relu_2"]]
+    for frontend, thresholds in got.items():
+        for have, expected in zip(thresholds, want, strict=True):
+            np.testing.assert_array_equal(have, expected, err_msg=frontend)
+
+
+def nnx_state_from(linen_variables):
+    """An NNXResidual state holding a LinenResidual's weights (same names, same layouts)."""
+    p = linen_variables["params"]
+    state = nnx.state(NNXResidual(nnx.Rngs(0)))
+    pure = {"stem": p["stem"], "block": {"c1": p["block"]["c1"], "c2": p["block"]["c2"]}, "head": p["head"]}
+    nnx.replace_by_pure_dict(state, pure)
+    return state
+
+
+# --- Refusals. ---
+
+
+class NNXGelu(nnx.Module):
+    def __init__(self, rngs):
+        self.layer = nnx.Linear(4, 4, rngs=rngs)
+        self.act = snx.ThresholdActivation(QCFS4, threshold_init=1.0)
+        self.head = nnx.Linear(4, 3, rngs=rngs)
+
+    def __call__(self, x):
+        return self.head(nnx.gelu(self.act(self.layer(x))))
+
+
+def test_an_unsupported_function_in_an_nnx_model_is_refused_naming_its_site():
+    model = NNXGelu(nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"cannot make spiking: (gelu|tanh|erf) \(in module"):
+        snnjax.spiking_apply(
+            snnjax.spiking_model(model), snnjax.ann_to_snn_variables(model), jnp.ones((2, 4)), 2
+        )
+
+
+def test_an_uncalibrated_relu_site_is_refused_naming_it():
+    model, _, images = build("nnx_functions", "residual")
+    with pytest.raises(ValueError, match=r"site 'relu_0' has no threshold θ"):
+        snnjax.spiking_apply(snnjax.spiking_model(model), {"nnx": nnx.state(model)}, images, 2)
+
+
+def test_a_function_model_cannot_fold_batchnorm():
+    model, variables, images = build("function", "chain")
+    calibrated = snnjax.calibrate_thresholds(model, variables, images)
+    with pytest.raises(ValueError, match="plain function.*keep fold_bn=False"):
+        snnjax.ann_to_snn_variables(calibrated, fold_bn=True, model=model, inputs=images)
+
+
+def test_spiking_model_does_not_change_the_nnx_model():
+    model, _, _ = build("nnx_layers", "chain")
+    assert model.bn.use_running_average is False
+    snnjax.spiking_model(model)
+    snnjax.ann_to_snn_variables(model, fold_bn=True, inputs=pixels("chain"))
+    assert model.bn.use_running_average is False  # still in training mode: the SNN took an eval twin
+
+
+# --- Gradients. ---
+
+
+class OneNeuron(nnx.Module):
+    def __init__(self):
+        self.act = snx.ThresholdActivation(QCFS4, threshold_init=2.0)
+
+    def __call__(self, x):
+        return self.act(x)
+
+
+@pytest.mark.parametrize(
+    ("surrogate", "derivative"),
+    [
+        (surrogates.triangle(1.0), lambda x: max(0.0, 1.0 - abs(x))),
+        (surrogates.straight_through(), lambda x: 1.0),
+    ],
+    ids=["triangle1", "straight_through"],
+)
+def test_surrogate_gradient_through_an_nnx_snn_matches_the_formula_by_hand(surrogate, derivative):
+    # One neuron, θ = 2, v0 = ½, inputs z1, z2: d(out1 + out2)/dz2 = 2·g(x2) and
+    # d/dz1 = 2·g(x1) + 2·g(x2)·(1 − 2·g(x1)) with x1 = v1 − θ, x2 = v2 − θ.
+    model = OneNeuron()
+    snn = snnjax.spiking_model(model, surrogate=surrogate)
+    variables = snnjax.ann_to_snn_variables(model)
+    theta, z = 2.0, jnp.array([1.25, 1.5])
+    x1, x2 = 1.0 + 1.25 - theta, (1.0 + 1.25 - theta) + 1.5 - theta
+
+    def total(z):
+        return jnp.sum(snnjax.spiking_apply_sequence(snn, variables, z.reshape(2, 1, 1)))
+
+    grad = jax.grad(total)(z)
+    g1, g2 = derivative(x1), derivative(x2)
+    np.testing.assert_allclose(grad, [theta * g1 + theta * g2 * (1 - theta * g1), theta * g2], rtol=1e-6)
