@@ -464,6 +464,11 @@ def balance_weights(
     Raises:
       ValueError: for unfolded BatchNorm or a model that is not a plain chain.
     """
+    if "params" not in snn_variables or snn_variables.get(SITES):
+        raise ValueError(
+            "balance_weights reads Linen variables with a 'threshold' per activation layer; NNX models "
+            "and ReLU function sites keep θ per site (the threshold form): convert without it."
+        )
     params = _flat(snn_variables["params"])
     if any(k[-2:] == ("bn", "scale") for k in params) or snn_variables.get("batch_stats"):
         raise ValueError("balance_weights needs folded BatchNorm: convert with fold_bn=True first.")

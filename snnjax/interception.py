@@ -15,9 +15,13 @@ function of the model's code, so the same sites come back on every call: per-sit
 is kept in the :data:`SITES` collection of the model's variables, nested by that key.
 
 A ReLU called inside a snnjax activation layer is not a site of its own (the layer is the site).
-Calls inside a ``jax.jit``-decorated function that JAX has already traced are served from its cache and
-never reach the patch; such a leftover ``relu`` is caught afterwards by
-:func:`snnjax.simulation.analog_calls` and refused, never run analog silently.
+
+``jax.jit``-decorated functions inside the model are inlined while :func:`relu_sites` is active
+(``jax.disable_jit``; handlers run with jit enabled again): a jit cache would otherwise serve a trace
+made without the patch (an analog ReLU left in the SNN) or keep the intercepted trace for the user's
+next ANN call (spikes in the ANN). A ReLU the patch still cannot see (e.g. inside ``jax.checkpoint``'s
+saved trace or a custom derivative rule) is caught afterwards by :func:`snnjax.simulation.analog_calls`
+and refused, never run analog silently. A model's own ``lax.scan`` runs unrolled while inlined.
 """
 
 from __future__ import annotations
@@ -92,7 +96,8 @@ def _patched_call(self, *args, **kwargs):
             counts[scope] = index + 1
             _state.busy = True
             try:
-                return handler((*scope, f"relu_{index}"), *args, **kwargs)
+                with jax.disable_jit(False):
+                    return handler((*scope, f"relu_{index}"), *args, **kwargs)
             finally:
                 _state.busy = False
     return _original_call(self, *args, **kwargs)
@@ -101,6 +106,8 @@ def _patched_call(self, *args, **kwargs):
 @contextlib.contextmanager
 def relu_sites(handler: Callable[[SiteKey, jax.Array], jax.Array]) -> Iterator[None]:
     """Within the block, each ReLU function call ``relu(x)`` of this thread returns ``handler(key, x)``.
+
+    Inner ``jax.jit`` functions are inlined within the block (see the module docstring).
 
     Args:
       handler: ``(site key, x) -> y``; ``x`` is the ReLU's input, any shape, and ``y`` replaces the
@@ -116,7 +123,8 @@ def relu_sites(handler: Callable[[SiteKey, jax.Array], jax.Array]) -> Iterator[N
         _relu_installs += 1
     _state.handlers.append((handler, {}))
     try:
-        yield
+        with jax.disable_jit():
+            yield
     finally:
         _state.handlers.pop()
         with _lock:
@@ -134,12 +142,15 @@ def _wrapped_call(original):
         if _state.layer_handlers and not _state.busy and isinstance(self, nnx_layers):
             _state.busy = True
             try:
-                return _state.layer_handlers[-1](self, path, *args, **kwargs)
+                with jax.disable_jit(False):
+                    return _state.layer_handlers[-1](self, path, *args, **kwargs)
             finally:
                 _state.busy = False
         _state.nnx_stack.append((path, self))
         try:
-            output = original(self, *args, **kwargs)
+            # The path also names the module's operations in jaxprs and profiles (Linen does this).
+            with jax.named_scope(site_name(path) or type(self).__name__):
+                output = original(self, *args, **kwargs)
         finally:
             _state.nnx_stack.pop()
         observer = _state.observers[-1] if _state.observers else None

@@ -107,6 +107,13 @@ def to_nir(
     Raises:
       ValueError: unless ``lossy``; for an unsupported model or pooling.
     """
+    ann = snn_model.ann if hasattr(snn_model, "ann") else snn_model
+    if not isinstance(ann, nn.Module) or "params" not in snn_variables or snn_variables.get("sites"):
+        raise ValueError(
+            "NIR export reads Linen models whose activations are snnjax layers; this one is an NNX or "
+            "function model or has ReLU function sites. Write the model in Linen with snnjax layers to "
+            "export it (NNX and function-site export is not implemented yet)."
+        )
     if not lossy:
         raise ValueError(
             "NIR's IF neuron fires on v > θ and resets to v_reset, while this SNN fires on v ≥ θ, resets by "

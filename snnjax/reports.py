@@ -32,9 +32,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import traverse_util
 
-from snnjax import parallel
+from snnjax import interception, parallel
+from snnjax.frontends import NNXModel, as_model, as_variables
 from snnjax.simulation import CONVERTIBLE_ACTIVATIONS, SpikingNetwork, inference_kwargs
 from snnjax.structure import trace_structure
 
@@ -49,31 +49,47 @@ __all__ = [
 
 
 def record_activations(
-    model: nn.Module, variables: Mapping[str, Any], inputs: jax.Array
+    model: Any, variables: Any, inputs: jax.Array
 ) -> dict[str, tuple[jax.Array, jax.Array]]:
-    """Applies ``model`` (inference mode) and returns each activation layer's input and output.
+    """Applies ``model`` (inference mode) and returns each activation site's input and output.
 
     Args:
-      model: an ANN (a Flax module) or an SNN (:class:`snnjax.SpikingNetwork`, run in layer mode).
-      variables: its variables.
+      model: an ANN (a Flax Linen or NNX module, or a function ``apply(params, x)``) or an SNN
+        (:class:`snnjax.SpikingNetwork`, run in layer mode).
+      variables: its variables (for an NNX module, None: its own state).
       inputs: ``[B, H, W, C]`` for the ANN, time-major ``[T, B, H, W, C]`` for the SNN.
 
     Returns:
-      ``{"stage0_block1/act2": (input, output), ...}`` in call order; arrays have the layer's shape,
-      e.g. ``[T, B, H, W, C]`` in the SNN.
+      ``{"stage0_block1/act2": (input, output), ...}`` in call order, keyed by site name (a layer's
+      module path; ``"block/relu_0"`` for a ReLU function call); arrays have the site's shape, e.g.
+      ``[T, B, H, W, C]`` in the SNN.
     """
     if isinstance(model, SpikingNetwork):
         return model.apply_recorded(variables, inputs, **inference_kwargs(model.ann))[1]
+    variables, model = as_variables(model, variables), as_model(model)
     recorded: dict[str, tuple[jax.Array, jax.Array]] = {}
 
-    def interceptor(next_fun, args, kwargs, context):
+    def linen_layer(next_fun, args, kwargs, context):
         output = next_fun(*args, **kwargs)
         if isinstance(context.module, CONVERTIBLE_ACTIVATIONS) and context.method_name == "__call__":
             recorded["/".join(context.module.path)] = (args[0], output)
         return output
 
-    with nn.intercept_methods(interceptor):
-        model.apply(variables, inputs, **inference_kwargs(model))
+    def function_site(key, x):
+        output = jax.nn.relu(x)
+        recorded[interception.site_name(key)] = (x, output)
+        return output
+
+    def nnx_layer(layer, path, x):
+        output = layer(x)
+        recorded[interception.site_name(path)] = (x, output)
+        return output
+
+    with nn.intercept_methods(linen_layer), interception.relu_sites(function_site):
+        if isinstance(model, NNXModel):
+            model.apply(variables, inputs, layer_handler=nnx_layer)
+        else:
+            model.apply(variables, inputs, **inference_kwargs(model))
     return recorded
 
 
@@ -103,6 +119,7 @@ def linear_layer_costs(
       image) and ``fed_by`` (the activation layer's name, or ``None`` for the analog input).
     """
     ann = model.ann if isinstance(model, SpikingNetwork) else model
+    variables, ann = as_variables(ann, variables), as_model(ann)
     calls = trace_structure(ann, variables, jnp.zeros((1, *image_shape)))
     layers: list[dict[str, Any]] = []
     last_activation: str | None = None
@@ -143,13 +160,14 @@ def _batch_sums(
 ):
     """Per-layer sums over the valid images of one batch (see :func:`spiking_layer_report`)."""
     ann = record_activations(ann_model, ann_variables, images)
-    snn = record_activations(snn_model, snn_variables, jnp.broadcast_to(images, (num_steps, *images.shape)))
-    thresholds = traverse_util.flatten_dict(snn_variables["params"], sep="/")
+    inputs = jnp.broadcast_to(images, (num_steps, *images.shape))
+    snn = record_activations(snn_model, snn_variables, inputs)
+    thresholds = snn_model.thresholds(snn_variables, inputs, **inference_kwargs(snn_model.ann))
     sums = {}
     for name, (z, y) in snn.items():
         z, y = z.astype(jnp.float32), y.astype(jnp.float32)
         ann_out = ann[name][1].astype(jnp.float32)
-        theta = jnp.broadcast_to(thresholds[f"{name}/threshold"].astype(jnp.float32), ann_out.shape)
+        theta = jnp.broadcast_to(thresholds[name].astype(jnp.float32), ann_out.shape)
         valid = _broadcast_mask(mask, ann_out.shape, 0)
         spikes = jnp.abs(y) > 0
         layer = {
@@ -212,6 +230,7 @@ def spiking_layer_report(
       "clipping", "quantization", "unevenness", "negative_residual"}}}, ...]}``, layers in call order.
     """
     mesh = mesh if mesh is not None else parallel.data_mesh()
+    ann_variables, ann_model = as_variables(ann_model, ann_variables), as_model(ann_model)
     report_steps = tuple(sorted(set(int(t) for t in report_steps)))
     if not report_steps or report_steps[0] < 1:
         raise ValueError(f"report_steps must be positive ints, got {report_steps}.")
@@ -282,12 +301,13 @@ def spiking_layer_report(
 @functools.partial(jax.jit, static_argnames=("snn_model", "num_steps"))
 def _spike_sums(snn_model, snn_variables, images, mask, num_steps):
     steps = snn_model.simulated_steps(num_steps)
-    record = record_activations(snn_model, snn_variables, jnp.broadcast_to(images, (steps, *images.shape)))
-    params = traverse_util.flatten_dict(snn_variables["params"], sep="/")
+    inputs = jnp.broadcast_to(images, (steps, *images.shape))
+    record = record_activations(snn_model, snn_variables, inputs)
+    thresholds = snn_model.thresholds(snn_variables, inputs, **inference_kwargs(snn_model.ann))
     sums = {}
     for name, (_, y) in record.items():
         y = jnp.abs(y.astype(jnp.float32))
-        theta = jnp.broadcast_to(params[f"{name}/threshold"].astype(jnp.float32), y.shape[1:])
+        theta = jnp.broadcast_to(thresholds[name].astype(jnp.float32), y.shape[1:])
         if snn_model.neuron == "group":
             theta = theta / snn_model.neuron_option("max_spikes")
         spikes = jnp.round(y / theta[None])  # a multi-spike output counts as its number of spikes

@@ -200,7 +200,8 @@ def _call_intercepted(ann, variables, x, args, kwargs, spike) -> Any:
     """
 
     def linen_layer(module, z):
-        return spike(_path(module), _threshold(module, z.dtype), z, module)
+        with jax.disable_jit(False):  # relu_sites inlines the model's jits, not the neuron's scan
+            return spike(_path(module), _threshold(module, z.dtype), z, module)
 
     def function_site(key, z):
         return spike(interception.site_name(key), _site_threshold(variables, key, z.dtype), z, None)
@@ -427,6 +428,33 @@ class SpikingNetwork:
         record: dict[str, tuple[jax.Array, jax.Array]] = {}
         outputs = dataclasses.replace(self, mode="layer")._layer_mode(variables, inputs, args, kwargs, record)
         return outputs, record
+
+    def thresholds(
+        self, variables: Variables, inputs: jax.Array, *args: Any, **kwargs: Any
+    ) -> dict[str, Any]:
+        """θ of every spiking site, wherever it is stored (a layer's variable, ``"sites"``, NNX).
+
+        Args:
+          variables: the SNN variables.
+          inputs: ``[T, B, ...]`` (only its shape is used: the layers' work is dead code to XLA).
+          *args: passed to the ANN's ``__call__``.
+          **kwargs: likewise.
+
+        Returns:
+          ``{site name: θ}`` (``[]`` or ``[C]``), the names of :meth:`apply_recorded`.
+        """
+
+        def collect(v, x):
+            found: dict[str, jax.Array] = {}
+
+            def spike(name, theta, z, module):
+                found.setdefault(name, jnp.asarray(theta))
+                return z
+
+            _call_intercepted(self.ann, v, x.reshape(-1, *x.shape[2:]), args, kwargs, spike)
+            return found
+
+        return jax.jit(collect)(variables, inputs)
 
 
 def _has_bias_correction(module: nn.Module) -> bool:
@@ -770,7 +798,9 @@ def _check_input(
     last axis must be the kernel's input features.
 
     The same trace refuses an activation function left in the SNN (:func:`analog_calls`): the
-    converter replaces snnjax's activation layers only, and a stray ``nn.relu(x)`` would stay analog.
+    converter replaces snnjax's activation layers and ReLU calls only, and a stray ``nn.gelu(x)``
+    would stay analog. (The first-layer check reads Linen layers; NNX and function models get the
+    activation check only.)
     """
     first: list[tuple[nn.Module, tuple[int, ...]]] = []
 
@@ -794,11 +824,12 @@ def _check_input(
         calls = analog_calls(traced.jaxpr)
         if calls:
             raise ValueError(
-                f"{type(snn_model.ann).__name__} calls {len(calls)} activation function(s) the converter "
+                f"{model_name(snn_model.ann)} calls {len(calls)} activation function(s) the converter "
                 f"cannot make spiking: {'; '.join(calls[:5])}{' …' if len(calls) > 5 else ''}. Only "
-                "snnjax activation layers become spiking neurons; these would stay analog (a hybrid "
-                "network). Write each as a snnjax layer (snnjax.Activation(snnjax.relu) for a ReLU, "
-                "calibrated with snnjax.calibrate_thresholds), or remove it."
+                "snnjax activation layers and ReLU function calls become spiking neurons; these would "
+                "stay analog (a hybrid network). Replace each by a ReLU (nn.relu, or a snnjax layer: "
+                "QCFS, threshold ReLU, ...), or remove it. A relu listed here was hidden from the "
+                "converter (e.g. inside jax.checkpoint or a custom derivative rule): call it directly."
             )
         return
     reads, kind = problem

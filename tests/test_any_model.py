@@ -462,3 +462,52 @@ def test_surrogate_gradient_through_an_nnx_snn_matches_the_formula_by_hand(surro
     grad = jax.grad(total)(z)
     g1, g2 = derivative(x1), derivative(x2)
     np.testing.assert_allclose(grad, [theta * g1 + theta * g2 * (1 - theta * g1), theta * g2], rtol=1e-6)
+
+
+# --- Inner jit functions. ---
+
+
+@jax.jit
+def jitted_hidden(w, x):
+    return jax.nn.relu(x @ w)
+
+
+def apply_with_inner_jit(p, x):
+    return jax.nn.relu(jitted_hidden(p["w1"], x) @ p["w2"]) @ p["w3"]
+
+
+def test_relus_inside_inner_jits_convert_and_leave_the_users_jit_cache_alone():
+    keys = jax.random.split(jax.random.key(0), 4)
+    params = {
+        "w1": jax.random.normal(keys[0], (4, 8)),
+        "w2": jax.random.normal(keys[1], (8, 8)),
+        "w3": jax.random.normal(keys[2], (8, 3)),
+    }
+    images, batch = jax.random.normal(keys[3], (2, 4)), jnp.ones((8, 4))  # 8 = T·B below
+    ann_before = apply_with_inner_jit(params, batch)  # the inner jit is now cached at [8, 4]
+    calibrated = snnjax.calibrate_thresholds(apply_with_inner_jit, params, batch)
+    assert set(calibrated["sites"]) == {"relu_0", "relu_1"}  # the cached relu was seen too
+    snn = snnjax.spiking_model(apply_with_inner_jit)
+    logits = snnjax.spiking_apply(snn, calibrated, images, 4)
+    # The same network written without the inner jit: the same spiking logits.
+    np.testing.assert_array_equal(
+        logits, snnjax.spiking_apply(snnjax.spiking_model(_without_jit), calibrated, images, 4)
+    )
+    # And the user's ANN still computes its ReLUs, from the same cache, after the conversion.
+    np.testing.assert_array_equal(apply_with_inner_jit(params, batch), ann_before)
+
+
+def _without_jit(p, x):
+    return jax.nn.relu(jax.nn.relu(x @ p["w1"]) @ p["w2"]) @ p["w3"]
+
+
+def test_balancing_and_nir_export_refuse_nnx_models_clearly():
+    model, _, images = build("nnx_layers", "chain")
+    snn_variables = snnjax.ann_to_snn_variables(model, fold_bn=True, inputs=images)
+    with pytest.raises(ValueError, match="balance_weights reads Linen variables"):
+        snnjax.balance_weights(snn_variables, model=model, inputs=images)
+    pytest.importorskip("nir")
+    from snnjax import interop
+
+    with pytest.raises(ValueError, match="NIR export reads Linen models"):
+        interop.to_nir(snnjax.spiking_model(model), snn_variables, (8, 8, 1), v0=V0, lossy=True)

@@ -289,7 +289,8 @@ def test_a_stray_relu_function_is_a_site_refused_until_calibrated_then_converted
         np.testing.assert_allclose(layer, step, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(("function", "name"), [(nn.gelu, "tanh"), (nn.silu, "silu"), (jnp.tanh, "tanh")])
+# nn.silu is a jax.jit function: inlined while the converter intercepts, it is named by its primitive.
+@pytest.mark.parametrize(("function", "name"), [(nn.gelu, "tanh"), (nn.silu, "logistic"), (jnp.tanh, "tanh")])
 def test_an_activation_function_left_in_the_snn_is_refused_naming_the_call(function, name):
     ann = StrayFunction(function)
     variables, images = build(ann, (8, 8, 1))
