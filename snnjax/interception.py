@@ -35,7 +35,7 @@ import flax.linen as nn
 import jax
 from flax import nnx
 
-__all__ = ["SITES", "SiteKey", "nnx_module_paths", "relu_sites", "site_name"]
+__all__ = ["SITES", "SiteKey", "nnx_module_paths", "relu_sites", "site_name", "watching_nnx_calls"]
 
 # The variable collection of per-site thresholds: {"block1": {"relu_0": θ}} (θ: [] or [C]).
 SITES = "sites"
@@ -57,6 +57,7 @@ class _ThreadState(threading.local):
         self.nnx_stack: list[tuple[SiteKey, Any]] = []  # NNX modules being called, innermost last
         self.layer_handlers: list[Callable[..., Any]] = []
         self.observers: list[Callable[..., Any] | None] = []
+        self.call_watchers: list[Callable[..., Any]] = []
         self.busy = False  # inside a handler: calls pass through
 
 
@@ -146,6 +147,8 @@ def _wrapped_call(original):
                     return _state.layer_handlers[-1](self, path, *args, **kwargs)
             finally:
                 _state.busy = False
+        for watcher in _state.call_watchers:
+            watcher(self, path, *args)
         _state.nnx_stack.append((path, self))
         try:
             # The path also names the module's operations in jaxprs and profiles (Linen does this).
@@ -160,6 +163,20 @@ def _wrapped_call(original):
 
     call.__wrapped__ = original
     return call
+
+
+@contextlib.contextmanager
+def watching_nnx_calls(watcher: Callable[..., None]) -> Iterator[None]:
+    """Within the block, ``watcher(module, path, *args)`` is told of NNX module calls before they run.
+
+    Calls of this thread made under :func:`nnx_module_paths`; told before the module runs, so a call
+    that then fails (e.g. on its input's shape) is seen too.
+    """
+    _state.call_watchers.append(watcher)
+    try:
+        yield
+    finally:
+        _state.call_watchers.remove(watcher)
 
 
 @contextlib.contextmanager

@@ -47,6 +47,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx as flax_nnx
 
 from snnjax import interception
 from snnjax.frontends import NNXModel, as_model, model_name, sites_of
@@ -765,24 +766,32 @@ def analog_calls(jaxpr: jax.extend.core.Jaxpr) -> list[str]:
 
 
 _SYNAPTIC = (nn.Conv, Conv, nn.Dense)
+_NNX_SYNAPTIC = (flax_nnx.Conv, flax_nnx.Linear)
 
 
-def _input_problem(module: nn.Module, shape: tuple[int, ...]) -> tuple[str, str] | None:
-    """``(what the first synaptic layer reads, "more" | "fewer" | "features")`` if ``shape`` misfits."""
-    if isinstance(module, nn.Dense):
-        reads = f"the first layer, {_path(module)!r} (Dense)"
+def _input_problem(module: Any, shape: tuple[int, ...], name: str) -> tuple[str, str] | None:
+    """``(what the first synaptic layer reads, "more" | "fewer" | "features")`` if ``shape`` misfits.
+
+    ``module``: a bound Linen ``nn.Conv``/snnjax ``Conv``/``nn.Dense``, or an ``nnx.Conv``/``nnx.Linear``.
+    """
+    if isinstance(module, nn.Dense | flax_nnx.Linear):
+        reads = f"the first layer, {name!r} (Dense)"
     else:
         size = module.kernel_size
         rank = 2 + (len(size) if isinstance(size, tuple | list) else 1)
-        reads = f"the first convolution, {_path(module)!r}, reads rank {rank}"
+        reads = f"the first convolution, {name!r}, reads rank {rank}"
         if len(shape) != rank:
             return reads, "more" if len(shape) > rank else "fewer"
-    if module.has_variable("params", "kernel"):
+    if isinstance(module, flax_nnx.Module):
+        features = module.in_features
+    elif module.has_variable("params", "kernel"):
         features = module.get_variable("params", "kernel").shape[-2] * getattr(
             module, "feature_group_count", 1
         )
-        if shape[-1] != features:
-            return f"{reads} with a last axis of {features}", "features"
+    else:
+        return None
+    if shape[-1] != features:
+        return f"{reads} with a last axis of {features}", "features"
     return None
 
 
@@ -791,27 +800,31 @@ def _check_input(
 ) -> None:
     """Refuses a batch ``[B, ...]`` (the images, or one step of a sequence) the first layer cannot read.
 
-    The first synaptic call (``nn.Conv``, snnjax ``Conv``, ``nn.Dense``) is found by tracing one step
-    abstractly. A convolution reads ``[B, *spatial, C]``, rank ``2 + len(kernel_size)``: a larger
-    rank is a leading axis too many (e.g. a time-major sequence passed as images: Flax would fold it
-    into the batch and run), a smaller one an axis too few (a static batch passed as a sequence). Its
-    last axis must be the kernel's input features.
+    The first synaptic call (``nn.Conv``, snnjax ``Conv``, ``nn.Dense``, ``nnx.Conv``, ``nnx.Linear``)
+    is found by tracing one step abstractly. A convolution reads ``[B, *spatial, C]``, rank
+    ``2 + len(kernel_size)``: a larger rank is a leading axis too many (e.g. a time-major sequence
+    passed as images: Flax would fold it into the batch and run), a smaller one an axis too few (a
+    static batch passed as a sequence). Its last axis must be the kernel's input features.
 
     The same trace refuses an activation function left in the SNN (:func:`analog_calls`): the
     converter replaces snnjax's activation layers and ReLU calls only, and a stray ``nn.gelu(x)``
-    would stay analog. (The first-layer check reads Linen layers; NNX and function models get the
-    activation check only.)
+    would stay analog. (The first-layer check reads Linen and NNX layers; a plain function has none,
+    and gets the activation check only.)
     """
-    first: list[tuple[nn.Module, tuple[int, ...]]] = []
+    first: list[tuple[Any, tuple[int, ...], str]] = []
 
     def interceptor(next_fun, call_args, call_kwargs, context):
         if not first and context.method_name == "__call__" and isinstance(context.module, _SYNAPTIC):
-            first.append((context.module, tuple(call_args[0].shape)))
+            first.append((context.module, tuple(call_args[0].shape), _path(context.module)))
         return next_fun(*call_args, **call_kwargs)
+
+    def nnx_watcher(module, path, *call_args):
+        if not first and isinstance(module, _NNX_SYNAPTIC) and call_args:
+            first.append((module, tuple(call_args[0].shape), interception.site_name(path)))
 
     layer_mode = dataclasses.replace(snn_model, mode="layer")
     try:
-        with nn.intercept_methods(interceptor):
+        with nn.intercept_methods(interceptor), interception.watching_nnx_calls(nnx_watcher):
             steps = layer_mode.simulated_steps(1)
             traced = jax.make_jaxpr(
                 lambda v, x: layer_mode.apply(v, jnp.broadcast_to(x, (steps, *x.shape)), *args, **kwargs)

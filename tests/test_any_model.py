@@ -511,3 +511,18 @@ def test_balancing_and_nir_export_refuse_nnx_models_clearly():
 
     with pytest.raises(ValueError, match="NIR export reads Linen models"):
         interop.to_nir(snnjax.spiking_model(model), snn_variables, (8, 8, 1), v0=V0, lossy=True)
+
+
+@pytest.mark.parametrize("case", ["chain", "residual"])
+def test_nnx_inputs_are_checked_against_the_first_layer(case):
+    model, _, images = build("nnx_layers", case)
+    snn, snn_variables = snnjax.spiking_model(model), snnjax.ann_to_snn_variables(model)
+    with pytest.raises(
+        ValueError, match=r"first convolution, '(conv|stem)', reads rank 4.*spiking_apply_sequence"
+    ):
+        snnjax.spiking_apply(snn, snn_variables, jnp.broadcast_to(images, (3, *images.shape)), 3)
+    wrong = jnp.zeros((*images.shape[:-1], images.shape[-1] + 1))
+    with pytest.raises(ValueError, match=r"with a last axis of \d\), repeated every step"):
+        snnjax.spiking_apply(snn, snn_variables, wrong, 3)
+    with pytest.raises(ValueError, match=r"got steps of shape .*spiking_apply"):
+        snnjax.spiking_apply_sequence(snn, snn_variables, images)  # a static batch as a sequence
