@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from snnjax.interception import SITES
 from snnjax.reports import activation_shapes, record_activations
 from snnjax.simulation import CALIBRATION, SpikingNetwork, inference_kwargs
 
@@ -124,6 +125,12 @@ def calibrate_snn(
         raise ValueError(f"calibration kind {kind!r} is unknown; allowed: {', '.join(CALIBRATION_KINDS)}.")
     if snn_model.neuron != "if":
         raise ValueError(f"calibration is defined for the 'if' neuron, not {snn_model.neuron!r}.")
+    if not isinstance(snn_model.ann, nn.Module) or snn_variables.get(SITES):
+        raise ValueError(
+            "calibrate_snn keeps its corrections in the Linen activation layers' 'calibration' "
+            "collection: it runs on Linen models whose activations are snnjax layers, not on NNX, "
+            "function or ReLU-function sites (not implemented yet)."
+        )
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps (T_cal) must be a positive int, got {num_steps!r}.")
     layer_model = snn_model.clone(mode="layer")

@@ -526,3 +526,82 @@ def test_nnx_inputs_are_checked_against_the_first_layer(case):
         snnjax.spiking_apply(snn, snn_variables, wrong, 3)
     with pytest.raises(ValueError, match=r"got steps of shape .*spiking_apply"):
         snnjax.spiking_apply_sequence(snn, snn_variables, images)  # a static batch as a sequence
+
+
+# --- NNX ≡ Linen: every neuron, reports, energy counts, export. ---
+
+
+class LinenQCFSChain(nn.Module):
+    """LinenChain with a snnjax QCFS layer named like NNXChain's."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(4, (3, 3), name="conv")(x)
+        x = nn.BatchNorm(use_running_average=True, epsilon=0.0, name="bn")(x)
+        x = snnjax.ThresholdActivation(fn=QCFS4, threshold_init=1.0, name="act")(x)
+        x = nn.avg_pool(x, (2, 2), (2, 2)).reshape((x.shape[0], -1))
+        return nn.Dense(3, name="head")(x)
+
+
+def twins():
+    """The same QCFS chain as an NNX and a Linen model, with equal weights; and images."""
+    model, _, images = build("nnx_layers", "chain", seed=5)
+    pure = nnx.to_pure_dict(nnx.state(model))
+    stats = {"bn": {"mean": pure["bn"].pop("mean"), "var": pure["bn"].pop("var")}}
+    return model, LinenQCFSChain(), {"params": pure, "batch_stats": stats}, images
+
+
+@pytest.mark.parametrize("neuron", sorted(snnjax.simulation.ALL_NEURONS))
+def test_an_nnx_model_runs_every_neuron_as_its_linen_twin(neuron):
+    model, linen, linen_variables, images = twins()
+    options = {"cos": {"prerun": 2}, "cos_network": {"prerun": 2}, "srp": {"prerun": 2}}.get(neuron, {})
+    nnx_logits = snnjax.spiking_apply(
+        snnjax.spiking_model(model, neuron=neuron, neuron_options=options),
+        snnjax.ann_to_snn_variables(model),
+        images,
+        4,
+    )
+    linen_logits = snnjax.spiking_apply(
+        snnjax.spiking_model(linen, neuron=neuron, neuron_options=options),
+        snnjax.ann_to_snn_variables(linen_variables),
+        images,
+        4,
+    )
+    np.testing.assert_array_equal(nnx_logits, linen_logits)
+
+
+def test_reports_energy_and_export_of_an_nnx_model_equal_its_linen_twins(tmp_path):
+    model, linen, linen_variables, _ = twins()
+    images = pixels("chain", batch=4)  # one per fake device
+    batches = [(np.asarray(images), np.zeros(4, np.int32), np.ones(4, bool))]
+    runs = {
+        "nnx": (model, None, snnjax.spiking_model(model), snnjax.ann_to_snn_variables(model)),
+        "linen": (linen, linen_variables, snnjax.spiking_model(linen),
+                  snnjax.ann_to_snn_variables(linen_variables)),
+    }  # fmt: skip
+    reports, energies, exported = {}, {}, {}
+    for name, (ann, ann_variables, snn, snn_variables) in runs.items():
+        reports[name] = snnjax.spiking_layer_report(
+            ann, ann_variables, snn, snn_variables, batches, (2, 4), V0
+        )
+        costs = snnjax.linear_layer_costs(ann, ann_variables, (8, 8, 1))
+        spikes = snnjax.reports.method_spikes_per_image(snn, snn_variables, batches, 4)
+        energies[name] = snnjax.energy_report(costs, spikes)
+        path = str(tmp_path / name)
+        snnjax.export_snn(snn, snn_variables, (8, 8, 1), 4, path)
+        exported[name] = snnjax.load_exported(path)(images)
+        np.testing.assert_array_equal(exported[name], snnjax.spiking_apply(snn, snn_variables, images, 4))
+    assert [layer["name"] for layer in reports["nnx"]["layers"]] == ["act"]
+    assert reports["nnx"] == reports["linen"]
+    assert energies["nnx"] == energies["linen"] and energies["nnx"]["snn_sops"] > 0
+    np.testing.assert_array_equal(exported["nnx"], exported["linen"])
+
+
+def test_snn_calibration_refuses_nnx_models_clearly():
+    from snnjax.calibration import calibrate_snn
+
+    model, images = twins()[0], pixels("chain")
+    with pytest.raises(ValueError, match="calibrate_snn keeps its corrections in the Linen"):
+        calibrate_snn(
+            snnjax.spiking_model(model), snnjax.ann_to_snn_variables(model), model, None, [images], 2
+        )
