@@ -24,7 +24,9 @@ def get_config() -> config_dict.ConfigDict:
     config.method = "qcfs"  # qcfs | slip_relu | spikeconverter | threshold_relu | relu
     config.levels = 4  # L, quantization steps of QCFS / SlipReLU; SpikeConverter's window T
     config.qcfs_shift = 0.5  # φ of QCFS, in [0, 1)
-    config.qcfs_order = "clip_floor"  # clip_floor (revised reference) | floor_clip (original)
+    # floor_clip (the seed paper's code; converts better at low T, see snnjax.QCFSOrder) | clip_floor
+    # (the revised code's gradients).
+    config.qcfs_order = "floor_clip"
     config.slip_c = 0.5  # SlipReLU weight of the ReLU part, in [0, 1]
     config.slip_shift1 = 0.0  # SlipReLU shift of the ReLU part (units of λ/L)
     config.slip_shift2 = 0.5  # SlipReLU shift of the step part; also the SNN's v0

@@ -1,6 +1,6 @@
 """snnjax: train ANNs for spiking conversion and convert them into integrate-and-fire SNNs."""
 
-from snnjax import surrogates as surrogates
+from snnjax import nnx as nnx, surrogates as surrogates
 from snnjax.activations import (
     QCFSOrder as QCFSOrder,
     clip_inclusive as clip_inclusive,

@@ -25,7 +25,7 @@ from flax import nnx
 
 from snnjax.interception import SITES, nnx_module_paths
 
-__all__ = ["NNX", "FunctionModel", "NNXModel", "as_model", "as_variables", "model_name"]
+__all__ = ["NNX", "FunctionModel", "NNXModel", "as_model", "as_variables", "model_name", "sites_of"]
 
 NNX = "nnx"  # the variables key of an NNX model's state
 
@@ -113,6 +113,10 @@ def as_model(model: Any) -> Model:
         return model
     if isinstance(model, nnx.Module):
         return NNXModel(nnx.split(_inference_view(model))[0], type(model).__name__)
+    if isinstance(model, type):
+        raise TypeError(
+            f"{model.__name__} is a class: pass a model instance ({model.__name__}(...)), not the class."
+        )
     if callable(model):
         return FunctionModel(model)
     raise TypeError(

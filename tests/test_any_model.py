@@ -605,3 +605,10 @@ def test_snn_calibration_refuses_nnx_models_clearly():
         calibrate_snn(
             snnjax.spiking_model(model), snnjax.ann_to_snn_variables(model), model, None, [images], 2
         )
+
+
+def test_a_model_class_or_a_non_model_is_refused_naming_it():
+    with pytest.raises(TypeError, match="NNXChain is a class: pass a model instance"):
+        snnjax.spiking_model(NNXChain)
+    with pytest.raises(TypeError, match="cannot convert a int"):
+        snnjax.spiking_model(3)

@@ -12,7 +12,7 @@ from snnjax import activations, neurons
 FUNCTIONS = {
     "relu": lambda x, lam: activations.relu(x),
     "threshold_relu": activations.threshold_relu,
-    "qcfs_clip_floor": functools.partial(activations.qcfs, levels=4),
+    "qcfs_clip_floor": functools.partial(activations.qcfs, levels=4, order="clip_floor"),
     "qcfs_floor_clip": functools.partial(activations.qcfs, levels=4, order="floor_clip"),
     "slip_relu": functools.partial(activations.slip_relu, levels=4, c=0.3),
     "if_neuron": neurons.if_neuron,  # x is time-major here: axis 0 is T
