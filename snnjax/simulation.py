@@ -51,7 +51,7 @@ from flax import nnx as flax_nnx
 
 from snnjax import interception
 from snnjax.frontends import NNXModel, as_model, model_name, sites_of
-from snnjax.layers import Activation, Conv, ThresholdActivation
+from snnjax.layers import Activation, Conv, ThresholdActivation, threshold_from_param
 from snnjax.low_latency import LOW_LATENCY_NEURONS, NETWORK_PRERUN_NEURONS
 from snnjax.models import spiking_max_pool_gate
 from snnjax.neurons import NEURONS, if_neuron, if_neuron_with_state, if_step, initial_membrane
@@ -187,8 +187,8 @@ def _site_threshold(variables: Variables, key: interception.SiteKey, dtype) -> j
 def _nnx_threshold(variables: Variables, layer: Any, path: interception.SiteKey, dtype) -> jax.Array:
     """θ of a snnjax NNX activation layer: its ``threshold`` parameter, else its calibrated site."""
     threshold = getattr(layer, "threshold", None)
-    if threshold is not None:
-        return jnp.asarray(threshold[...]).astype(dtype)
+    if threshold is not None:  # the stored λ, mapped by the layer's own parameterization
+        return threshold_from_param(jnp.asarray(threshold[...]), layer.parameterization).astype(dtype)
     return _site_threshold(variables, path, dtype)
 
 
@@ -354,6 +354,7 @@ class SpikingNetwork:
         found = []
 
         def spike(name, theta, x, module):
+            _check_batch_major(name, x, num_steps * batch, f"T·B = {num_steps}·{batch}")
             z = x.reshape(num_steps, -1, *x.shape[1:])
             y = self._neuron(module, z, theta)
             found.append(name)
@@ -371,6 +372,7 @@ class SpikingNetwork:
         new_membranes: dict[str, jax.Array] = {}
 
         def spike(key, theta, z, module):
+            _check_batch_major(key, z, x.shape[0], "B")
             if module is not None and (
                 module.has_variable(CALIBRATION, "membrane") or _has_bias_correction(module)
             ):
@@ -456,6 +458,17 @@ class SpikingNetwork:
             return found
 
         return jax.jit(collect)(variables, inputs)
+
+
+def _check_batch_major(name: str, x: jax.Array, size: int, what: str) -> None:
+    """Refuses a site whose input is not batch-major (e.g. inside ``jax.vmap`` over examples)."""
+    if x.ndim == 0 or x.shape[0] != size:
+        raise ValueError(
+            f"activation site {name!r} sees an input of shape {x.shape}, whose leading axis is not the "
+            f"batch ({what}): the converter runs a site on a batch-major activation, and here the batch "
+            "is hidden (jax.vmap over examples, or a ReLU applied to something else, e.g. a parameter). "
+            "Apply the model to the whole batch, and keep ReLUs for activations."
+        )
 
 
 def _has_bias_correction(module: nn.Module) -> bool:

@@ -132,8 +132,12 @@ def trace_structure(model: Any, variables: Mapping[str, Any], inputs: jax.Array)
 
 @contextlib.contextmanager
 def _recording_pools(record):
-    """Wraps ``flax.linen.avg_pool``/``max_pool`` so that their calls are recorded (restored after)."""
+    """Wraps ``avg_pool``/``max_pool`` of ``flax.linen`` and ``flax.nnx`` so their calls are recorded.
+
+    Restored after; process-wide while it lasts (the walk is abstract and short).
+    """
     originals = {name: getattr(nn, name) for name in POOLS}
+    nnx_originals = {name: getattr(nnx, name) for name in POOLS}  # the same functions, NNX's names
 
     def recording(name):
         def pool(x, window_shape, strides=None, padding="VALID", **kwargs):
@@ -151,10 +155,13 @@ def _recording_pools(record):
     try:
         for name in POOLS:
             setattr(nn, name, recording(name))
+            setattr(nnx, name, recording(name))
         yield
     finally:
         for name, fn in originals.items():
             setattr(nn, name, fn)
+        for name, fn in nnx_originals.items():
+            setattr(nnx, name, fn)
 
 
 def linear_chain(calls: list[LayerCall]) -> list[tuple[LayerCall, list[LayerCall], LayerCall | None]]:

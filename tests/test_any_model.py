@@ -612,3 +612,83 @@ def test_a_model_class_or_a_non_model_is_refused_naming_it():
         snnjax.spiking_model(NNXChain)
     with pytest.raises(TypeError, match="cannot convert a int"):
         snnjax.spiking_model(3)
+
+
+# --- Review findings: hidden batches, NNX transforms, lifted Linen transforms. ---
+
+
+def test_a_site_inside_vmap_over_examples_is_refused_naming_it():
+    def single(p, x):  # one example [4] → [3]
+        return jax.nn.relu(x @ p["w"]) @ p["v"]
+
+    def model(p, x):
+        return jax.vmap(single, (None, 0))(p, x)
+
+    params = {"w": jnp.ones((4, 8)) / 8, "v": jnp.ones((8, 3))}
+    variables = {"params": params, "sites": {"relu_0": jnp.float32(1.0)}}
+    for mode in ("layer", "step"):
+        with pytest.raises(ValueError, match=r"site 'relu_0' sees an input of shape \(8,\).*not the batch"):
+            snnjax.spiking_apply(snnjax.spiking_model(model, mode=mode), variables, jnp.ones((2, 4)), 4)
+    with pytest.raises(ValueError, match=r"site 'relu_0' runs inside a JAX transformation"):
+        snnjax.calibrate_thresholds(model, params, jnp.ones((2, 4)))
+
+
+class Remat(nnx.Module):
+    def __init__(self, rngs):
+        self.lin = nnx.Linear(4, 4, rngs=rngs)
+        self.act = snx.ThresholdActivation(QCFS4, threshold_init=1.0)
+        self.head = nnx.Linear(4, 3, rngs=rngs)
+
+    def __call__(self, x):
+        h = nnx.remat(lambda act, z: act(z))(self.act, self.lin(x))
+        return self.head(h)
+
+
+def test_an_nnx_layer_reached_through_an_nnx_transform_is_refused_not_left_analog():
+    model = Remat(nnx.Rngs(0))
+    with pytest.raises(ValueError, match="called on a copy of the model's module.*nnx.remat"):
+        snnjax.spiking_apply(
+            snnjax.spiking_model(model), snnjax.ann_to_snn_variables(model), jnp.ones((2, 4)), 2
+        )
+
+
+def test_calibration_sees_activation_layers_inside_linen_remat():
+    class Block(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return snnjax.Activation(snnjax.relu)(nn.Dense(4)(x))
+
+    class Model(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3)(nn.remat(Block)()(x))
+
+    model, x = Model(), jax.random.normal(jax.random.key(0), (8, 4))
+    calibrated = snnjax.calibrate_thresholds(model, model.init(jax.random.key(1), x), x, percentile=100.0)
+    block = calibrated["params"]["CheckpointBlock_0"]
+    hidden = jax.nn.relu(x @ block["Dense_0"]["kernel"] + block["Dense_0"]["bias"][None])
+    np.testing.assert_allclose(block["Activation_0"]["threshold"], jnp.max(hidden), rtol=1e-6)
+
+
+def test_nnx_layers_convert_with_their_own_parameterization():
+    layer = snx.ThresholdActivation(QCFS4, threshold_init=2.0, parameterization="softplus")
+    assert not np.isclose(float(layer.threshold[...]), 2.0)  # stored as softplus⁻¹(2)
+    variables = snnjax.ann_to_snn_variables(layer)
+    # One neuron, θ = 2, v(0) = 1, input 1.5: v = 2.5 fires (v → 0.5), 2.0 fires (≥, v → 0), 1.5 does
+    # not. With the stored parameter as θ (softplus⁻¹(2) ≈ 1.85) the outputs would be ≈ 1.85.
+    z = jnp.full((3, 1, 1), 1.5)
+    out = snnjax.spiking_apply_sequence(snnjax.spiking_model(layer), variables, z)
+    np.testing.assert_allclose(out[:, 0, 0], [2.0, 2.0, 0.0], rtol=1e-6)
+    with pytest.raises(ValueError, match="read from each snnjax.nnx.ThresholdActivation"):
+        snnjax.ann_to_snn_variables(layer, threshold_parameterization="softplus")
+
+
+def test_an_nnx_model_with_unhashable_static_attributes_converts():
+    model, _, images = build("nnx_layers", "chain")
+    model.config = {"note": "a dict attribute: static, unhashable"}
+    snn = snnjax.spiking_model(model)
+    assert hash(snn) is not None
+    logits = jax.jit(snnjax.spiking_apply, static_argnums=(0, 3))(
+        snn, snnjax.ann_to_snn_variables(model), images, 2
+    )
+    assert logits.shape == (2, 2, 3)
