@@ -119,6 +119,21 @@ def fold_batchnorm(
     return _fold_pairs(variables, params, stats, pairs)
 
 
+def _fold_into(params, layer, bn, mean, var, gamma, beta, epsilon) -> None:
+    """``W' = W·γ/√(var+ε)`` into ``params[layer]``, ``b' = β + γ(b − μ)/√(var+ε)`` into ``params[bn]``.
+
+    ``params`` is flat (path tuples); the layer's own bias, if any, is zeroed (the tree keeps its shape).
+    """
+    gain = gamma / jnp.sqrt(var + epsilon)
+    kernel = params[layer + ("kernel",)]
+    # Broadcast the per-output-channel gain over the kernel's input axes explicitly.
+    params[layer + ("kernel",)] = kernel * gain.reshape((1,) * (kernel.ndim - 1) + (-1,))
+    layer_bias = params.get(layer + ("bias",), jnp.zeros_like(beta))
+    params[bn + ("bias",)] = beta + (layer_bias - mean) * gain
+    if layer + ("bias",) in params:
+        params[layer + ("bias",)] = jnp.zeros_like(layer_bias)
+
+
 def _fold_pairs(variables, params, stats, pairs) -> dict[str, Any]:
     """Folds each ``(layer path, BatchNorm path, epsilon)``; see :func:`fold_batchnorm`."""
     for layer, bn, epsilon in pairs:
@@ -126,14 +141,7 @@ def _fold_pairs(variables, params, stats, pairs) -> dict[str, Any]:
         var = stats.pop(bn + ("var",))
         gamma = params.pop(bn + ("scale",), jnp.ones_like(mean))
         beta = params.pop(bn + ("bias",), jnp.zeros_like(mean))
-        gain = gamma / jnp.sqrt(var + epsilon)
-        kernel = params[layer + ("kernel",)]
-        # Broadcast the per-output-channel gain over the kernel's input axes explicitly.
-        params[layer + ("kernel",)] = kernel * gain.reshape((1,) * (kernel.ndim - 1) + (-1,))
-        layer_bias = params.get(layer + ("bias",), jnp.zeros_like(beta))
-        params[bn + ("bias",)] = beta + (layer_bias - mean) * gain
-        if layer + ("bias",) in params:
-            params[layer + ("bias",)] = jnp.zeros_like(layer_bias)
+        _fold_into(params, layer, bn, mean, var, gamma, beta, epsilon)
     folded = {k: v for k, v in variables.items() if k not in ("params", "batch_stats")}
     folded["params"] = traverse_util.unflatten_dict(params)
     if stats:
@@ -172,13 +180,7 @@ def _fold_pairs_nnx(variables: Variables, pairs) -> dict[str, Any]:
                 f"cannot fold BatchNorm {interception.site_name(bn)!r}: an nnx.BatchNorm without a bias "
                 "(use_bias=False) has no slot for the folded bias; keep fold_bn=False."
             )
-        gain = gamma / jnp.sqrt(var + epsilon)
-        kernel = params[layer + ("kernel",)]
-        params[layer + ("kernel",)] = kernel * gain.reshape((1,) * (kernel.ndim - 1) + (-1,))
-        layer_bias = params.get(layer + ("bias",), jnp.zeros_like(beta))
-        params[bn + ("bias",)] = beta + (layer_bias - mean) * gain
-        if layer + ("bias",) in params:
-            params[layer + ("bias",)] = jnp.zeros_like(layer_bias)
+        _fold_into(params, layer, bn, mean, var, gamma, beta, epsilon)
         if bn + ("scale",) in params:
             params[bn + ("scale",)] = jnp.ones_like(gamma)
         params[bn + ("mean",)] = jnp.zeros_like(mean)
