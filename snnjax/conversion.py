@@ -283,7 +283,6 @@ def ann_to_snn_variables(
         ann_variables = as_variables(ann_variables, None)
     elif isinstance(ann_variables, nnx.State):
         ann_variables = {NNX: ann_variables}
-    is_threshold = _is_threshold_path
     variables = dict(ann_variables)
     found = bool(variables.get(SITES))
     if NNX in variables:
@@ -294,7 +293,7 @@ def ann_to_snn_variables(
                 "(its parameterization field); leave the argument at 'identity' for NNX models."
             )
         leaves = jax.tree_util.tree_leaves_with_path(variables[NNX])
-        found = found or any(is_threshold(path) for path, _ in leaves)
+        found = found or any(_is_threshold_path(path) for path, _ in leaves)
     elif isinstance(variables.get("params"), Mapping):  # a function's params may be any pytree
         params = _flat(variables["params"])
         threshold_keys = [k for k in params if k[-1] == "threshold"]
