@@ -295,10 +295,13 @@ def _convert_and_evaluate(
         ann_variables = conversion.calibrate_thresholds(
             ann_model, ann_variables, calibration, config.calibration_percentile, per_channel
         )
+    example = jnp.zeros((1, *dataset.image_shape))  # the structure graph reads shapes only
     snn_variables = conversion.ann_to_snn_variables(
         ann_variables,
         threshold_parameterization=config.threshold_parameterization,
         fold_bn=config.fold_bn,
+        model=ann_model,
+        inputs=example,
     )
     neuron = methods.snn_neuron(config)
     v0 = methods.initial_membrane_fraction(config)
@@ -333,7 +336,6 @@ def _convert_and_evaluate(
     windows = summaries.reported_steps(config.snn_num_steps, levels) if windowed else None
     simulated_variables = snn_variables
     if config.balancing == "weights":
-        example = jnp.zeros((1, *dataset.image_shape))  # the walk reads shapes only
         simulated_variables = conversion.balance_weights(snn_variables, model=ann_model, inputs=example)
     calibration = None
     if post is not None and post.calibration is not None:

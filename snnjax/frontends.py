@@ -55,7 +55,7 @@ class NNXModel:
         x: Any,
         *args: Any,
         layer_handler: Callable[..., Any] | None = None,
-        observer: Callable[..., None] | None = None,
+        wrapper: Callable[..., Any] | None = None,
         **kwargs: Any,
     ) -> Any:
         """Calls the module on ``x`` (any pytree the module takes) with sites keyed by NNX paths.
@@ -66,11 +66,11 @@ class NNXModel:
           *args: passed to the module's ``__call__``.
           layer_handler: replaces each snnjax NNX activation layer call (see
             :func:`~snnjax.interception.nnx_module_paths`).
-          observer: told of every module call (same).
+          wrapper: runs around every module call (same).
           **kwargs: passed to the module's ``__call__``.
         """
         module = self.module(variables)
-        with nnx_module_paths(module, layer_handler, observer):
+        with nnx_module_paths(module, layer_handler, wrapper):
             return module(x, *args, **kwargs)
 
 

@@ -59,7 +59,7 @@ class _ThreadState(threading.local):
         self.nnx_maps: list[dict[int, SiteKey]] = []  # id(module) → its path, per active model
         self.nnx_stack: list[tuple[SiteKey, Any]] = []  # NNX modules being called, innermost last
         self.layer_handlers: list[Callable[..., Any]] = []
-        self.observers: list[Callable[..., Any] | None] = []
+        self.wrappers: list[Callable[..., Any] | None] = []
         self.call_watchers: list[Callable[..., Any]] = []
         self.busy = False  # inside a handler: calls pass through
 
@@ -161,17 +161,16 @@ def _wrapped_call(original):
                 _state.busy = False
         for watcher in _state.call_watchers:
             watcher(self, path, *args)
+        wrapper = _state.wrappers[-1] if _state.wrappers else None
         _state.nnx_stack.append((path, self))
         try:
             # The path also names the module's operations in jaxprs and profiles (Linen does this).
             with jax.named_scope(site_name(path) or type(self).__name__):
-                output = original(self, *args, **kwargs)
+                if wrapper is None or not args:
+                    return original(self, *args, **kwargs)
+                return wrapper(self, path, lambda x: original(self, x, *args[1:], **kwargs), args[0])
         finally:
             _state.nnx_stack.pop()
-        observer = _state.observers[-1] if _state.observers else None
-        if observer is not None and args:
-            observer(self, path, args[0], output)
-        return output
 
     call.__wrapped__ = original
     return call
@@ -195,7 +194,7 @@ def watching_nnx_calls(watcher: Callable[..., None]) -> Iterator[None]:
 def nnx_module_paths(
     model: nnx.Module,
     layer_handler: Callable[..., jax.Array] | None = None,
-    observer: Callable[..., None] | None = None,
+    wrapper: Callable[..., Any] | None = None,
 ) -> Iterator[None]:
     """Within the block, every ``__call__`` of a module of ``model`` (this thread) is known by its path.
 
@@ -207,8 +206,8 @@ def nnx_module_paths(
     Args:
       model: an NNX module (the model being called).
       layer_handler: ``(layer, path, x) -> y`` for snnjax NNX activation layers, or None.
-      observer: ``(module, path, x, y)``, told of every module call (its first argument ``x`` and
-        its output ``y``) after it returns; or None.
+      wrapper: ``(module, path, run, x) -> y`` around every module call: ``x`` is the call's first
+        argument and ``run(x)`` makes the call (its other arguments unchanged); or None.
 
     Yields:
       Nothing.
@@ -225,7 +224,7 @@ def nnx_module_paths(
                 cls.__call__ = _wrapped_call(original)
             _patched_classes[cls] = (original, count + 1)
     _state.nnx_maps.append(paths)
-    _state.observers.append(observer)
+    _state.wrappers.append(wrapper)
     if layer_handler is not None:
         _state.layer_handlers.append(layer_handler)
     try:
@@ -234,7 +233,7 @@ def nnx_module_paths(
         if layer_handler is not None:
             _state.layer_handlers.pop()
         _state.nnx_maps.pop()
-        _state.observers.pop()
+        _state.wrappers.pop()
         with _lock:
             for cls in classes:
                 original, count = _patched_classes.pop(cls)

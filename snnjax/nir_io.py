@@ -1,8 +1,9 @@
 """Export converted SNNs to NIR (the Neuromorphic Intermediate Representation) and read them back.
 
 Graph: Input → Conv2d (BatchNorm folded into its bias) → IF → … → AvgPool2d → Flatten → Affine → IF
-→ … → Affine → Output; a ResNet block's add is two edges into the block's output IF (NIR sums the
-inputs of a node), its global mean pool an AvgPool2d over the whole map. Shapes follow NIR's
+→ … → Affine → Output, read from the model's structure graph (:func:`snnjax.structure.trace_structure`)
+for snnjax's models and a user's alike: a residual add is several edges into the node after it (NIR
+sums the inputs of a node), a global mean an AvgPool2d over the whole map and a Flatten. Shapes follow NIR's
 channels-first convention (``C, H, W``; conv weights ``O, I, kh, kw``; affine weights ``out, in``,
 flatten in C-H-W order).
 
@@ -34,7 +35,7 @@ from snnjax import conversion, models
 from snnjax.activations import qcfs
 from snnjax.layers import Conv, ThresholdActivation
 from snnjax.simulation import inference_kwargs, swapping_interceptor
-from snnjax.structure import POOLS, linear_chain, trace_structure
+from snnjax.structure import INPUT, POOLS, trace_structure
 
 if TYPE_CHECKING:  # nir is an optional dependency, imported where it is used
     import nir
@@ -76,7 +77,7 @@ def _describe(model) -> dict[str, Any]:
         }
     if isinstance(model, models.ResNet):
         return {"class": "ResNet", "stage_sizes": list(model.stage_sizes), "widths": list(model.widths)}
-    return None  # any other model: exported as a plain chain found by the structure walk
+    return None  # any other model: rebuilt by from_nir as a NIRChain from the ops recorded
 
 
 def to_nir(
@@ -98,7 +99,7 @@ def to_nir(
       image_shape: ``(H, W, C)`` of the input.
       v0: the SNN's initial membrane fraction (recorded in the metadata).
       fold_thresholds: rescale weights so every θ is 1 (:func:`snnjax.conversion.balance_weights`;
-        ConvNets only) instead of keeping θ per layer.
+        plain chains only) instead of keeping θ per layer.
       lossy: export although NIR's IF semantics differ from ours (see the module docstring).
 
     Returns:
@@ -121,118 +122,21 @@ def to_nir(
             "lossy=True to export anyway (our semantics are then recorded in graph.metadata['snnjax'])."
         )
     nir = _import_nir()
-    ann = snn_model.ann if isinstance(snn_model, conversion.SpikingNetwork) else snn_model
     description = _describe(ann)
-    if description is None:
-        nodes, edges, description, params, exported = _chain_graph(
-            nir, ann, snn_variables, image_shape, fold_thresholds
-        )
-        num_classes = int(nodes["output"].output_type["output"][-1])
-        graph = _graph(nir, nodes, edges, description, params, v0, fold_thresholds, image_shape, num_classes)
-        _check_chain(ann, exported, graph, image_shape)
-        return graph
-    if description["class"] == "ConvNet" and getattr(ann, "pooling", "avg") != "avg":
+    if description is not None and getattr(ann, "pooling", "avg") != "avg":
         raise ValueError("NIR export supports average pooling only (replace max-pooling first).")
-    params = traverse_util.flatten_dict(dict(snn_variables["params"]))
-    if any(k[-2:] == ("bn", "scale") for k in params):
-        snn_variables = conversion.fold_batchnorm(snn_variables)
-    if fold_thresholds:
-        snn_variables = conversion.balance_weights(snn_variables)
-    params = {
-        k: np.asarray(v, np.float32)
-        for k, v in traverse_util.flatten_dict(dict(snn_variables["params"])).items()
-    }
-    height, width, channels = image_shape
-    nodes: dict[str, Any] = {"input": nir.Input(input_type={"input": np.array([channels, height, width])})}
-    edges: list[tuple[str, str]] = []
-    shape = [channels, height, width]  # current C, H, W
-
-    def conv(name, prefix, sources, strides=1):
-        """A Conv2d node reading ``sources`` on the current ``shape``; returns its output shape."""
-        kernel = params[(*prefix, "conv", "kernel")]
-        bias = params[(*prefix, "bn", "bias")] + params.get((*prefix, "conv", "bias"), 0.0)
-        k = kernel.shape[0]
-        node = nir.Conv2d(
-            input_shape=(shape[1], shape[2]),
-            weight=kernel.transpose(3, 2, 0, 1),
-            stride=strides,
-            padding=k // 2,
-            dilation=1,
-            groups=1,
-            bias=np.asarray(bias, np.float32),
-        )
-        nodes[name] = node
-        edges.extend((source, name) for source in sources)
-        return node.output_type["output"].tolist()
-
-    def neuron(name, path, sources, neuron_shape):
-        nodes[name] = _if_node(nir, params[(*path, "threshold")], neuron_shape)
-        edges.extend((source, name) for source in sources)
-
-    last = "input"
-    if description["class"] == "ConvNet":
-        conv_index = 0
-        for layer in description["layers"]:
-            if layer == models.POOL:
-                name = f"pool{conv_index}"
-                nodes[name] = nir.AvgPool2d(
-                    kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])
-                )
-                edges.append((last, name))
-                shape = [shape[0], shape[1] // 2, shape[2] // 2]
-                last = name
-                continue
-            shape = conv(f"conv_bn{conv_index}", (f"conv_bn{conv_index}",), [last])
-            neuron(f"act{conv_index}", (f"act{conv_index}",), [f"conv_bn{conv_index}"], tuple(shape))
-            last = f"act{conv_index}"
-            conv_index += 1
-        nodes["flatten"] = nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0)
-        edges.append((last, "flatten"))
-        last, features = "flatten", int(np.prod(shape))
-        c, h, w = shape
-        for i in range(len(description["hidden"])):
-            kernel = params[(f"fc{i}", "kernel")]
-            if i == 0:  # our flatten is H-W-C, NIR's (like PyTorch's) C-H-W
-                kernel = kernel.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(features, -1)
-            nodes[f"fc{i}"] = nir.Affine(weight=kernel.T.copy(), bias=params[(f"fc{i}", "bias")])
-            edges.append((last, f"fc{i}"))
-            neuron(f"fc_act{i}", (f"fc_act{i}",), [f"fc{i}"], (kernel.shape[1],))
-            last, features = f"fc_act{i}", kernel.shape[1]
-        head = params[("head", "kernel")]
-        if not description["hidden"]:
-            head = head.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(features, -1)
-    else:
-        shape = conv("stem", ("stem",), [last])
-        neuron("stem_act", ("stem_act",), ["stem"], tuple(shape))
-        last = "stem_act"
-        for stage, blocks in enumerate(description["stage_sizes"]):
-            for block in range(blocks):
-                prefix = f"stage{stage}_block{block}"
-                strides = 2 if stage > 0 and block == 0 else 1
-                block_input_shape = shape
-                shape = conv(f"{prefix}.conv_bn1", (prefix, "conv_bn1"), [last], strides)
-                neuron(f"{prefix}.act1", (prefix, "act1"), [f"{prefix}.conv_bn1"], tuple(shape))
-                shape = conv(f"{prefix}.conv_bn2", (prefix, "conv_bn2"), [f"{prefix}.act1"])
-                shortcut = last
-                if (prefix, "shortcut", "conv", "kernel") in params:
-                    saved, shape = shape, block_input_shape
-                    conv(f"{prefix}.shortcut", (prefix, "shortcut"), [last], strides)
-                    shape, shortcut = saved, f"{prefix}.shortcut"
-                neuron(f"{prefix}.act2", (prefix, "act2"), [f"{prefix}.conv_bn2", shortcut], tuple(shape))
-                last = f"{prefix}.act2"
-        nodes["global_pool"] = nir.AvgPool2d(
-            kernel_size=np.array(shape[1:]), stride=np.array(shape[1:]), padding=np.array([0, 0])
-        )
-        nodes["flatten"] = nir.Flatten(input_type={"input": np.array([shape[0], 1, 1])}, start_dim=0)
-        edges += [(last, "global_pool"), ("global_pool", "flatten")]
-        last = "flatten"
-        head = params[("head", "kernel")]
-    nodes["head"] = nir.Affine(weight=head.T.copy(), bias=params[("head", "bias")])
-    nodes["output"] = nir.Output(output_type={"output": np.array([head.shape[1]])})
-    edges += [(last, "head"), ("head", "output")]
-    return _graph(
-        nir, nodes, edges, description, params, v0, fold_thresholds, image_shape, int(head.shape[1])
+    nodes, edges, ops, params, exported = _export_graph(
+        nir, ann, snn_variables, image_shape, fold_thresholds, snnjax_names=description is not None
     )
+    num_classes = int(nodes["output"].output_type["output"][-1])
+    if description is None:  # any other model: its ops (and fan-in) let from_nir rebuild it
+        description = {"class": "chain", "ops": json.dumps([op for op, _ in ops])}
+        if any(sources is not None for _, sources in ops):
+            description["sources"] = json.dumps([sources for _, sources in ops])
+    graph = _graph(nir, nodes, edges, description, params, v0, fold_thresholds, image_shape, num_classes)
+    if description["class"] == "chain":
+        _check_chain(ann, exported, graph, image_shape)
+    return graph
 
 
 def _graph(nir, nodes, edges, description, params, v0, fold_thresholds, image_shape, num_classes):
@@ -353,7 +257,7 @@ def _read(path: str) -> nir.NIRGraph:
 def _ann_from_meta(meta) -> nn.Module:
     """The ANN whose structure ``metadata["snnjax"]`` records (QCFS activations stand for the IF nodes)."""
     if meta["class"] == "chain":
-        return NIRChain(ops=_chain_ops(meta))
+        return NIRChain(ops=_chain_ops(meta), sources=_chain_sources(meta))
     activation = functools.partial(ThresholdActivation, fn=functools.partial(qcfs, levels=1))
     if meta["class"] == "ConvNet":
         layers = [
@@ -453,7 +357,7 @@ def _check_graph(graph, meta, where: str) -> None:
     have = collections.Counter(tuple(_text(end) for end in edge) for edge in graph.edges)
     want = collections.Counter(tuple(edge) for edge in expected.edges)
     for (a, b), count in (have - want).items():
-        sources = [s for s, d in expected.edges if d == b]
+        sources = sorted(s for s, d in expected.edges if d == b)
         raise _refusal(
             where,
             f"the edge {a!r} → {b!r}{f' (×{count})' if count > 1 else ''} is not in the network, where "
@@ -511,24 +415,30 @@ def _check_if(node, name: str, per_channel: bool, where: str) -> None:
         )
 
 
-# Any plain chain of layers (a user's own model), found by one structure walk.
+# Any other model (a user's own), rebuilt from its ops.
 
 
 class NIRChain(nn.Module):
-    """A plain chain of layers read back from a NIR graph; layers are named after the graph's nodes.
+    """A network of layers read back from a NIR graph; layers are named after the graph's nodes.
 
     Attributes:
       ops: ``("conv", name, features, kernel_size, stride, padding)``, ``("dense", name, features)``,
         ``("if", name)``, ``("avgpool", name, window, stride)`` or ``("flatten", name)``, in order.
+      sources: per op, the names of the ops (or ``"input"``) whose outputs it sums as its input, or
+        None where it reads the op before it; empty for a plain chain.
     """
 
     ops: tuple
+    sources: tuple = ()
 
     @nn.compact
     def __call__(self, x):
-        """Maps ``[B, H, W, C]`` (or ``[B, F]``) through the chain."""
-        for op in self.ops:
+        """Maps ``[B, H, W, C]`` (or ``[B, F]``) through the network."""
+        values, last = {"input": x}, "input"
+        for index, op in enumerate(self.ops):
             kind, name = op[0], op[1]
+            reads = self.sources[index] if self.sources and self.sources[index] is not None else (last,)
+            x = functools.reduce(jnp.add, [values[source] for source in reads])  # NIR sums a node's inputs
             if kind == "conv":
                 _, _, features, kernel_size, stride, pad = op
                 x = Conv(features, kernel_size, (stride, stride), ((pad, pad), (pad, pad)), name=name)(x)
@@ -540,6 +450,7 @@ class NIRChain(nn.Module):
                 x = nn.avg_pool(x, op[2], op[3])
             else:
                 x = x.reshape((x.shape[0], -1))
+            values[name], last = x, name
         return x
 
 
@@ -565,10 +476,20 @@ def _symmetric_padding(module, path: str) -> int:
     )
 
 
-def _chain_graph(nir, ann, snn_variables, image_shape, fold_thresholds):
-    """``(nodes, edges, description, params, variables)`` of a plain chain found by the structure walk.
+def _export_graph(nir, ann, snn_variables, image_shape, fold_thresholds, *, snnjax_names):
+    """``(nodes, edges, ops, params, variables)`` of any model, from its structure graph.
 
-    ``variables`` are the exported ones (BatchNorm folded, thresholds balanced if asked).
+    Each Conv/Dense (its folded BatchNorms' biases added) becomes a ``Conv2d``/``Affine`` node, each
+    activation an ``IF``, average pooling an ``AvgPool2d``, a flatten a ``Flatten`` and a global mean an
+    ``AvgPool2d`` over the whole map and a ``Flatten``; a residual add becomes several edges into its
+    node (NIR sums a node's inputs). ``ops`` lists, in order, each node as a :class:`NIRChain` op with
+    its sources (None: the op before it). ``variables`` are the exported ones (BatchNorm folded,
+    thresholds balanced if asked). With ``snnjax_names``, a Conv and its BatchNorm in one block are
+    named by the block (``"conv_bn0"``, ``"stage0_block0.shortcut"``), as snnjax's models are read.
+
+    Raises:
+      ValueError: naming the layer, for anything NIR cannot express (an operation between layers that
+        is not an add, a flatten or a global mean; max or padded pooling; uneven strides or padding).
     """
     example = jnp.zeros((1, *image_shape))
     if snn_variables.get("batch_stats"):
@@ -576,71 +497,113 @@ def _chain_graph(nir, ann, snn_variables, image_shape, fold_thresholds):
     if fold_thresholds:
         snn_variables = conversion.balance_weights(snn_variables, model=ann, inputs=example)
     calls = trace_structure(ann, snn_variables, example)
-    norms = {linear.path: group for linear, group, _ in linear_chain(calls)}  # refuses non-chains
     flat = traverse_util.flatten_dict(dict(snn_variables["params"]))
     params = {k: np.asarray(v, np.float32) for k, v in flat.items()}
+    bias_of = {}  # index of a Conv/Dense → its bias with its folded BatchNorms' biases added
+    for index, call in enumerate(calls):
+        if call.kind in ("conv", "dense"):
+            features = params[(*call.path, "kernel")].shape[-1]
+            bias_of[index] = params.get((*call.path, "bias"), np.zeros(features, np.float32))
+        elif call.kind == "batchnorm":  # folded: it adds its bias to the layer that feeds it
+            bias_of[call.fed_by] = bias_of[call.fed_by] + params[(*call.path, "bias")]
     nodes: dict[str, Any] = {"input": nir.Input(input_type={"input": np.array(_nir_shape(image_shape))})}
     edges: list[tuple[str, str]] = []
-    ops: list[tuple] = []
-    last, shape = "input", tuple(image_shape)  # NHWC (or feature) shape without the batch axis
+    ops: list[tuple[tuple, list[str] | None]] = []
+    node_of: dict[int | None, str] = {INPUT: "input"}  # call index → the NIR node that gives its output
+    last = "input"
+    convs = 0
 
-    def add(name, node, op):
+    def add(name, node, op, sources):
         nonlocal last
         nodes[name] = node
-        edges.append((last, name))
-        ops.append(op)
+        edges.extend((source, name) for source in sources)
+        ops.append((op, None if list(sources) == [last] else list(sources)))
         last = name
+        return name
 
-    for call in calls:
-        name = ".".join(call.path) if call.kind not in POOLS else f"pool{len(ops)}"
+    def refuse(call, why):
+        return ValueError(
+            f"{type(ann).__name__} computes something between its layers that NIR export cannot see: "
+            f"{call.name} {why} (NIR has nodes for residual adds, flattening, average pooling and a "
+            "global mean). Export refused."
+        )
+
+    for index, call in enumerate(calls):
+        sources = [node_of[s] for s in call.sources]
+        if call.kind == "batchnorm":
+            node_of[index] = node_of[call.fed_by]
+            continue
         if call.kind in POOLS:
             details = call.module
-            if call.kind == "max_pool" or details["padding"] not in ("VALID", ((0, 0), (0, 0))):
+            if call.kind != "avg_pool" or details["padding"] != "VALID" or call.ops or len(sources) != 1:
                 raise ValueError(
-                    f"a {call.kind} with padding {details['padding']!r} after {last!r}: NIR export takes "
-                    "average pooling without padding."
+                    f"a {call.kind} with padding {details['padding']!r} after {sources[0]!r}: NIR export "
+                    "takes average pooling without padding."
                 )
+            name = f"pool{convs}" if snnjax_names else f"pool{len(ops)}"
             window, strides = details["window"], details["strides"]
-            node = nir.AvgPool2d(
-                kernel_size=np.array(window), stride=np.array(strides), padding=np.array([0, 0])
+            node = _avg_pool_node(nir, window, strides)
+            node_of[index] = add(name, node, ("avgpool", name, window, strides), sources)
+            continue
+        if call.kind == "activation":
+            if set(call.ops) - {"add"} or (len(sources) > 1) != bool(call.ops):
+                raise refuse(call, f"reads {sources} through {list(call.ops)}")
+            name = ".".join(call.path)
+            node = _if_node(nir, params[(*call.path, "threshold")], _nir_shape(call.output_shape[1:]))
+            node_of[index] = add(name, node, ("if", name), sources)
+            continue
+        # A Conv/Dense: what lies between it and its source may be a flatten or a global mean.
+        kernel = params[(*call.path, "kernel")]
+        if len(sources) != 1:
+            raise refuse(call, f"reads {sources} through {list(call.ops)}")
+        source = call.sources[0]
+        source_shape = tuple(image_shape if source is INPUT else calls[source].output_shape[1:])
+        flattened = None
+        if call.ops and call.kind == "dense" and len(source_shape) == 3:
+            if call.ops[:2] == ("reduce_sum", "div") and set(call.ops[2:]) <= {"reshape"}:  # a global mean
+                name = "global_pool" if snnjax_names else f"pool{len(ops)}"
+                window = tuple(source_shape[:2])
+                node = _avg_pool_node(nir, window, window)
+                sources = [add(name, node, ("avgpool", name, window, window), sources)]
+                source_shape = (1, 1, source_shape[2])
+            elif set(call.ops) != {"reshape"}:
+                raise refuse(call, f"reads {sources[0]!r} through {list(call.ops)}")
+            name = "flatten" if snnjax_names else f"flatten{len(ops)}"
+            node = nir.Flatten(input_type={"input": np.array(_nir_shape(source_shape))}, start_dim=0)
+            sources = [add(name, node, ("flatten", name), sources)]
+            flattened, source_shape = source_shape, (int(np.prod(source_shape)),)
+        if tuple(call.input_shape[1:]) != source_shape:
+            raise ValueError(
+                f"{call.name}: its input {call.input_shape[1:]} is not what the previous layer gives "
+                f"{source_shape} through average pooling or flattening: NIR export cannot express the "
+                f"operation between them ({list(call.ops)})."
             )
-            add(name, node, ("avgpool", name, window, strides))
-            shape = tuple(call.output_shape[1:])
-        elif call.kind in ("conv", "dense"):
-            flattened = None
-            if call.kind == "dense" and len(shape) == 3 and call.input_shape[1:] == (int(np.prod(shape)),):
-                flatten = f"flatten{len(ops)}"
-                node = nir.Flatten(input_type={"input": np.array(_nir_shape(shape))}, start_dim=0)
-                add(flatten, node, ("flatten", flatten))
-                flattened, shape = shape, (int(np.prod(shape)),)
-            if tuple(call.input_shape[1:]) != shape:
-                raise ValueError(
-                    f"{call.name}: its input {call.input_shape[1:]} is not what the previous layer gives "
-                    f"{shape} through average pooling or flattening: NIR export cannot express the "
-                    "operation between them."
-                )
-            kernel = params[(*call.path, "kernel")]
-            bias = params.get((*call.path, "bias"), np.zeros(kernel.shape[-1], np.float32))
-            for norm in norms.get(call.path, []):  # folded BatchNorm: its bias joins the layer's
-                bias = bias + params[(*norm.path, "bias")]
-            if call.kind == "conv":
-                pad = _symmetric_padding(call.module, call.name)
-                stride = _stride(call.module)
-                weight, bias = kernel.transpose(3, 2, 0, 1), np.asarray(bias, np.float32)
-                node = nir.Conv2d(shape[:2], weight, stride, pad, dilation=1, groups=1, bias=bias)
-                add(name, node, ("conv", name, int(kernel.shape[-1]), tuple(kernel.shape[:2]), stride, pad))
-            else:
-                if flattened is not None:  # our flatten is H-W-C, NIR's (like PyTorch's) C-H-W
-                    h, w, c = flattened
-                    kernel = kernel.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(h * w * c, -1)
-                node = nir.Affine(weight=kernel.T.copy(), bias=np.asarray(bias, np.float32))
-                add(name, node, ("dense", name, int(kernel.shape[-1])))
-            shape = tuple(call.output_shape[1:])
-        elif call.kind == "activation":
-            add(name, _if_node(nir, params[(*call.path, "threshold")], _nir_shape(shape)), ("if", name))
-    nodes["output"] = nir.Output(output_type={"output": np.array(_nir_shape(shape))})
+        if call.ops and flattened is None:
+            raise refuse(call, f"reads {sources[0]!r} through {list(call.ops)}")
+        bias = np.asarray(bias_of[index], np.float32)
+        if call.kind == "conv":
+            in_block = snnjax_names and call.path[-1] == "conv" and len(call.path) > 1
+            name = ".".join(call.path[:-1] if in_block else call.path)
+            pad, stride = _symmetric_padding(call.module, call.name), _stride(call.module)
+            weight = kernel.transpose(3, 2, 0, 1)
+            node = nir.Conv2d(source_shape[:2], weight, stride, pad, dilation=1, groups=1, bias=bias)
+            op = ("conv", name, int(kernel.shape[-1]), tuple(kernel.shape[:2]), stride, pad)
+            convs += 1
+        else:
+            name = ".".join(call.path)
+            if flattened is not None:  # our flatten is H-W-C, NIR's (like PyTorch's) C-H-W
+                h, w, c = flattened
+                kernel = kernel.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(h * w * c, -1)
+            node = nir.Affine(weight=kernel.T.copy(), bias=bias)
+            op = ("dense", name, int(kernel.shape[-1]))
+        node_of[index] = add(name, node, op, sources)
+    nodes["output"] = nir.Output(output_type={"output": np.array(_nir_shape(calls[-1].output_shape[1:]))})
     edges.append((last, "output"))
-    return nodes, edges, {"class": "chain", "ops": json.dumps(ops)}, params, snn_variables
+    return nodes, edges, ops, params, snn_variables
+
+
+def _avg_pool_node(nir, window, strides):
+    return nir.AvgPool2d(kernel_size=np.array(window), stride=np.array(strides), padding=np.array([0, 0]))
 
 
 def _check_chain(ann, variables, graph, image_shape) -> None:
@@ -709,7 +672,14 @@ def _chain_from_graph(graph, meta):
     variables = {
         "params": traverse_util.unflatten_dict({k: np.asarray(v, np.float32) for k, v in params.items()})
     }
-    return NIRChain(ops=ops), variables
+    return NIRChain(ops=ops, sources=_chain_sources(meta)), variables
+
+
+def _chain_sources(meta) -> tuple:
+    """:attr:`NIRChain.sources` from ``metadata["snnjax"]["sources"]`` (absent for a plain chain)."""
+    if "sources" not in meta:
+        return ()
+    return tuple(None if s is None else tuple(s) for s in json.loads(_text(meta["sources"])))
 
 
 def _chain_ops(meta) -> tuple:

@@ -1,35 +1,44 @@
-"""One walk over a model's structure: the layers it calls, in call order, and which feeds which.
+"""One structure graph of a model: its layers, pooling and the operations between them, from one jaxpr.
 
-:func:`trace_structure` runs the model abstractly (``jax.eval_shape``, nothing computed) and records
-every call of a synaptic layer (``nn.Conv``, snnjax ``Conv``, ``nn.Dense``; ``nnx.Conv``,
-``nnx.Linear``), a BatchNorm (``nn.BatchNorm``, ``nnx.BatchNorm``), a snnjax activation layer (Linen
-or NNX) and a ReLU function call (:mod:`snnjax.interception`), with its module path and which earlier
-recorded call produced its input (when the input is that call's output unchanged). Linen calls are
-seen through ``flax.linen.intercept_methods``, NNX calls through
-:func:`snnjax.interception.nnx_module_paths`. Layers are recognised by their class, never by their
-name. Pooling is a function, not a module: calls of ``flax.linen.avg_pool`` / ``max_pool`` are recorded
-too (the two names are wrapped for the duration of the walk), with their window, strides and padding.
+:func:`trace_structure` traces the model once abstractly (``jax.make_jaxpr``: nothing is computed)
+and reads the result as a graph. The layers are found by their class, never by their name: every
+call of a synaptic layer (``nn.Conv``, snnjax ``Conv``, ``nn.Dense``; ``nnx.Conv``, ``nnx.Linear``), a
+BatchNorm (``nn.BatchNorm``, ``nnx.BatchNorm``), a snnjax activation layer (Linen or NNX) and a ReLU
+function call (:mod:`snnjax.interception`) is seen through interception (``flax.linen.intercept_methods``,
+:func:`snnjax.interception.nnx_module_paths`, :func:`snnjax.interception.relu_sites`), and its input and
+output are marked in the jaxpr by an identity primitive. Everything between two marks is read from
+the jaxpr itself, whatever function wrote it: residual adds, reshapes, concatenations and pooling of
+any kind (``lax.reduce_window`` sums and maxima: ``nn.avg_pool``, ``nnx.max_pool``, a hand-written
+``lax.reduce_window``). Pooling becomes a node of its own (:data:`POOLS`); every other operation is
+listed on the edge it sits on (:attr:`LayerCall.ops`). One graph serves every frontend (Linen, NNX, a
+plain function) and every consumer: BatchNorm folding, weight balancing, operation counts, NIR export.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import itertools
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 from flax import nnx
+from jax.extend import core as jax_core
+from jax.interpreters import batching
 
 from snnjax import interception, nnx as snnjax_nnx
 from snnjax.frontends import NNXModel, as_model
 from snnjax.layers import Conv
 from snnjax.simulation import CONVERTIBLE_ACTIVATIONS, apply_folded
 
-__all__ = ["POOLS", "LayerCall", "linear_chain", "trace_structure"]
+__all__ = ["INPUT", "POOLS", "LayerCall", "linear_chain", "trace_structure"]
 
-POOLS = ("avg_pool", "max_pool")  # functions of flax.linen recorded as calls of these kinds
+# Pooling nodes, by the jaxpr operation they are read from: avg_pool is a window sum divided by the
+# window's size (flax's avg_pool), sum_pool a window sum alone, max_pool a window maximum.
+POOLS = ("avg_pool", "max_pool", "sum_pool")
+INPUT = None  # LayerCall.sources entry for the model's input
 
 KINDS = {
     "conv": (nn.Conv, Conv, nnx.Conv),
@@ -38,20 +47,39 @@ KINDS = {
     "activation": (*CONVERTIBLE_ACTIVATIONS, *snnjax_nnx.ACTIVATION_LAYERS),
 }
 
+# Operations that only call a sub-jaxpr: the graph reads through them (a model's own jit, remat and
+# custom-derivative functions are transparent).
+_CALLS = ("pjit", "jit", "closed_call", "core_call", "remat2", "checkpoint", "custom_jvp_call",
+          "custom_vjp_call")  # fmt: skip
+
+# An identity that marks a recorded layer's input (role "in") and output (role "out") in the jaxpr.
+_mark_p = jax_core.Primitive("snnjax_structure_mark")
+_mark_p.def_impl(lambda x, **_: x)
+_mark_p.def_abstract_eval(lambda aval, **_: aval)
+batching.primitive_batchers[_mark_p] = lambda args, dims, **params: (_mark_p.bind(args[0], **params), dims[0])
+
 
 @dataclasses.dataclass(frozen=True)
 class LayerCall:
-    """One recorded layer call.
+    """One node of the structure graph: a layer call or a pooling operation.
 
     Attributes:
-      path: the module path, ``("block", "c1")``.
-      kind: ``"conv"``, ``"dense"``, ``"batchnorm"``, ``"activation"``, or a pooling function of
+      path: the module path, ``("block", "c1")``; for pooling ``(kind,)``.
+      kind: ``"conv"``, ``"dense"``, ``"batchnorm"``, ``"activation"``, or a pooling kind of
         :data:`POOLS`.
-      module: the bound module (its fields, e.g. a BatchNorm's ``epsilon``, can be read); for a
-        pooling call, ``{"window", "strides", "padding"}``; None for a ReLU function call.
+      module: the bound module (its fields, e.g. a BatchNorm's ``epsilon``, can be read); for
+        pooling ``{"window", "strides", "padding"}`` over the spatial axes (padding ``"VALID"``
+        or ``((low, high), ...)`` pairs); None for a ReLU function call.
       input_shape: the shape of its input (batch axis first).
       output_shape: the shape of its output.
-      fed_by: index of the recorded call whose output is this call's input unchanged, or None.
+      fed_by: index of the node whose output is this node's input unchanged, or None.
+      sources: the nodes its input is computed from (indices; :data:`INPUT` for the model's input),
+        in the order its operations read them (``y + x``: y's node first); ``(fed_by,)`` when fed
+        directly.
+      ops: the jaxpr operations between those sources and its input, in program order (e.g.
+        ``("add",)`` for a residual add, ``("reshape",)`` for a flatten, ``("reduce_sum", "div")``
+        for a global mean); empty when fed directly.
+      readers: how many operations read its output (1 when only the next layer does).
     """
 
     path: tuple[str, ...]
@@ -60,6 +88,9 @@ class LayerCall:
     input_shape: tuple[int, ...]
     output_shape: tuple[int, ...]
     fed_by: int | None
+    sources: tuple[int | None, ...] = ()
+    ops: tuple[str, ...] = ()
+    readers: int = 1
 
     @property
     def name(self) -> str:
@@ -74,8 +105,12 @@ def _kind(module: Any) -> str | None:
     return None
 
 
+def _first_input(args: tuple, kwargs: Mapping[str, Any]) -> Any:
+    return args[0] if args else next(iter(kwargs.values()), None)
+
+
 def trace_structure(model: Any, variables: Mapping[str, Any], inputs: jax.Array) -> list[LayerCall]:
-    """The layer calls of ``model`` on ``inputs``, in call order (computes nothing; see module docs).
+    """The structure graph of ``model`` on ``inputs``: its nodes in program order (see module docs).
 
     Args:
       model: an ANN: a Flax Linen module, or the frontend of an NNX module or function
@@ -85,83 +120,244 @@ def trace_structure(model: Any, variables: Mapping[str, Any], inputs: jax.Array)
       inputs: an example input ``[B, ...]`` (only its shape and dtype are used).
 
     Returns:
-      The recorded calls.
+      The layer calls and pooling operations, each with the nodes it reads and the operations on the
+      way (:class:`LayerCall`).
     """
-    calls: list[LayerCall] = []
-    outputs: list[Any] = []
+    recorded: list[tuple[tuple, str, Any, tuple, tuple]] = []  # (path, kind, module, in, out shapes)
+    active: list[Any] = []  # modules being recorded (a subclass's super().__call__ is the same call)
 
-    def record(path, kind, module, x, output):
-        fed_by = next((i for i, y in enumerate(outputs) if y is x), None)
-        calls.append(LayerCall(path, kind, module, tuple(x.shape), tuple(output.shape), fed_by))
-        outputs.append(output)
+    def mark(x, index, role):
+        return _mark_p.bind(x, index=index, role=role) if isinstance(x, jax.Array) else x
+
+    def around(path, kind, module, run, x):
+        """Runs one layer call with its input and output marked; returns its output."""
+        if kind is None or any(m is module for m in active) or not isinstance(x, jax.Array):
+            return run(x)
+        index = len(recorded)
+        recorded.append(None)
+        active.append(module)
+        try:
+            y = run(mark(x, index, "in"))
+        finally:
+            active.pop()
+        recorded[index] = (tuple(path), kind, module, tuple(x.shape), tuple(getattr(y, "shape", ())))
+        return mark(y, index, "out")
 
     def interceptor(next_fun, args, kwargs, context):
-        kind = _kind(context.module) if context.method_name == "__call__" else None
-        if kind is None:
+        module = context.module
+        kind = _kind(module) if context.method_name == "__call__" else None
+        x = _first_input(args, kwargs)
+        if kind is None or not args:
             return next_fun(*args, **kwargs)
-        output = next_fun(*args, **kwargs)
-        record(tuple(context.module.path), kind, context.module, args[0], output)
-        return output
+        return around(module.path, kind, module, lambda v: next_fun(v, *args[1:], **kwargs), x)
 
     def function_site(key, x):
-        y = jax.nn.relu(x)
-        record(key, "activation", None, x, y)
-        return y
+        return around(key, "activation", None, jax.nn.relu, x)
 
-    def observer(module, path, x, y):
-        kind = _kind(module)
-        if kind is not None:
-            record(path, kind, module, x, y)
+    def wrapper(module, path, run, x):
+        return around(path, _kind(module), module, run, x)
 
     model = as_model(model)
 
     def run(v, x):
         if isinstance(model, NNXModel):
-            return model.apply(v, x, observer=observer)
+            return model.apply(v, x, wrapper=wrapper)
         return apply_folded(model, v, x)
 
-    with (
-        nn.intercept_methods(interceptor),
-        _recording_pools(record),
-        interception.relu_sites(function_site),
-    ):
-        jax.eval_shape(run, variables, inputs)
-    outputs.clear()  # abstract values of a finished trace
-    return calls
+    with nn.intercept_methods(interceptor), interception.relu_sites(function_site):
+        closed = jax.make_jaxpr(run)(variables, inputs)
+    return _graph(closed, len(jax.tree.leaves(inputs)), recorded)
 
 
-@contextlib.contextmanager
-def _recording_pools(record):
-    """Wraps ``avg_pool``/``max_pool`` of ``flax.linen`` and ``flax.nnx`` so their calls are recorded.
+@dataclasses.dataclass(frozen=True)
+class _Op:
+    """One operation of the flattened jaxpr: inputs are value keys (ints) or ``_Literal``s."""
 
-    Restored after; process-wide while it lasts (the walk is abstract and short).
-    """
-    originals = {name: getattr(nn, name) for name in POOLS}
-    nnx_originals = {name: getattr(nnx, name) for name in POOLS}  # the same functions, NNX's names
+    name: str
+    params: Mapping[str, Any]
+    inputs: tuple[Any, ...]
+    outputs: tuple[int, ...]
 
-    def recording(name):
-        def pool(x, window_shape, strides=None, padding="VALID", **kwargs):
-            y = originals[name](x, window_shape, strides, padding, **kwargs)
-            details = {
-                "window": tuple(window_shape),
-                "strides": tuple(strides or window_shape),
-                "padding": padding,
+
+@dataclasses.dataclass(frozen=True)
+class _Literal:
+    value: Any
+
+
+def _sub_jaxpr(eqn) -> jax_core.Jaxpr | None:
+    if eqn.primitive.name not in _CALLS:
+        return None
+    for name in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
+        sub = eqn.params.get(name)
+        sub = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr's Jaxpr
+        if isinstance(sub, jax_core.Jaxpr) and len(sub.invars) == len(eqn.invars):
+            return sub
+    return None
+
+
+def _flatten(closed: jax_core.ClosedJaxpr) -> tuple[list[_Op], list[int], dict[int, tuple], list[Any]]:
+    """The jaxpr's operations with call primitives inlined: ``(ops, invar keys, shapes, outputs)``."""
+    ops: list[_Op] = []
+    shapes: dict[int, tuple] = {}
+    keys = itertools.count()
+
+    def new(var) -> int:
+        key = next(keys)
+        shapes[key] = tuple(getattr(var.aval, "shape", ()))
+        return key
+
+    def read(env, atom):
+        if isinstance(atom, jax_core.Literal):
+            return _Literal(atom.val)
+        return env.get(atom)  # None: a constant of a sub-jaxpr
+
+    def run(jaxpr, env):
+        for eqn in jaxpr.eqns:
+            inputs = tuple(read(env, v) for v in eqn.invars)
+            sub = _sub_jaxpr(eqn)
+            if sub is not None:
+                inner = dict(zip(sub.invars, inputs, strict=True))
+                run(sub, inner)
+                for outer, atom in zip(eqn.outvars, sub.outvars, strict=True):
+                    env[outer] = read(inner, atom)
+                continue
+            outputs = tuple(new(v) for v in eqn.outvars)
+            env.update(zip(eqn.outvars, outputs, strict=True))
+            ops.append(_Op(eqn.primitive.name, eqn.params, inputs, outputs))
+
+    env = {var: new(var) for var in closed.jaxpr.invars}
+    invars = [env[var] for var in closed.jaxpr.invars]
+    run(closed.jaxpr, env)
+    return ops, invars, shapes, [read(env, v) for v in closed.jaxpr.outvars]
+
+
+def _pool_details(op: _Op) -> dict[str, Any] | None:
+    """Window, strides and spatial padding of a reduce_window over the spatial axes of ``[B, ..., C]``."""
+    window, strides = op.params["window_dimensions"], op.params["window_strides"]
+    dilated = any(d != 1 for d in (*op.params["base_dilation"], *op.params["window_dilation"]))
+    if len(window) < 3 or window[0] != 1 or window[-1] != 1 or strides[0] != 1 or strides[-1] != 1 or dilated:
+        return None
+    padding = tuple(tuple(int(p) for p in pair) for pair in op.params["padding"])
+    if padding[0] != (0, 0) or padding[-1] != (0, 0):
+        return None
+    spatial = padding[1:-1]
+    return {
+        "window": tuple(window[1:-1]),
+        "strides": tuple(strides[1:-1]),
+        "padding": "VALID" if all(pair == (0, 0) for pair in spatial) else spatial,
+    }
+
+
+def _graph(closed, num_inputs: int, recorded: list) -> list[LayerCall]:
+    """The :class:`LayerCall` nodes of a traced model (see :func:`trace_structure`)."""
+    ops, invars, shapes, outputs = _flatten(closed)
+    producer = {key: i for i, op in enumerate(ops) for key in op.outputs}
+    readers: dict[int, int] = {}
+    for key in itertools.chain((k for op in ops for k in op.inputs), outputs):
+        if isinstance(key, int):
+            readers[key] = readers.get(key, 0) + 1
+    input_keys = set(invars[len(invars) - num_inputs :])
+    # node id → (position in program order, path, kind, module, input key, output key, shapes)
+    nodes: dict[Any, dict[str, Any]] = {}
+    owner: dict[int, Any] = {}  # output key → node id
+    for i, op in enumerate(ops):
+        if op.name == _mark_p.name and recorded[op.params["index"]] is not None:
+            index = op.params["index"]
+            node = nodes.setdefault(("call", index), {"record": recorded[index]})
+            if op.params["role"] == "in":
+                node["input"] = op.inputs[0]
+            else:
+                node["position"], node["output"] = i, op.outputs[0]
+                owner[op.outputs[0]] = ("call", index)
+
+    def pool_at(i: int) -> Any:
+        """The pooling node whose output operation is ``ops[i]``, registered on first sight; or None."""
+        op, found = ops[i], None
+        if op.name == "div" and isinstance(op.inputs[0], int) and isinstance(op.inputs[1], _Literal):
+            source = producer.get(op.inputs[0])
+            if source is not None and ops[source].name == "reduce_window_sum":
+                details = _pool_details(ops[source])
+                if details is not None and float(op.inputs[1].value) == math.prod(details["window"]):
+                    found = (source, "avg_pool", details)
+        elif op.name in ("reduce_window_sum", "reduce_window_max"):
+            details = _pool_details(op)
+            if details is not None:
+                found = (i, "sum_pool" if op.name == "reduce_window_sum" else "max_pool", details)
+        if found is None:
+            return None
+        window_op, kind, details = found
+        node_id = ("pool", i)
+        if node_id not in nodes:
+            source_key = ops[window_op].inputs[0]
+            nodes[node_id] = {
+                "record": ((kind,), kind, details, shapes.get(source_key, ()), shapes[op.outputs[0]]),
+                "input": source_key,
+                "position": i,
+                "output": op.outputs[0],
             }
-            record((name,), name, details, x, y)
-            return y
+            owner[op.outputs[0]] = node_id
+            pending.append(node_id)
+        return node_id
 
-        return pool
+    def walk(key) -> tuple[list[Any], list[int]]:
+        """The nodes (or the model input) ``key`` is computed from, and the operations on the way."""
+        sources, between, stack, seen = [], [], [key], set()
+        while stack:
+            key = stack.pop()
+            if not isinstance(key, int) or key in seen:
+                continue
+            seen.add(key)
+            if key in owner:
+                sources.append(owner[key])
+            elif key in input_keys:
+                sources.append(INPUT)
+            elif key in producer:  # else a parameter or constant
+                i = producer[key]
+                pool = pool_at(i)
+                if pool is not None:
+                    sources.append(pool)
+                elif ops[i].name != _mark_p.name:  # the input mark of an enclosing layer: opaque
+                    between.append(i)
+                    stack.extend(reversed(ops[i].inputs))
+        return sources, sorted(between)
 
-    try:
-        for name in POOLS:
-            setattr(nn, name, recording(name))
-            setattr(nnx, name, recording(name))
-        yield
-    finally:
-        for name, fn in originals.items():
-            setattr(nn, name, fn)
-        for name, fn in nnx_originals.items():
-            setattr(nnx, name, fn)
+    seen = {index for kind, index in nodes if kind == "call" and "output" in nodes[kind, index]}
+    hidden = [r[0] for i, r in enumerate(recorded) if r is not None and i not in seen]
+    if hidden:
+        raise ValueError(
+            f"the structure graph cannot see layer {interception.site_name(hidden[0])!r}: it is called "
+            "inside an operation whose body the graph does not read (lax.cond, lax.while_loop, a "
+            "custom call, ...). Call the model's layers directly, outside such operations."
+        )
+    pending = list(nodes)
+    for key in outputs:  # pooling after the last layer is a node too
+        walk(key)
+    edges: dict[Any, tuple[list[Any], list[int]]] = {}
+    while pending:
+        node_id = pending.pop()
+        edges[node_id] = walk(nodes[node_id].get("input"))
+    order = sorted(edges, key=lambda node_id: nodes[node_id]["position"])
+    index_of = {node_id: i for i, node_id in enumerate(order)}
+    calls = []
+    for node_id in order:
+        node = nodes[node_id]
+        sources, between = edges[node_id]
+        direct = node.get("input") in owner
+        path, kind, module, input_shape, output_shape = node["record"]
+        calls.append(
+            LayerCall(
+                path=path,
+                kind=kind,
+                module=module,
+                input_shape=input_shape,
+                output_shape=output_shape,
+                fed_by=index_of[owner[node["input"]]] if direct else None,
+                sources=tuple(INPUT if s is INPUT else index_of[s] for s in sources),
+                ops=tuple(ops[i].name for i in between),
+                readers=readers.get(node["output"], 0),
+            )
+        )
+    return calls
 
 
 def linear_chain(calls: list[LayerCall]) -> list[tuple[LayerCall, list[LayerCall], LayerCall | None]]:

@@ -692,3 +692,56 @@ def test_an_nnx_model_with_unhashable_static_attributes_converts():
         snn, snnjax.ann_to_snn_variables(model), images, 2
     )
     assert logits.shape == (2, 2, 3)
+
+
+# --- One structure graph for every frontend. ---
+
+# (kind, sources, ops between them) of each node; INPUT (None) is the model's input.
+GRAPHS = {
+    "chain": [
+        ("conv", (None,), ()),
+        ("batchnorm", (0,), ()),
+        ("activation", (1,), ()),
+        ("avg_pool", (2,), ()),
+        ("dense", (3,), ("reshape",)),
+    ],
+    "residual": [
+        ("conv", (None,), ()),
+        ("activation", (0,), ()),
+        ("conv", (1,), ()),
+        ("activation", (2,), ()),
+        ("conv", (3,), ()),
+        ("activation", (1, 4), ("add",)),  # the residual add: two sources
+        ("dense", (5,), ("reduce_sum", "div")),  # the global mean
+    ],
+}
+
+
+@pytest.mark.parametrize("case", ["chain", "residual"])
+@pytest.mark.parametrize("frontend", ["linen", "nnx_layers", "nnx_functions"])
+def test_every_frontend_gives_the_same_structure_graph(frontend, case):
+    from snnjax.frontends import as_model, as_variables
+    from snnjax.structure import trace_structure
+
+    model, variables, images = build(frontend, case)
+    calls = trace_structure(as_model(model), as_variables(model, variables), images)
+    assert [(c.kind, c.sources, c.ops) for c in calls] == GRAPHS[case]
+    direct = [s[0] if not ops and s != (None,) else None for _, s, ops in GRAPHS[case]]
+    assert [c.fed_by for c in calls] == direct
+
+
+def test_a_plain_function_graph_shows_its_adds_and_pooling():
+    from snnjax.frontends import as_model
+    from snnjax.structure import trace_structure
+
+    _, variables, images = build("function", "chain")
+    calls = trace_structure(as_model(function_chain), variables, images)
+    assert [(c.name, c.kind, c.sources) for c in calls] == [
+        ("relu_0", "activation", (None,)),
+        ("avg_pool", "avg_pool", (0,)),
+    ]
+    assert "conv_general_dilated" in calls[0].ops and calls[1].module["window"] == (2, 2)
+    _, variables, images = build("function", "residual")
+    calls = trace_structure(as_model(function_residual), variables, images)
+    assert [c.sources for c in calls] == [(None,), (0,), (0, 1)]
+    assert "add" in calls[2].ops and "conv_general_dilated" in calls[2].ops

@@ -2,7 +2,9 @@
 
 import functools
 import re
+from collections.abc import Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +18,25 @@ nir = pytest.importorskip("nir")
 
 IMAGE_SHAPE = (8, 8, 3)
 NoHidden = functools.partial(snnjax.ConvNet, layers=(4, "P", 6), hidden=())  # test-only: head after flatten
-BUILDS = {"cnn": snnjax.TinyCNN, "resnet": tiny_resnet, "no_hidden": NoHidden}
+
+
+class UserResidual(nn.Module):
+    """A user's residual network (not a snnjax model): exported from its structure graph, the add as
+    fan-in, the global mean as a whole-map AvgPool2d and a Flatten."""
+
+    num_classes: int
+    activation: Callable[..., nn.Module]
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = self.activation(name="stem_act")(nn.Conv(4, (3, 3), name="stem")(x))
+        y = nn.BatchNorm(use_running_average=True, name="bn")(nn.Conv(4, (3, 3), name="c1")(x))
+        y = nn.Conv(4, (3, 3), name="c2")(self.activation(name="inner")(y))
+        x = self.activation(name="out")(y + x)
+        return nn.Dense(self.num_classes, name="head")(jnp.mean(x, axis=(1, 2)))
+
+
+BUILDS = {"cnn": snnjax.TinyCNN, "resnet": tiny_resnet, "no_hidden": NoHidden, "user_residual": UserResidual}
 
 
 def converted(build, per_channel=False, seed=0):
@@ -31,7 +51,8 @@ def converted(build, per_channel=False, seed=0):
         ),
         variables,
     )
-    snn_variables = conversion.ann_to_snn_variables(variables, fold_bn=True)
+    example = jnp.zeros((1, *IMAGE_SHAPE))  # BatchNorm is folded by the structure graph
+    snn_variables = conversion.ann_to_snn_variables(variables, fold_bn=True, model=ann, inputs=example)
     return conversion.spiking_model(ann, fold_bn=True, v0=0.5, per_channel=per_channel), snn_variables
 
 
