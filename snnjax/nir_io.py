@@ -29,12 +29,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import traverse_util
+from flax import nnx, traverse_util
 
 from snnjax import conversion, models
 from snnjax.activations import qcfs
+from snnjax.frontends import NNX, FunctionModel, NNXModel, as_model, model_name
 from snnjax.layers import Conv, ThresholdActivation
-from snnjax.simulation import inference_kwargs, swapping_interceptor
+from snnjax.simulation import linear_apply
 from snnjax.structure import INPUT, POOLS, trace_structure
 
 if TYPE_CHECKING:  # nir is an optional dependency, imported where it is used
@@ -93,7 +94,8 @@ def to_nir(
 
     Args:
       snn_model: a layer-mode SNN from :func:`snnjax.spiking_model` (or its ANN: only the
-        architecture is read) with ``avg`` pooling.
+        architecture is read) with ``avg`` pooling: a Linen model (snnjax activation layers or ReLU
+        function calls) or an NNX model.
       snn_variables: SNN variables from :func:`snnjax.ann_to_snn_variables` (BatchNorm is folded here
         if it is not yet).
       image_shape: ``(H, W, C)`` of the input.
@@ -108,12 +110,16 @@ def to_nir(
     Raises:
       ValueError: unless ``lossy``; for an unsupported model or pooling.
     """
-    ann = snn_model.ann if hasattr(snn_model, "ann") else snn_model
-    if not isinstance(ann, nn.Module) or "params" not in snn_variables or snn_variables.get("sites"):
+    ann = as_model(snn_model.ann if isinstance(snn_model, conversion.SpikingNetwork) else snn_model)
+    if isinstance(ann, FunctionModel):
         raise ValueError(
-            "NIR export reads Linen models whose activations are snnjax layers; this one is an NNX or "
-            "function model or has ReLU function sites. Write the model in Linen with snnjax layers to "
-            "export it (NNX and function-site export is not implemented yet)."
+            f"NIR export reads a model's Conv/Dense layers; {ann.name} is a plain function, whose "
+            "arithmetic has no layers to export. Write it as a Linen or NNX model to export it."
+        )
+    if fold_thresholds and isinstance(ann, NNXModel):
+        raise ValueError(
+            "fold_thresholds rescales a Linen variable tree (balance_weights); export the NNX model "
+            "with its thresholds (fold_thresholds=False)."
         )
     if not lossy:
         raise ValueError(
@@ -492,13 +498,19 @@ def _export_graph(nir, ann, snn_variables, image_shape, fold_thresholds, *, snnj
         is not an add, a flatten or a global mean; max or padded pooling; uneven strides or padding).
     """
     example = jnp.zeros((1, *image_shape))
-    if snn_variables.get("batch_stats"):
+    nnx_model = isinstance(ann, NNXModel)
+    calls = trace_structure(ann, snn_variables, example)
+    # An NNX BatchNorm keeps its variables when folded, and folding it again changes nothing (exact).
+    if snn_variables.get("batch_stats") or (nnx_model and any(c.kind == "batchnorm" for c in calls)):
         snn_variables = conversion.fold_batchnorm(snn_variables, model=ann, inputs=example)
     if fold_thresholds:
         snn_variables = conversion.balance_weights(snn_variables, model=ann, inputs=example)
-    calls = trace_structure(ann, snn_variables, example)
-    flat = traverse_util.flatten_dict(dict(snn_variables["params"]))
-    params = {k: np.asarray(v, np.float32) for k, v in flat.items()}
+    tree = nnx.to_pure_dict(snn_variables[NNX]) if nnx_model else snn_variables["params"]
+    params = {k: np.asarray(v, np.float32) for k, v in traverse_util.flatten_dict(dict(tree)).items()}
+    # θ of every activation site, wherever it is stored (a layer's variable, "sites", an NNX layer).
+    thresholds = conversion.spiking_model(ann).thresholds(snn_variables, example[None])
+    params.update({(*c.path, "threshold"): np.asarray(thresholds[c.name], np.float32)
+                   for c in calls if c.kind == "activation"})  # fmt: skip
     bias_of = {}  # index of a Conv/Dense → its bias with its folded BatchNorms' biases added
     for index, call in enumerate(calls):
         if call.kind in ("conv", "dense"):
@@ -523,7 +535,7 @@ def _export_graph(nir, ann, snn_variables, image_shape, fold_thresholds, *, snnj
 
     def refuse(call, why):
         return ValueError(
-            f"{type(ann).__name__} computes something between its layers that NIR export cannot see: "
+            f"{model_name(ann)} computes something between its layers that NIR export cannot see: "
             f"{call.name} {why} (NIR has nodes for residual adds, flattening, average pooling and a "
             "global mean). Export refused."
         )
@@ -548,7 +560,7 @@ def _export_graph(nir, ann, snn_variables, image_shape, fold_thresholds, *, snnj
         if call.kind == "activation":
             if set(call.ops) - {"add"} or (len(sources) > 1) != bool(call.ops):
                 raise refuse(call, f"reads {sources} through {list(call.ops)}")
-            name = ".".join(call.path)
+            name = _node_name(call.path)
             node = _if_node(nir, params[(*call.path, "threshold")], _nir_shape(call.output_shape[1:]))
             node_of[index] = add(name, node, ("if", name), sources)
             continue
@@ -583,14 +595,14 @@ def _export_graph(nir, ann, snn_variables, image_shape, fold_thresholds, *, snnj
         bias = np.asarray(bias_of[index], np.float32)
         if call.kind == "conv":
             in_block = snnjax_names and call.path[-1] == "conv" and len(call.path) > 1
-            name = ".".join(call.path[:-1] if in_block else call.path)
-            pad, stride = _symmetric_padding(call.module, call.name), _stride(call.module)
+            name = _node_name(call.path[:-1] if in_block else call.path)
+            pad, stride = _symmetric_padding(call.module, call.name), _stride(call.module, call.name)
             weight = kernel.transpose(3, 2, 0, 1)
             node = nir.Conv2d(source_shape[:2], weight, stride, pad, dilation=1, groups=1, bias=bias)
             op = ("conv", name, int(kernel.shape[-1]), tuple(kernel.shape[:2]), stride, pad)
             convs += 1
         else:
-            name = ".".join(call.path)
+            name = _node_name(call.path)
             if flattened is not None:  # our flatten is H-W-C, NIR's (like PyTorch's) C-H-W
                 h, w, c = flattened
                 kernel = kernel.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(h * w * c, -1)
@@ -602,6 +614,11 @@ def _export_graph(nir, ann, snn_variables, image_shape, fold_thresholds, *, snnj
     return nodes, edges, ops, params, snn_variables
 
 
+def _node_name(path) -> str:
+    """A module path as a NIR node name: ``("block", "c1")`` → ``"block.c1"`` (NNX list entries too)."""
+    return ".".join(str(part) for part in path)
+
+
 def _avg_pool_node(nir, window, strides):
     return nir.AvgPool2d(kernel_size=np.array(window), stride=np.array(strides), padding=np.array([0, 0]))
 
@@ -609,31 +626,31 @@ def _avg_pool_node(nir, window, strides):
 def _check_chain(ann, variables, graph, image_shape) -> None:
     """Refuses an export whose graph does not compute what the model computes between its layers.
 
-    The walk sees layers, pooling and flattening; an operation it cannot see that keeps shapes (a
-    scaling, an add, ...) would silently change the network. Both are run with every activation as
-    the identity (so no spike can flip) on a random input, and must agree.
+    The structure graph names every operation between layers, and the export refuses those NIR has
+    no node for; this is a second guard (e.g. a global mean written as a sum divided by another
+    number). Both are run with every activation as the identity (so no spike can flip) on a random
+    input, and must agree.
     """
     chain, chain_variables = _chain_from_graph(graph, graph.metadata["snnjax"])
     x = jax.random.normal(jax.random.key(0), (2, *image_shape))
-    with nn.intercept_methods(swapping_interceptor(lambda module, y: y)):
-        want = ann.apply(variables, x, **inference_kwargs(ann))
-        got = chain.apply(chain_variables, x)
+    want = linear_apply(ann, variables, x)
+    got = linear_apply(chain, chain_variables, x)
     scale = float(jnp.max(jnp.abs(want))) or 1.0
     close = want.shape == got.shape and np.allclose(
         np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4 * scale
     )
     if not close:
         raise ValueError(
-            f"{type(ann).__name__} computes something between its layers that NIR export cannot see (a "
+            f"{model_name(ann)} computes something between its layers that NIR export cannot see (a "
             "scaling, an add, ...): the exported graph would be another network. Export refused."
         )
 
 
-def _stride(module) -> int:
+def _stride(module, name: str) -> int:
     strides = getattr(module, "strides", 1) or 1
     strides = tuple(strides) if isinstance(strides, tuple | list) else (strides, strides)
     if len(set(strides)) != 1:
-        raise ValueError(f"{'/'.join(module.path)}: strides {strides} differ per axis; NIR export needs one.")
+        raise ValueError(f"{name}: strides {strides} differ per axis; NIR export needs one.")
     return int(strides[0])
 
 

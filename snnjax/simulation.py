@@ -216,6 +216,16 @@ def _call_intercepted(ann, variables, x, args, kwargs, spike) -> Any:
         return ann.apply(variables, x, *args, **kwargs)
 
 
+def linear_apply(model: Any, variables: Variables, inputs: jax.Array) -> Any:
+    """The ANN (any frontend) on ``inputs`` ``[B, ...]`` with every activation site the identity.
+
+    What its layers and the operations between them compute, with no threshold or spike that a
+    rounding difference could flip: exports compare it with the network they wrote.
+    """
+    model = as_model(model)
+    return _call_intercepted(model, variables, inputs, (), inference_kwargs(model), lambda *site: site[2])
+
+
 def _unfold_time(fn: Callable[[jax.Array], jax.Array], num_steps: int) -> Callable[[jax.Array], jax.Array]:
     """``fn`` over time-major ``[T, B, ...]`` applied to a time-folded ``[T·B, ...]`` array."""
 

@@ -501,16 +501,44 @@ def _without_jit(p, x):
     return jax.nn.relu(jax.nn.relu(x @ p["w1"]) @ p["w2"]) @ p["w3"]
 
 
-def test_balancing_and_nir_export_refuse_nnx_models_clearly():
+def test_balancing_refuses_nnx_models_clearly():
     model, _, images = build("nnx_layers", "chain")
     snn_variables = snnjax.ann_to_snn_variables(model, fold_bn=True, inputs=images)
     with pytest.raises(ValueError, match="balance_weights reads Linen variables"):
         snnjax.balance_weights(snn_variables, model=model, inputs=images)
+
+
+@pytest.mark.parametrize("case", ["chain", "residual"])
+@pytest.mark.parametrize("frontend", ["linen", "nnx_layers", "nnx_functions"])
+def test_nir_export_of_every_frontend_reads_back_as_the_same_snn(tmp_path, frontend, case):
+    nir = pytest.importorskip("nir")
+    from snnjax import interop
+
+    model, variables, images = build(frontend, case)
+    snn, snn_variables = snnjax.spiking_model(model), snn_variables_of(frontend, case, model, variables)
+    graph = interop.to_nir(snn, snn_variables, SHAPE[case], v0=V0, lossy=True)
+    # The graph: BatchNorm folded into the conv, the residual add as two edges into one IF node.
+    kinds = sorted(type(node).__name__ for node in graph.nodes.values())
+    assert "BatchNorm" not in kinds and kinds.count("IF") == len(SITES[(frontend, case)])
+    if case == "residual":
+        assert max(sum(1 for _, b in graph.edges if b == name) for name in graph.nodes) == 2
+    nir.write(tmp_path / "snn.nir", graph)
+    read_snn, read_variables, v0 = interop.from_nir(tmp_path / "snn.nir")
+    assert v0 == V0
+    np.testing.assert_array_equal(  # dyadic weights: every sum is exact, so the spikes are the same
+        snnjax.spiking_apply(read_snn, read_variables, images, 6),
+        snnjax.spiking_apply(snn, snn_variables, images, 6),
+    )
+
+
+def test_a_function_model_is_refused_by_nir_export():
     pytest.importorskip("nir")
     from snnjax import interop
 
-    with pytest.raises(ValueError, match="NIR export reads Linen models"):
-        interop.to_nir(snnjax.spiking_model(model), snn_variables, (8, 8, 1), v0=V0, lossy=True)
+    _, variables, _ = build("function", "chain")
+    snn_variables = snnjax.ann_to_snn_variables(set_sites(variables, SITES[("function", "chain")]))
+    with pytest.raises(ValueError, match="function_chain is a plain function"):
+        interop.to_nir(snnjax.spiking_model(function_chain), snn_variables, (8, 8, 1), v0=V0, lossy=True)
 
 
 @pytest.mark.parametrize("case", ["chain", "residual"])
