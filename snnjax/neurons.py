@@ -36,6 +36,7 @@ __all__ = [
     "if_step",
     "initial_membrane",
     "integrate_then_fire",
+    "multi_spike_if_neuron",
     "signed_if_neuron",
 ]
 
@@ -228,7 +229,54 @@ def signed_if_neuron(z: jax.Array, threshold: jax.Array | float, v0: float = 0.5
     return outputs
 
 
+def multi_spike_if_neuron(
+    z: jax.Array, threshold: jax.Array | float, v0: float = 0.0, *, min_membrane: float = -1.0
+) -> jax.Array:
+    """IF neuron with multi-spike output and a membrane floor: what sinabs runs for a NIR ``IF`` node.
+
+    Per step: ``m = v + z[t]``; ``n = trunc(m/θ)`` spikes if ``m > 0``, else none (so ``n ≥ 1`` iff
+    ``m/θ ≥ 1``: an inclusive threshold, and several spikes in one step when ``m ≥ 2θ``); ``v = m −
+    n·θ``; then the floor ``v = relu(v − f) + f`` with ``f = min_membrane·θ``; the output is ``n·θ``.
+    Starts at ``v(0) = v0·θ``. Reconstructed from sinabs 3.1.3 (SynSense, the Speck/Xylo toolchain):
+    ``sinabs.nir`` maps a NIR ``IF`` node to ``IAFSqueeze(spike_threshold=θ, min_v_mem=−θ)``, whose
+    step (``layers/functional/lif.py``) integrates, fires ``MultiSpike`` (``(v > 0)·trunc(v/θ)``),
+    resets by ``MembraneSubtract`` (``v − n·θ``) and floors the membrane as written above; its
+    membranes start at 0. The same expressions are used here, in the same order, so that float32
+    results agree bit for bit. sinabs's spikes are counts (value 1); NIR export for sinabs folds θ
+    into the weights that read them (:func:`snnjax.interop.to_nir` with ``target="sinabs"``).
+
+    With ``v0 = 0`` the neuron fires ``floor`` of the accumulated input over θ, not its rounding: the
+    QCFS shift that matches it is ``φ = 0``.
+
+    Args:
+      z: input currents ``[T, ...]``.
+      threshold: θ > 0, broadcasting against ``z.shape[1:]`` from the right.
+      v0: initial membrane as a fraction of θ (sinabs: 0).
+      min_membrane: the membrane floor as a fraction of θ (sinabs: −1).
+
+    Returns:
+      ``[T, ...]`` outputs ``n·θ`` (``n ≥ 0`` spikes per step).
+    """
+    z = _time_major(z, "multi_spike_if_neuron")
+    theta = jnp.broadcast_to(jnp.asarray(threshold, z.dtype), z.shape[1:])
+    floor = jnp.asarray(min_membrane, z.dtype) * theta
+
+    def step(membrane, z_t):
+        potential = membrane + z_t
+        count = (potential > 0) * jnp.trunc(potential / theta)
+        membrane = potential - count * theta
+        return jnp.maximum(membrane - floor, 0) + floor, count * theta  # sinabs: relu(v − f) + f
+
+    _, outputs = jax.lax.scan(step, initial_membrane(z.shape[1:], theta, v0, z.dtype), z)
+    return outputs
+
+
 # Neuron models selectable as ``config.snn_neuron``; windowed ones give a result only at the end of a
 # window (no per-step readout: each window length T is a separate simulation).
-NEURONS = {"if": if_neuron, "integrate_then_fire": integrate_then_fire, "signed_if": signed_if_neuron}
+NEURONS = {
+    "if": if_neuron,
+    "integrate_then_fire": integrate_then_fire,
+    "signed_if": signed_if_neuron,
+    "multi_spike_if": multi_spike_if_neuron,
+}
 WINDOWED_NEURONS = ("integrate_then_fire",)

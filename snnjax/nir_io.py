@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import inspect
 import json
 import os
 from collections.abc import Mapping
@@ -59,6 +60,21 @@ SEMANTICS = {
     "input_encoding": "analog input at every step",
     "readout": "mean of the last layer's output over t",
 }
+# What a reader runs for a graph written with target="sinabs" (sinabs 3.1.3's NIR import, the
+# Speck/Xylo toolchain): snnjax's neuron "multi_spike_if" with v0 = 0 (snnjax.neurons).
+SINABS_SEMANTICS = {
+    "target": "sinabs",
+    "threshold_comparison": "n = trunc(v/θ) spikes when v > 0 (inclusive: n ≥ 1 iff v/θ ≥ 1)",
+    "reset": "subtract n·θ",
+    "membrane_floor": "-θ (v = relu(v + θ) − θ after the reset)",
+    "initial_membrane": "0",
+    "spike_value": "1 (a count; each layer reading an IF node has θ folded into its weights)",
+    "pooling": "SumPool2d (average pooling's 1/k² folded into the weights after it)",
+    "input_encoding": "analog input at every step",
+    "readout": "mean of the last layer's output over t",
+    "snnjax_neuron": "multi_spike_if, v0 = 0",
+}
+TARGETS = ("snnjax", "sinabs")
 
 
 def _import_nir():
@@ -89,8 +105,17 @@ def to_nir(
     v0: float,
     fold_thresholds: bool = False,
     lossy: bool = False,
+    target: str = "snnjax",
 ) -> nir.NIRGraph:
     """Writes a converted SNN as a ``nir.NIRGraph``.
+
+    Two targets: ``"snnjax"`` writes the network as snnjax runs it (``AvgPool2d``, IF nodes with θ,
+    our semantics in the metadata), which :func:`from_nir` reads back exactly but no NIR reader runs
+    the same; ``"sinabs"`` writes what sinabs (and readers with its semantics) run exactly as snnjax
+    runs the SNN with ``neuron="multi_spike_if"`` and ``v0=0`` (see :data:`SINABS_SEMANTICS`):
+    ``SumPool2d`` with average pooling's 1/k² folded into the next layer's weights, θ of each IF node
+    folded into the weights of the layers that read its spikes (a 1×1 ``Conv2d`` scaling node where an
+    IF node feeds another directly, e.g. an identity shortcut).
 
     Args:
       snn_model: a layer-mode SNN from :func:`snnjax.spiking_model` (or its ANN: only the
@@ -102,7 +127,9 @@ def to_nir(
       v0: the SNN's initial membrane fraction (recorded in the metadata).
       fold_thresholds: rescale weights so every θ is 1 (:func:`snnjax.conversion.balance_weights`;
         plain chains only) instead of keeping θ per layer.
-      lossy: export although NIR's IF semantics differ from ours (see the module docstring).
+      lossy: export although the target's semantics differ from the SNN's (always for
+        ``"snnjax"``; for ``"sinabs"`` unless the SNN runs ``neuron="multi_spike_if"`` with ``v0=0``).
+      target: ``"snnjax"`` or ``"sinabs"`` (recorded in ``metadata["snnjax"]["target"]``).
 
     Returns:
       The graph, type-checked by NIR.
@@ -121,11 +148,24 @@ def to_nir(
             "fold_thresholds rescales a Linen variable tree (balance_weights); export the NNX model "
             "with its thresholds (fold_thresholds=False)."
         )
-    if not lossy:
+    if target not in TARGETS:
+        raise ValueError(f"target={target!r} is unknown; allowed: {', '.join(TARGETS)}.")
+    if target == "sinabs":
+        runs = (getattr(snn_model, "neuron", None), float(v0))
+        if runs != ("multi_spike_if", 0.0) and not lossy:
+            raise ValueError(
+                f"sinabs runs an IF with multi-spike output from v(0) = 0 (snnjax's neuron "
+                f"'multi_spike_if', v0=0); this SNN runs neuron {runs[0]!r} with v0={v0}, so sinabs "
+                "would compute other numbers. Build the SNN with spiking_model(ann, "
+                "neuron='multi_spike_if', v0=0.0) (a QCFS ANN with shift φ = 0 converts to it), or "
+                "pass lossy=True to export anyway."
+            )
+    elif not lossy:
         raise ValueError(
             "NIR's IF neuron fires on v > θ and resets to v_reset, while this SNN fires on v ≥ θ, resets by "
             f"subtraction and starts at v0·θ = {v0}·θ; a NIR backend would run a different network. Pass "
-            "lossy=True to export anyway (our semantics are then recorded in graph.metadata['snnjax'])."
+            "lossy=True to export anyway (our semantics are then recorded in graph.metadata['snnjax']), "
+            "or target='sinabs' for a graph sinabs runs exactly as snnjax's 'multi_spike_if' neuron."
         )
     nir = _import_nir()
     description = _describe(ann)
@@ -135,6 +175,10 @@ def to_nir(
         nir, ann, snn_variables, image_shape, fold_thresholds, snnjax_names=description is not None
     )
     num_classes = int(nodes["output"].output_type["output"][-1])
+    if target == "sinabs":
+        nodes, edges = _for_sinabs(nir, nodes, edges)
+        description = {**(description or {"class": "chain"}), **SINABS_SEMANTICS}
+        return _graph(nir, nodes, edges, description, params, v0, fold_thresholds, image_shape, num_classes)
     if description is None:  # any other model: its ops (and fan-in) let from_nir rebuild it
         description = {"class": "chain", "ops": json.dumps([op for op, _ in ops])}
         if any(sources is not None for _, sources in ops):
@@ -145,11 +189,131 @@ def to_nir(
     return graph
 
 
+def _for_sinabs(nir, nodes: dict[str, Any], edges: list[tuple[str, str]]):
+    """The graph rewritten for sinabs's semantics (spike counts, ``SumPool2d``); see :func:`to_nir`.
+
+    Each node's output is tracked as ``gain · written value = snnjax's value``, an array of the
+    output's NIR shape (``C, H, W`` or ``F``): 1 for synaptic layers, θ for IF nodes (spikes are
+    counts), the input's gain / k² for a ``SumPool2d``, flattened for a ``Flatten``. A layer reading a
+    node folds that node's gain into its weights (per input channel: a gain must be constant over
+    a channel's positions, which it is for θ per layer or per channel).
+
+    An IF node that sums spikes of gain g (an identity shortcut) with the outputs of layers only it
+    reads runs in units of g: those layers' weights and biases are divided by g and its threshold
+    becomes θ/g, so its input needs no node in between. That is the same neuron up to float rounding
+    (``trunc(v/θ)`` is computed as ``trunc((v/g)/(θ/g))``; bit for bit when g is a power of two), and
+    it is what sinabs 3.1.3 can run: its graph executor (nirtorch 2.0.2, the newest that allows
+    ``nir<=1.0.4``) orders nodes by a depth-first walk from the input, so an add whose two branches
+    both hold nodes would read one of them from the previous step. Elsewhere (an IF or the output
+    reading inputs of different gains) a 1×1 ``Conv2d`` (or diagonal ``Affine``) scaling node is
+    written between.
+    """
+    sources = {name: [a for a, b in edges if b == name] for name in nodes}
+    gains: dict[str, np.ndarray] = {}
+    new_nodes: dict[str, Any] = {}
+    new_edges: list[tuple[str, str]] = []
+
+    def per_channel(name) -> np.ndarray:
+        gain = gains[name]
+        if gain.ndim == 3:
+            if not np.all(gain == gain[:, :1, :1]):
+                raise ValueError(f"NIR export for sinabs: {name!r} has a gain that varies within a channel.")
+            return gain[:, 0, 0]
+        return gain
+
+    def unit_input(name, target) -> str:
+        """``name``, or a scaling node between it and ``target`` that makes its gain 1."""
+        gain = gains[name]
+        if np.all(gain == 1):
+            return name
+        scale = per_channel(name).astype(np.float32)
+        scaler = f"{name}.scale.{target}"
+        if gain.ndim == 3:
+            weight = (np.eye(len(scale), dtype=np.float32) * scale)[:, :, None, None]
+            new_nodes[scaler] = nir.Conv2d(
+                gain.shape[1:], weight, 1, 0, dilation=1, groups=1, bias=np.zeros(len(scale), np.float32)
+            )
+        else:
+            new_nodes[scaler] = nir.Affine(weight=np.diag(scale), bias=np.zeros(len(scale), np.float32))
+        new_edges.append((name, scaler))
+        gains[scaler] = np.ones_like(gain)
+        return scaler
+
+    def common_gain(reads) -> np.ndarray | None:
+        """The one non-unit per-channel gain among an IF's inputs ``reads``, or None.
+
+        None also where another input is not a Conv2d/Affine read by this IF only (it could not
+        take that gain too).
+        """
+        scaled = {tuple(per_channel(r)) for r in reads if not np.all(gains[r] == 1)}
+        movable = all(
+            type(new_nodes[r]).__name__ in ("Conv2d", "Affine") and sum(a == r for a, _ in edges) == 1
+            for r in reads
+            if np.all(gains[r] == 1)
+        )
+        return np.asarray(scaled.pop(), np.float32) if len(scaled) == 1 and movable else None
+
+    def rescale(name, gain) -> None:
+        """Divides a Conv2d/Affine node's outputs by ``gain`` (per output channel)."""
+        node = new_nodes[name]
+        weight = np.asarray(node.weight, np.float32)
+        weight = weight / gain.reshape(-1, *(1,) * (weight.ndim - 1))
+        new_nodes[name] = dataclasses.replace(
+            node, weight=weight, bias=np.asarray(node.bias, np.float32) / gain
+        )
+        gains[name] = np.broadcast_to(gain.reshape(-1, *(1,) * (gains[name].ndim - 1)), gains[name].shape)
+
+    for name, node in nodes.items():
+        kind = type(node).__name__
+        reads = sources[name]
+        if kind == "Input":
+            gains[name] = np.ones(np.ravel(node.input_type["input"]).astype(int), np.float32)
+        elif kind in ("Conv2d", "Affine"):
+            (source,) = reads
+            gain = per_channel(source).astype(np.float32)
+            weight = np.asarray(node.weight, np.float32)
+            if kind == "Conv2d":
+                node = dataclasses.replace(node, weight=weight * gain[None, :, None, None])
+                gains[name] = np.ones(node.output_type["output"], np.float32)
+            else:
+                node = dataclasses.replace(node, weight=weight * gain[None, :])
+                gains[name] = np.ones(weight.shape[0], np.float32)
+        elif kind == "AvgPool2d":
+            (source,) = reads
+            window, stride = np.asarray(node.kernel_size), np.asarray(node.stride)
+            gain = per_channel(source)
+            out = [len(gain), *((np.asarray(gains[source].shape[1:]) - window) // stride + 1)]
+            gains[name] = np.broadcast_to(gain[:, None, None] / np.prod(window), out).astype(np.float32)
+            node = nir.SumPool2d(kernel_size=window, stride=stride, padding=np.array([0, 0]))
+        elif kind == "Flatten":
+            (source,) = reads
+            gains[name] = np.broadcast_to(per_channel(source)[:, None, None], gains[source].shape).reshape(-1)
+        elif kind == "IF":
+            theta = np.asarray(node.v_threshold, np.float32)
+            shared = common_gain(reads)
+            if shared is not None:  # e.g. an identity shortcut: the neuron works in units of its gain
+                for source in reads:
+                    if np.all(gains[source] == 1):
+                        rescale(source, shared)
+                node = dataclasses.replace(
+                    node, v_threshold=theta / shared.reshape(-1, *(1,) * (theta.ndim - 1))
+                )
+            else:
+                reads = [unit_input(source, name) for source in reads]
+            gains[name] = theta
+        elif kind == "Output":
+            reads = [unit_input(source, name) for source in reads]
+        new_nodes[name] = node
+        new_edges.extend((source, name) for source in reads)
+    return new_nodes, new_edges
+
+
 def _graph(nir, nodes, edges, description, params, v0, fold_thresholds, image_shape, num_classes):
-    """The type-checked graph with our semantics and the architecture in ``metadata["snnjax"]``."""
+    """The type-checked graph with its semantics and the architecture in ``metadata["snnjax"]``."""
+    semantics = {} if description.get("target") == "sinabs" else {**SEMANTICS, "target": "snnjax"}
     metadata = {
         "snnjax": {
-            **SEMANTICS,
+            **semantics,
             "v0": float(v0),
             "thresholds_folded": bool(fold_thresholds),
             "per_channel": _per_channel(params),
@@ -211,6 +375,12 @@ def from_nir(graph: nir.NIRGraph | str | os.PathLike) -> tuple[nn.Module, dict[s
     if not meta:
         raise ValueError(f"{where}This NIR graph was not written by snnjax.to_nir (no metadata['snnjax']).")
     meta = {key: _text(value) if isinstance(value, bytes | str) else value for key, value in meta.items()}
+    if meta.get("target", "snnjax") != "snnjax":
+        raise ValueError(
+            f"{where}This graph was written for {meta['target']} (to_nir(target={meta['target']!r}): spike "
+            "counts, θ folded into the weights); run it with that reader (e.g. sinabs.from_nir). "
+            "from_nir reads graphs written with target='snnjax'."
+        )
     _check_graph(graph, meta, where)
     if meta["class"] == "chain":
         ann, variables = _chain_from_graph(graph, meta)
@@ -255,7 +425,9 @@ def _read(path: str) -> nir.NIRGraph:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} does not exist (to_nir's graph is written with nir.write).")
     try:
-        return nir.read(path, type_check=False)
+        if "type_check" in inspect.signature(nir.read).parameters:  # nir >= 1.0.5 infers types on read
+            return nir.read(path, type_check=False)
+        return nir.read(path)
     except Exception as error:  # h5py and NIR raise many types for a damaged or foreign file
         raise ValueError(f"{path} is not a readable NIR file ({type(error).__name__}: {error}).") from None
 
@@ -405,7 +577,8 @@ def _check_if(node, name: str, per_channel: bool, where: str) -> None:
         raise _refusal(
             where, f"node {name!r} (IF): r is not 1 everywhere; snnjax's IF integrates its input unscaled"
         )
-    if node.v_reset is not None and not np.all(np.asarray(node.v_reset) == 0):
+    v_reset = getattr(node, "v_reset", None)  # a field of NIR's IF since nir 1.0.5
+    if v_reset is not None and not np.all(np.asarray(v_reset) == 0):
         raise _refusal(
             where,
             f"node {name!r} (IF): v_reset is not 0; snnjax resets by subtracting θ "
