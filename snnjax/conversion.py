@@ -7,6 +7,7 @@ activation layers intercepted (:func:`spiking_model`, :func:`spiking_apply`, re-
 
 from __future__ import annotations
 
+import collections
 import functools
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -34,6 +35,7 @@ from snnjax.simulation import (
     SpikingNetwork,
     cumulative_mean_logits,
     inference_kwargs as _inference_kwargs,
+    linear_apply,
     spiking_apply,
     spiking_apply_sequence,
     spiking_model,
@@ -83,7 +85,8 @@ def fold_batchnorm(
     Which layer feeds which: with ``model`` and ``inputs``, the structure graph
     (:func:`snnjax.structure.trace_structure`) finds every Conv/Dense whose output goes straight into
     a BatchNorm, whatever the names; a layer whose output is also read elsewhere (e.g. by a residual
-    add) is refused (the graph counts every reader, so what is folded is exact by construction). Without
+    add) or that is called more than once is refused, and the folded ANN is checked against the
+    unfolded one with every activation the identity, on a random input of ``inputs``' shape. Without
     ``model`` (an older form, kept for variables of snnjax's own models), ``ConvBN`` blocks are
     found by their children's names ``conv`` and ``bn``; snnjax's conversion run passes ``model``.
 
@@ -98,8 +101,8 @@ def fold_batchnorm(
 
     Raises:
       ValueError: if a BatchNorm cannot be folded (named: it does not directly follow a Conv/Dense,
-        that layer's output is also read elsewhere, or its statistics are left over), or if no
-        BatchNorm was found to fold.
+        that layer's output is also read elsewhere, a layer is called twice, or statistics are left
+        over), if no BatchNorm was found to fold, or if folding changed the ANN's outputs.
     """
     if model is not None:
         return _fold_by_structure(variables, model, inputs)
@@ -232,9 +235,41 @@ def _fold_by_structure(variables: Variables, model: Any, inputs: jax.Array | Non
         )
     if not pairs:
         raise ValueError(f"fold_bn was requested but {model_name(model)} has no Conv/Dense → BatchNorm pair.")
+    calls_of = collections.Counter(call.path for call in calls)
+    twice = [interception.site_name(p) for pair in pairs for p in pair[:2] if calls_of[p] > 1]
+    if twice:
+        raise ValueError(
+            f"cannot fold BatchNorm: {twice[:5]} is called more than once, so folding its weights would "
+            "change its other calls too; keep fold_bn=False."
+        )
     if isinstance(model, NNXModel):
-        return _fold_pairs_nnx(variables, pairs)
-    return _fold_pairs(variables, _flat(variables["params"]), _flat(variables.get("batch_stats", {})), pairs)
+        folded = _fold_pairs_nnx(variables, pairs)
+    else:
+        stats = _flat(variables.get("batch_stats", {}))
+        folded = _fold_pairs(variables, _flat(variables["params"]), stats, pairs)
+        left = sorted({interception.site_name(k[:-1]) for k in _flat(folded.get("batch_stats", {}))})
+        if left:
+            raise ValueError(
+                f"cannot fold BatchNorm {left[:5]}: the model's call did not use it after a Conv/Dense "
+                "(its statistics would be left over); keep fold_bn=False."
+            )
+    # The graph proves the data flow; a layer that computes more than x·W + b (a subclass that scales
+    # its output, tied weights) is caught here, with every activation the identity (no threshold to
+    # flip) on a random input of the example's shape.
+    x = jax.random.normal(jax.random.key(0), jnp.shape(inputs), jnp.float32)
+    for want, have in zip(
+        jax.tree.leaves(linear_apply(model, variables, x)),
+        jax.tree.leaves(linear_apply(model, folded, x)),
+        strict=True,
+    ):
+        scale = float(jnp.max(jnp.abs(want))) or 1.0
+        if not np.allclose(np.asarray(have), np.asarray(want), rtol=1e-4, atol=1e-4 * scale):
+            raise ValueError(
+                f"folding BatchNorm {[interception.site_name(bn) for _, bn, _ in pairs][:5]} changed the "
+                "ANN's outputs: a folded layer computes more than x·W + b (e.g. a subclass that rescales "
+                "its output) or its weights are also used elsewhere; keep fold_bn=False."
+            )
+    return folded
 
 
 def ann_to_snn_variables(

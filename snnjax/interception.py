@@ -166,9 +166,12 @@ def _wrapped_call(original):
         try:
             # The path also names the module's operations in jaxprs and profiles (Linen does this).
             with jax.named_scope(site_name(path) or type(self).__name__):
-                if wrapper is None or not args:
+                if wrapper is None or not (args or kwargs):
                     return original(self, *args, **kwargs)
-                return wrapper(self, path, lambda x: original(self, x, *args[1:], **kwargs), args[0])
+                if args:
+                    return wrapper(self, path, lambda x: original(self, x, *args[1:], **kwargs), args[0])
+                name = next(iter(kwargs))  # the input given as a keyword
+                return wrapper(self, path, lambda x: original(self, **{**kwargs, name: x}), kwargs[name])
         finally:
             _state.nnx_stack.pop()
 
@@ -207,7 +210,8 @@ def nnx_module_paths(
       model: an NNX module (the model being called).
       layer_handler: ``(layer, path, x) -> y`` for snnjax NNX activation layers, or None.
       wrapper: ``(module, path, run, x) -> y`` around every module call: ``x`` is the call's first
-        argument and ``run(x)`` makes the call (its other arguments unchanged); or None.
+        argument (positional, else keyword) and ``run(x)`` makes the call (its other arguments
+        unchanged); or None.
 
     Yields:
       Nothing.

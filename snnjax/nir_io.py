@@ -698,8 +698,22 @@ def _export_graph(nir, ann, snn_variables, image_shape, fold_thresholds, *, snnj
     last = "input"
     convs = 0
 
+    counts = collections.Counter(c.path for c in calls if c.kind not in POOLS)
+    repeated = sorted({c.name for c in calls if counts[c.path] > 1})
+    if repeated:
+        raise ValueError(
+            f"{repeated[0]!r} is called more than once: NIR export writes one node per layer (its weights "
+            "and its neurons), so a module used twice cannot be written. Give each call its own module."
+        )
+
     def add(name, node, op, sources):
         nonlocal last
+        if name in nodes or name == "output":
+            raise ValueError(
+                f"NIR export: two nodes would be named {name!r} (a module's name clashes with a node "
+                "the export writes: input, output, poolN, flattenN, global_pool, flatten); rename the "
+                "module."
+            )
         nodes[name] = node
         edges.extend((source, name) for source in sources)
         ops.append((op, None if list(sources) == [last] else list(sources)))
@@ -721,8 +735,9 @@ def _export_graph(nir, ann, snn_variables, image_shape, fold_thresholds, *, snnj
         if call.kind in POOLS:
             details = call.module
             if call.kind != "avg_pool" or details["padding"] != "VALID" or call.ops or len(sources) != 1:
+                after = repr(sources[0]) if sources else "a constant"
                 raise ValueError(
-                    f"a {call.kind} with padding {details['padding']!r} after {sources[0]!r}: NIR export "
+                    f"a {call.kind} with padding {details['padding']!r} after {after}: NIR export "
                     "takes average pooling without padding."
                 )
             name = f"pool{convs}" if snnjax_names else f"pool{len(ops)}"

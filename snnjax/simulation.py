@@ -147,11 +147,12 @@ def swapping_interceptor(spike: Callable[[nn.Module, jax.Array], jax.Array] | No
 
     def interceptor(next_fun, args, kwargs, context):
         module = context.module
-        if context.method_name == "__call__":
+        if context.method_name == "__call__" and (args or kwargs):
+            x = args[0] if args else next(iter(kwargs.values()))  # the input, positional or keyword
             if spike is not None and isinstance(module, CONVERTIBLE_ACTIVATIONS):
-                return spike(module, args[0])
+                return spike(module, x)
             if _folded_batchnorm(module):
-                return _folded_bias(module, args[0])
+                return _folded_bias(module, x)
         return next_fun(*args, **kwargs)
 
     return interceptor

@@ -105,8 +105,15 @@ def _kind(module: Any) -> str | None:
     return None
 
 
-def _first_input(args: tuple, kwargs: Mapping[str, Any]) -> Any:
-    return args[0] if args else next(iter(kwargs.values()), None)
+def _with_first_input(call, args: tuple, kwargs: Mapping[str, Any]) -> tuple[Any, Any]:
+    """``(run, x)``: a call's first input ``x`` and ``run(v)``, the call with ``v`` in its place.
+
+    The first input is the first positional argument, else the first keyword argument.
+    """
+    if args:
+        return (lambda v: call(v, *args[1:], **kwargs)), args[0]
+    name = next(iter(kwargs))
+    return (lambda v: call(**{**kwargs, name: v})), kwargs[name]
 
 
 def trace_structure(model: Any, variables: Mapping[str, Any], inputs: jax.Array) -> list[LayerCall]:
@@ -146,10 +153,9 @@ def trace_structure(model: Any, variables: Mapping[str, Any], inputs: jax.Array)
     def interceptor(next_fun, args, kwargs, context):
         module = context.module
         kind = _kind(module) if context.method_name == "__call__" else None
-        x = _first_input(args, kwargs)
-        if kind is None or not args:
+        if kind is None or not (args or kwargs):
             return next_fun(*args, **kwargs)
-        return around(module.path, kind, module, lambda v: next_fun(v, *args[1:], **kwargs), x)
+        return around(module.path, kind, module, *_with_first_input(next_fun, args, kwargs))
 
     def function_site(key, x):
         return around(key, "activation", None, jax.nn.relu, x)
@@ -252,8 +258,16 @@ def _graph(closed, num_inputs: int, recorded: list) -> list[LayerCall]:
     """The :class:`LayerCall` nodes of a traced model (see :func:`trace_structure`)."""
     ops, invars, shapes, outputs = _flatten(closed)
     producer = {key: i for i, op in enumerate(ops) for key in op.outputs}
+    # Readers are counted over the operations whose results reach the model's outputs: a value
+    # computed and dropped (e.g. a statistic sown into a collection the call does not keep) is no reader.
+    live = {key for key in outputs if isinstance(key, int)}
+    live_ops = []
+    for op in reversed(ops):
+        if any(key in live for key in op.outputs):
+            live_ops.append(op)
+            live.update(key for key in op.inputs if isinstance(key, int))
     readers: dict[int, int] = {}
-    for key in itertools.chain((k for op in ops for k in op.inputs), outputs):
+    for key in itertools.chain((k for op in live_ops for k in op.inputs), outputs):
         if isinstance(key, int):
             readers[key] = readers.get(key, 0) + 1
     input_keys = set(invars[len(invars) - num_inputs :])
@@ -326,8 +340,9 @@ def _graph(closed, num_inputs: int, recorded: list) -> list[LayerCall]:
     if hidden:
         raise ValueError(
             f"the structure graph cannot see layer {interception.site_name(hidden[0])!r}: it is called "
-            "inside an operation whose body the graph does not read (lax.cond, lax.while_loop, a "
-            "custom call, ...). Call the model's layers directly, outside such operations."
+            "inside an operation whose body the graph does not read (lax.cond, lax.while_loop, an "
+            "nn.scan or nnx.scan over layers, a custom call, ...), or its output is not an array. Call "
+            "the model's layers directly, outside such operations."
         )
     pending = list(nodes)
     for key in outputs:  # pooling after the last layer is a node too

@@ -119,3 +119,103 @@ def test_snnjax_models_fold_through_the_graph_exactly_as_by_their_block_names(bu
     by_name = snnjax.fold_batchnorm(variables)
     assert jax.tree.structure(by_graph) == jax.tree.structure(by_name)
     jax.tree.map(np.testing.assert_array_equal, by_graph, by_name)
+
+
+class ConvTwice(nn.Module):
+    """One conv called twice, a BatchNorm after its first call only."""
+
+    @nn.compact
+    def __call__(self, x):
+        conv = nn.Conv(1, (3, 3), name="shared")
+        y = snnjax.ThresholdActivation(fn=QCFS4.keywords["fn"])(
+            nn.BatchNorm(use_running_average=True)(conv(x))
+        )
+        return conv(y)
+
+
+class Rescaling(nn.Dense):
+    """A Dense that computes more than x·W + b: folding its BatchNorm into W, b would be wrong."""
+
+    def __call__(self, x):
+        return super().__call__(x) * 2.0 + 1.0
+
+
+class RescalingThenNorm(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.BatchNorm(use_running_average=True, name="norm")(Rescaling(3, name="dense")(x))
+
+
+class SownAndKeyword(nn.Module):
+    """A statistic of the conv output sown (and dropped by the call), and a BatchNorm given its input
+    as a keyword: neither stops the fold."""
+
+    @nn.compact
+    def __call__(self, x):
+        y = nn.Conv(2, (3, 3), name="conv")(x)
+        self.sow("intermediates", "rms", jnp.sqrt(jnp.mean(y**2)))
+        y = nn.BatchNorm(use_running_average=True, name="norm")(x=y)
+        return snnjax.ThresholdActivation(fn=QCFS4.keywords["fn"])(y)
+
+
+def randomized(model, x):
+    from helpers import randomize_variables
+
+    return randomize_variables(model.init(jax.random.key(0), x), seed=3)
+
+
+def test_folding_refuses_a_layer_called_twice_or_computing_more_than_its_weights():
+    x = jnp.zeros((1, 4, 4, 1))
+    with pytest.raises(ValueError, match=r"\['shared'\] is called more than once"):
+        snnjax.fold_batchnorm(randomized(ConvTwice(), x), model=ConvTwice(), inputs=x)
+    x = jnp.zeros((1, 4))
+    with pytest.raises(ValueError, match=r"folding BatchNorm \['norm'\] changed the ANN's outputs"):
+        snnjax.fold_batchnorm(randomized(RescalingThenNorm(), x), model=RescalingThenNorm(), inputs=x)
+
+
+def test_a_dropped_statistic_is_no_reader_and_a_keyword_input_is_a_node():
+    model, x = SownAndKeyword(), jnp.zeros((1, 4, 4, 1))
+    variables = randomized(model, x)
+    calls = trace_structure(model, variables, x)
+    assert [(c.name, c.fed_by, c.readers) for c in calls] == [
+        ("conv", None, 1),
+        ("norm", 0, 1),
+        ("ThresholdActivation_0", 1, 1),
+    ]
+    folded = snnjax.fold_batchnorm(variables, model=model, inputs=x)
+    images = jax.random.uniform(jax.random.key(1), (2, 4, 4, 1))
+    np.testing.assert_allclose(
+        snnjax.simulation.apply_folded(model, folded, images), model.apply(variables, images), atol=1e-5
+    )
+
+
+class NamedLikeAPool(nn.Module):
+    """A conv named ``pool2``, after a pooling the export also names ``pool2``."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = snnjax.ThresholdActivation(fn=QCFS4.keywords["fn"])(nn.Conv(2, (3, 3))(x))
+        x = snnjax.ThresholdActivation(fn=QCFS4.keywords["fn"])(
+            nn.Conv(2, (3, 3), name="pool2")(nn.avg_pool(x, (2, 2), (2, 2)))
+        )
+        return nn.Dense(2, name="output")(x.reshape((x.shape[0], -1)))
+
+
+class DenseTwice(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        dense = nn.Dense(3, name="shared")
+        return dense(snnjax.ThresholdActivation(fn=QCFS4.keywords["fn"])(dense(x)))
+
+
+def test_nir_export_refuses_clashing_node_names_and_layers_called_twice():
+    pytest.importorskip("nir")
+    from snnjax import interop
+
+    for model, shape, message in [
+        (NamedLikeAPool(), (4, 4, 1), "two nodes would be named 'pool2'"),
+        (DenseTwice(), (3,), "'shared' is called more than once"),
+    ]:
+        variables = snnjax.ann_to_snn_variables(model.init(jax.random.key(0), jnp.zeros((1, *shape))))
+        with pytest.raises(ValueError, match=message):
+            interop.to_nir(snnjax.spiking_model(model), variables, shape, v0=0.5, lossy=True)
