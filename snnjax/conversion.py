@@ -256,7 +256,12 @@ def _fold_by_structure(variables: Variables, model: Any, inputs: jax.Array | Non
     # The graph proves the data flow; a layer that computes more than x·W + b (a subclass that scales
     # its output, tied weights) is caught here, with every activation the identity (no threshold to
     # flip) on a random input of the example's shape.
-    x = jax.random.normal(jax.random.key(0), jnp.shape(inputs), jnp.float32)
+    floating = jnp.issubdtype(jnp.result_type(inputs), jnp.floating)
+    x = (
+        jax.random.normal(jax.random.key(0), jnp.shape(inputs), jnp.result_type(inputs))
+        if floating
+        else inputs
+    )
     for want, have in zip(
         jax.tree.leaves(linear_apply(model, variables, x)),
         jax.tree.leaves(linear_apply(model, folded, x)),

@@ -30,6 +30,7 @@ from snnjax import (
     low_latency,
     methods,
     metrics_writer,
+    neurobench as neurobench_lib,
     parallel,
     reports,
     summaries,
@@ -416,6 +417,14 @@ def _convert_and_evaluate(
     costs = reports.linear_layer_costs(ann_model, ann_variables, dataset.image_shape)
     energy = reports.energy_report(costs, spikes, config.energy_pj_per_mac, config.energy_pj_per_ac)
     print(summaries.format_layer_table(layer_report, energy))
+    # The same plain SNN, images and T, counted as NeuroBench counts (snnjax.neurobench).
+    neurobench = neurobench_lib.neurobench_metrics(
+        snn_model("layer", plain=True),
+        snn_variables,
+        itertools.islice(dataset.test_batches(report_batch), -(-config.report_examples // report_batch)),
+        layer_report["firing_steps"],
+    )
+    print(summaries.format_neurobench(neurobench))
     method_energy = None
     if post is not None:
         firing_steps = layer_report["firing_steps"]
@@ -476,6 +485,9 @@ def _convert_and_evaluate(
         "latency_steps": {t: latency[int(t)] for t in by_step(snn)},
         "layers": layer_report,
         "energy": energy,
+        # NeuroBench's metrics under its names (Footprint, ConnectionSparsity, ActivationSparsity,
+        # SynapticOperations: Effective_MACs, Effective_ACs, Dense) for the plain SNN above.
+        "neurobench": neurobench,
         # The post-conversion method's own spikes and energy (pre-run steps included); None without one.
         "method_energy": method_energy,
         # What produced these numbers.

@@ -79,7 +79,8 @@ class LayerCall:
       ops: the jaxpr operations between those sources and its input, in program order (e.g.
         ``("add",)`` for a residual add, ``("reshape",)`` for a flatten, ``("reduce_sum", "div")``
         for a global mean); empty when fed directly.
-      readers: how many operations read its output (1 when only the next layer does).
+      readers: how many operations read its output, counting those whose results reach the model's
+        outputs (a value computed and dropped is no reader); 1 when only the next layer does.
     """
 
     path: tuple[str, ...]

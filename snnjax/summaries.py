@@ -201,6 +201,17 @@ def energy_comparison(snn_energy_uj: float, ann_energy_uj: float) -> str:
     )
 
 
+def format_neurobench(metrics: Mapping) -> str:
+    """One line of NeuroBench's metrics (:func:`snnjax.neurobench.neurobench_metrics`) by its names."""
+    ops = metrics["SynapticOperations"]
+    return (
+        f"NeuroBench ({metrics['num_samples']} test images, T={metrics['num_steps']}, per sample): "
+        f"Effective_MACs {ops['Effective_MACs']:.4g}, Effective_ACs {ops['Effective_ACs']:.4g}, "
+        f"Dense {ops['Dense']:.4g}, ActivationSparsity {metrics['ActivationSparsity']:.4f}, "
+        f"ConnectionSparsity {metrics['ConnectionSparsity']:.4f}, Footprint {metrics['Footprint']} bytes"
+    )
+
+
 def format_layer_table(layer_report: dict, energy: dict) -> str:
     """Per-layer error at each reported t, firing statistics, and the operation/energy totals."""
     lines = []

@@ -114,3 +114,28 @@ def test_same_recipe_runs_snnjax_and_names_what_the_reference_side_lacks(tmp_pat
     # A finished run is read back, not trained or converted again.
     monkeypatch.setattr(same_recipe.evaluation, "convert_and_evaluate", lambda *a: pytest.fail("converted"))
     assert same_recipe.main(argv) == rows
+
+
+def test_nir_readers_compares_snnjax_with_sinabs_on_a_trained_network(tmp_path, capsys):
+    from benchmarks import nir_readers
+
+    argv = [
+        "--config=configs/ci_tiny.py",
+        f"--workdir={tmp_path / 'run'}",
+        "--steps=4",
+        "--batch=180",
+        f"--results_dir={tmp_path}",
+        "--name=t",
+    ]
+    rows = nir_readers.main(argv)
+    out = capsys.readouterr().out
+    runs = {row["run"]: row["accuracy"] for row in rows if "run" in row}
+    assert set(runs) >= {"if", "multi_spike_if"} and list(runs["if"]) == [1, 2, 4]
+    if "sinabs" in runs:  # the sinabs extra is installed (CI installs it)
+        # The same network: a spike flipped by float rounding at a threshold may move an image or two.
+        for t, accuracy in runs["sinabs"].items():
+            assert abs(accuracy - runs["multi_spike_if"][t]) * 360 <= 2
+        assert rows[-1]["max_abs_logit_difference"] < 10
+    else:
+        assert "sinabs is not installed" in out
+    assert json.loads((tmp_path / "nir_readers_t.json").read_text())[-1]["test_images"] == 360

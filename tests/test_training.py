@@ -128,6 +128,10 @@ def test_end_to_end_train_convert_writes_valid_report(tmp_path, method, snn_mode
     assert re.search(r"SNN T=8: 3/6 batches, 192 images, [\d.]+ img/s, ETA \d+ s", out)
     assert re.search(r"SNN T=8: 6 batches, 360 images in [\d.]+ s \([\d.]+ img/s\)", out)
     assert re.search(r"The SNN's estimated energy is (HIGHER than|lower than|about equal to) the ANN's", out)
+    # NeuroBench's metrics under its names: the first layer's analog input makes MACs, spikes ACs.
+    ops = written["neurobench"]["SynapticOperations"]
+    assert ops["Dense"] >= ops["Effective_MACs"] + ops["Effective_ACs"] and ops["Effective_MACs"] > 0
+    assert 0.0 < written["neurobench"]["ActivationSparsity"] < 1.0 and "NeuroBench (" in out
     # TensorBoard holds the accuracy-vs-t curve of this conversion.
     (run,) = (tmp_path / "tensorboard").glob("snn_*")
     curves = read_tensorboard_scalars(run)

@@ -1,0 +1,164 @@
+r"""A trained SNN through a real NIR reader: snnjax's simulation against sinabs on a whole test set.
+
+Trains (or resumes) a config's ANN with QCFS shift φ = 0, converts it, and runs the test set three
+ways: snnjax's IF neuron (v(0) = φθ = 0, one spike per step), snnjax's ``multi_spike_if`` neuron
+(sinabs's semantics, v(0) = 0), and sinabs 3.1.3 running the graph ``to_nir(target="sinabs")`` wrote.
+Prints the accuracy at each t of the three, the largest per-step logit difference between sinabs and
+snnjax's ``multi_spike_if`` and how many predictions differ; writes
+``benchmarks/results/nir_readers_<name>.json``::
+
+    python -m benchmarks.nir_readers --config=configs/quickstart.py --workdir=runs/nir_quickstart
+    python -m benchmarks.nir_readers --config=configs/mnist_cnn_qcfs.py --workdir=runs/nir_mnist \
+        --set=data_dir=../shared/data/mnist --name=mnist
+
+Needs the sinabs extra (``pip install 'snnjax[sinabs]'`` beside the CPU PyTorch wheel); without it
+the two snnjax columns are still measured and the command says what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import time
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import snnjax
+from benchmarks import RESULTS, write_rows
+from benchmarks.same_recipe import parse_overrides
+from snnjax import conversion, data as data_lib, interop, training
+
+STEPS = (1, 2, 4, 8, 16, 32)
+
+
+def cumulative_accuracy(per_step: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Top-1 accuracy at every t of the mean of ``per_step [T, N, classes]`` over steps 1..t."""
+    means = np.cumsum(per_step, axis=0) / np.arange(1, per_step.shape[0] + 1)[:, None, None]
+    return np.mean(np.argmax(means, axis=-1) == labels[None], axis=1)
+
+
+def run_sinabs(graph, images: np.ndarray, num_steps: int, batch: int) -> np.ndarray | None:
+    """Per-step outputs ``[T, N, classes]`` of sinabs running ``graph``; None without sinabs."""
+    if importlib.util.find_spec("sinabs") is None or importlib.util.find_spec("torch") is None:
+        print("sinabs is not installed (pip install 'snnjax[sinabs]' beside the CPU PyTorch wheel): skipped.")
+        return None
+    import sinabs  # noqa: PLC0415 (optional)
+    import torch  # noqa: PLC0415
+
+    logging.getLogger().setLevel(logging.ERROR)
+    outputs = []
+    for start in range(0, len(images), batch):
+        chunk = images[start : start + batch]
+        with warnings.catch_warnings():  # sinabs calls nirtorch.load, which nirtorch deprecates
+            warnings.simplefilter("ignore", DeprecationWarning)
+            model = sinabs.from_nir(graph, batch_size=len(chunk))
+        x = torch.tensor(chunk.transpose(0, 3, 1, 2))
+        x = x[:, None].repeat(1, num_steps, *(1,) * (x.ndim - 1)).reshape(-1, *x.shape[1:])
+        with torch.no_grad():
+            y = model(x)
+        y = y[0] if isinstance(y, tuple) else y
+        outputs.append(y.reshape(len(chunk), num_steps, -1).transpose(0, 1).numpy())
+    return np.concatenate(outputs, axis=1)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Runs the comparison (see the module docstring); returns the rows written."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="configs/quickstart.py")
+    parser.add_argument("--workdir", default="runs/nir_quickstart")
+    parser.add_argument("--set", action="append", default=[], help="config overrides field=value")
+    parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--name", default="quickstart")
+    parser.add_argument("--results_dir", default=RESULTS)
+    args = parser.parse_args(argv)
+    spec = importlib.util.spec_from_file_location("benchmark_config", args.config)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    config.qcfs_shift = 0.0  # the QCFS shift that matches v(0) = 0
+    for field, value in parse_overrides(args.set).items():
+        setattr(config, field, value)
+    start = time.perf_counter()
+    state = training.train_and_evaluate(config, args.workdir)
+    dataset = data_lib.load_dataset(config.dataset, config.data_dir, seed=config.seed)
+    ann = training.build_ann(config, dataset.num_classes)
+    variables = {"params": state.params, **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
+    example = jnp.zeros((1, *dataset.image_shape))
+    snn_variables = conversion.ann_to_snn_variables(
+        variables,
+        threshold_parameterization=config.threshold_parameterization,
+        fold_bn=True,
+        model=ann,
+        inputs=example,
+    )
+    images, labels = np.asarray(dataset.test_images), np.asarray(dataset.test_labels)
+    rows = []
+    per_step = {}
+    for neuron in ("if", "multi_spike_if"):
+        snn = snnjax.spiking_model(ann, neuron=neuron, v0=0.0, fold_bn=True)
+        outputs = [
+            np.asarray(
+                snnjax.spiking_apply(snn, snn_variables, jnp.asarray(images[i : i + args.batch]), args.steps)
+            )
+            for i in range(0, len(images), args.batch)
+        ]
+        per_step[neuron] = np.concatenate(outputs, axis=1)
+    ms_snn = snnjax.spiking_model(ann, neuron="multi_spike_if", v0=0.0, fold_bn=True)
+    graph = interop.to_nir(ms_snn, snn_variables, dataset.image_shape, v0=0.0, target="sinabs")
+    sinabs_out = run_sinabs(graph, images, args.steps, args.batch)
+    if sinabs_out is not None:
+        per_step["sinabs"] = sinabs_out
+    ann_logits = ann.apply(variables, jnp.asarray(images), train=False)
+    ann_accuracy = float(np.mean(np.argmax(np.asarray(ann_logits), -1) == labels))
+    steps = [t for t in STEPS if t <= args.steps]
+    print(
+        f"{config.dataset} {config.model}, QCFS L={config.levels} φ=0, {len(images)} test images, "
+        f"ANN {100 * ann_accuracy:.2f} %"
+    )
+    print(f"{'run':>16} " + " ".join(f"{'T=' + str(t):>7}" for t in steps))
+    for run, outputs in per_step.items():
+        accuracy = cumulative_accuracy(outputs, labels)
+        print(f"{run:>16} " + " ".join(f"{100 * accuracy[t - 1]:7.2f}" for t in steps))
+        rows.append({"run": run, "accuracy": {t: float(accuracy[t - 1]) for t in steps}})
+    comparison = {}
+    if "sinabs" in per_step:
+        diff = np.abs(per_step["sinabs"] - per_step["multi_spike_if"])
+        means = {k: np.cumsum(v, 0) for k, v in per_step.items()}
+        differing = int(np.sum(np.argmax(means["sinabs"], -1) != np.argmax(means["multi_spike_if"], -1)))
+        touched = np.any(diff > 1e-5, axis=-1)  # [T, N]: a step's logits moved by more than rounding
+        comparison = {
+            "max_abs_logit_difference": float(diff.max()),
+            "images_with_a_difference": int(np.sum(np.any(touched, axis=0))),
+            "steps_with_a_difference": int(np.sum(touched)),
+            "differing_predictions_all_t": differing,
+        }
+        print(
+            f"sinabs vs multi_spike_if: max |Δ logit| per step {diff.max():.3g}; "
+            f"{comparison['images_with_a_difference']} of {len(images)} images have a step whose logits "
+            f"differ by > 1e-5 ({comparison['steps_with_a_difference']} image-steps: spikes flipped by "
+            f"float rounding at the threshold); {differing} predictions differ over all t"
+        )
+    rows.append(
+        {
+            "config": args.config,
+            "overrides": args.set,
+            "dataset": config.dataset,
+            "test_images": len(images),
+            "ann_accuracy": ann_accuracy,
+            "steps": args.steps,
+            **comparison,
+            "devices": str(jax.devices()[0].device_kind),
+            "seconds": time.perf_counter() - start,
+        }
+    )
+    write_rows(rows, args.results_dir, f"nir_readers_{args.name}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
