@@ -4,7 +4,15 @@ The code lives in modules named for what they hold: :mod:`snnjax.torch_checkpoin
 reader and the reference repositories' layouts) and :mod:`snnjax.nir_io` (NIR export and import).
 """
 
-from snnjax.nir_io import from_nir, to_nir
+from snnjax.nir_io import from_nir, target_difference, to_nir
 from snnjax.torch_checkpoints import LAYOUTS, TorchLayout, from_torch_state_dict, read_torch_checkpoint
 
-__all__ = ["LAYOUTS", "TorchLayout", "from_nir", "from_torch_state_dict", "read_torch_checkpoint", "to_nir"]
+__all__ = [
+    "LAYOUTS",
+    "TorchLayout",
+    "from_nir",
+    "from_torch_state_dict",
+    "read_torch_checkpoint",
+    "target_difference",
+    "to_nir",
+]

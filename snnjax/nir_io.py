@@ -42,7 +42,7 @@ from snnjax.structure import INPUT, POOLS, trace_structure
 if TYPE_CHECKING:  # nir is an optional dependency, imported where it is used
     import nir
 
-__all__ = ["NIRChain", "from_nir", "to_nir"]
+__all__ = ["NIRChain", "from_nir", "target_difference", "to_nir"]
 
 # The node types to_nir writes, and so the only ones from_nir runs.
 RUNNABLE = ("Input", "Conv2d", "IF", "AvgPool2d", "Flatten", "Affine", "Output")
@@ -158,7 +158,8 @@ def to_nir(
                 f"'multi_spike_if', v0=0); this SNN runs neuron {runs[0]!r} with v0={v0}, so sinabs "
                 "would compute other numbers. Build the SNN with spiking_model(ann, "
                 "neuron='multi_spike_if', v0=0.0) (a QCFS ANN with shift φ = 0 converts to it), or "
-                "pass lossy=True to export anyway."
+                "pass lossy=True to export anyway; snnjax.interop.target_difference measures what that "
+                "costs on your images."
             )
     elif not lossy:
         raise ValueError(
@@ -187,6 +188,56 @@ def to_nir(
     if description["class"] == "chain":
         _check_chain(ann, exported, graph, image_shape)
     return graph
+
+
+def target_difference(
+    snn_model: conversion.SpikingNetwork,
+    snn_variables: Mapping[str, Any],
+    images: jax.Array,
+    num_steps: int,
+    *,
+    labels: jax.Array | None = None,
+    target: str = "sinabs",
+) -> dict[str, Any]:
+    """What exporting for ``target`` costs, measured on the user's images: the SNN against its semantics.
+
+    For ``target="sinabs"`` the target runs the same network with snnjax's ``multi_spike_if`` neuron
+    from ``v0=0`` (what sinabs runs for the graph ``to_nir(target="sinabs")`` writes, up to float
+    rounding at thresholds: see ``benchmarks/results/README.md``).
+
+    Args:
+      snn_model: the SNN as the user runs it (any neuron and v0, layer mode).
+      snn_variables: its variables.
+      images: ``[B, ...]`` static images (e.g. a batch of test images).
+      num_steps: T.
+      labels: ``[B]`` class labels, to also report both accuracies at every t.
+      target: ``"sinabs"``.
+
+    Returns:
+      ``{"target", "max_abs_difference"`` (largest per-step output difference), ``"agreement"`` (per t,
+      the fraction of images whose prediction from the mean output over steps 1..t is the same),
+      and with labels ``"accuracy": {"snn": [...], "target": [...]}``; lists indexed by t − 1.
+    """
+    if target != "sinabs":
+        raise ValueError(f"target={target!r}: target_difference knows 'sinabs' only.")
+    target_model = snn_model.clone(neuron="multi_spike_if", v0=0.0, neuron_options=(), surrogate=None)
+    own = np.asarray(conversion.spiking_apply(snn_model, snn_variables, images, num_steps))
+    theirs = np.asarray(conversion.spiking_apply(target_model, snn_variables, images, num_steps))
+    steps = np.arange(1, num_steps + 1).reshape(-1, *(1,) * (own.ndim - 1))
+    own_pred = np.argmax(np.cumsum(own, axis=0) / steps, axis=-1)
+    their_pred = np.argmax(np.cumsum(theirs, axis=0) / steps, axis=-1)
+    result = {
+        "target": target,
+        "max_abs_difference": float(np.max(np.abs(own - theirs))),
+        "agreement": np.mean(own_pred == their_pred, axis=1).tolist(),
+    }
+    if labels is not None:
+        labels = np.asarray(labels)[None]
+        result["accuracy"] = {
+            "snn": np.mean(own_pred == labels, axis=1).tolist(),
+            "target": np.mean(their_pred == labels, axis=1).tolist(),
+        }
+    return result
 
 
 def _for_sinabs(nir, nodes: dict[str, Any], edges: list[tuple[str, str]]):

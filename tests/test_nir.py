@@ -154,6 +154,24 @@ def test_a_graph_for_sinabs_runs_in_its_semantics_as_the_multi_spike_snn(name, p
         interop.from_nir(graph)
 
 
+def test_target_difference_measures_what_the_sinabs_semantics_change():
+    snn, variables = converted(snnjax.TinyCNN)
+    images = jax.random.uniform(jax.random.key(6), (8, *IMAGE_SHAPE), minval=0.0, maxval=2.0)
+    labels = np.arange(8) % 3
+    got = interop.target_difference(snn, variables, images, 5, labels=labels)
+    # By hand from the two simulations: predictions of the mean output over steps 1..t.
+    own = np.cumsum(conversion.spiking_apply(snn, variables, images, 5), axis=0)
+    target = snn.clone(neuron="multi_spike_if", v0=0.0)
+    theirs = np.cumsum(conversion.spiking_apply(target, variables, images, 5), axis=0)
+    agreement = np.mean(np.argmax(own, -1) == np.argmax(theirs, -1), axis=1)
+    np.testing.assert_allclose(got["agreement"], agreement)
+    target_accuracy = np.mean(np.argmax(theirs, -1) == labels[None], axis=1)
+    np.testing.assert_allclose(got["accuracy"]["target"], target_accuracy)
+    assert got["max_abs_difference"] > 0  # v(0) = ½θ and one spike per step against v(0) = 0, several
+    same = interop.target_difference(target, variables, images, 5)
+    assert same["max_abs_difference"] == 0.0 and same["agreement"] == [1.0] * 5
+
+
 def test_folded_thresholds_export_unit_thresholds_and_same_spikes():
     snn, variables = converted(snnjax.TinyCNN)
     graph = interop.to_nir(snn, variables, IMAGE_SHAPE, v0=0.5, fold_thresholds=True, lossy=True)
