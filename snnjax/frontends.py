@@ -21,11 +21,20 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
-from flax import nnx
+from flax import nnx, traverse_util
 
 from snnjax.interception import SITES, nnx_module_paths
 
-__all__ = ["NNX", "FunctionModel", "NNXModel", "as_model", "as_variables", "model_name", "sites_of"]
+__all__ = [
+    "NNX",
+    "FunctionModel",
+    "NNXModel",
+    "as_model",
+    "as_variables",
+    "flat_parameters",
+    "model_name",
+    "sites_of",
+]
 
 NNX = "nnx"  # the variables key of an NNX model's state
 
@@ -167,6 +176,15 @@ def model_name(model: Any) -> str:
     if isinstance(model, NNXModel | FunctionModel):
         return model.name
     return type(model).__name__
+
+
+def flat_parameters(variables: Mapping[str, Any]) -> dict[tuple, Any]:
+    """A Linen model's ``params`` or an NNX model's state as ``{path tuple: array}``.
+
+    Layer weights are then found by module path, e.g. ``(*call.path, "kernel")``, whatever the frontend.
+    """
+    tree = nnx.to_pure_dict(variables[NNX]) if NNX in variables else variables["params"]
+    return traverse_util.flatten_dict(dict(tree))
 
 
 def sites_of(variables: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -30,6 +30,7 @@ by the SNN (its input's leading axis is not the batch) and by calibration (its v
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -38,7 +39,15 @@ import flax.linen as nn
 import jax
 from flax import nnx
 
-__all__ = ["SITES", "SiteKey", "nnx_module_paths", "relu_sites", "site_name", "watching_nnx_calls"]
+__all__ = [
+    "SITES",
+    "SiteKey",
+    "call_input",
+    "nnx_module_paths",
+    "relu_sites",
+    "site_name",
+    "watching_nnx_calls",
+]
 
 # The variable collection of per-site thresholds: {"block1": {"relu_0": θ}} (θ: [] or [C]).
 SITES = "sites"
@@ -46,6 +55,18 @@ SITES = "sites"
 SiteKey = tuple[Any, ...]  # path parts: str, or int for an NNX list entry
 _RELU = jax.nn.relu
 _CUSTOM_JVP = type(jax.nn.relu)
+
+
+def call_input(call: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> tuple[Callable, Any]:
+    """``(run, x)`` of a module call: its first input ``x`` and ``run(v)``, the call with ``v`` instead.
+
+    The first input is the first positional argument, else the first keyword argument (a layer
+    called as ``Dense(3)(inputs=x)``); the call's other arguments are unchanged in ``run``.
+    """
+    if args:
+        return (lambda v: call(v, *args[1:], **kwargs)), args[0]
+    name = next(iter(kwargs))
+    return (lambda v: call(**{**kwargs, name: v})), kwargs[name]
 
 
 def site_name(key: SiteKey) -> str:
@@ -152,7 +173,7 @@ def _wrapped_call(original):
                 )
             return original(self, *args, **kwargs)
         if _state.layer_handlers and not _state.busy and isinstance(self, nnx_layers):
-            x = args[0] if args else next(iter(kwargs.values()))  # the layer's one input
+            x = call_input(original, args, kwargs)[1]  # the layer's one input
             _state.busy = True
             try:
                 with jax.disable_jit(False):
@@ -168,10 +189,7 @@ def _wrapped_call(original):
             with jax.named_scope(site_name(path) or type(self).__name__):
                 if wrapper is None or not (args or kwargs):
                     return original(self, *args, **kwargs)
-                if args:
-                    return wrapper(self, path, lambda x: original(self, x, *args[1:], **kwargs), args[0])
-                name = next(iter(kwargs))  # the input given as a keyword
-                return wrapper(self, path, lambda x: original(self, **{**kwargs, name: x}), kwargs[name])
+                return wrapper(self, path, *call_input(functools.partial(original, self), args, kwargs))
         finally:
             _state.nnx_stack.pop()
 

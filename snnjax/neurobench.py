@@ -40,10 +40,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx, traverse_util
 
 from snnjax import interception
-from snnjax.frontends import NNX
+from snnjax.frontends import flat_parameters
 from snnjax.simulation import SpikingNetwork, inference_kwargs
 from snnjax.structure import INPUT, KINDS, POOLS, LayerCall, trace_structure
 
@@ -80,7 +79,8 @@ def neurobench_metrics(
         raise ValueError("neurobench_metrics needs at least one unmasked example.")
     calls = trace_structure(snn.ann, snn_variables, jnp.asarray(batches[0][:1]))
     layers = [call for call in calls if call.kind in SYNAPTIC]
-    kernels = {call.name: _kernel(snn_variables, call.path) for call in layers}
+    flat = flat_parameters(snn_variables)
+    kernels = {call.name: flat[(*call.path, "kernel")] for call in layers}
     zeros = sum(int(np.sum(np.asarray(k) == 0)) for k in kernels.values())
     weights = sum(int(np.size(k)) for k in kernels.values())
     thresholds = snn.thresholds(snn_variables, jnp.zeros((1, *batches[0][:1].shape)))
@@ -126,12 +126,6 @@ def neurobench_metrics(
         "num_samples": samples,
         "num_steps": num_steps,
     }
-
-
-def _kernel(variables: Mapping[str, Any], path: tuple) -> jax.Array:
-    """A Conv/Dense kernel from Linen ``params`` or an NNX state, by module path."""
-    tree = nnx.to_pure_dict(variables[NNX]) if NNX in variables else variables["params"]
-    return traverse_util.flatten_dict(dict(tree))[(*path, "kernel")]
 
 
 def _spike_scale(calls: list[LayerCall], call: LayerCall, thresholds: Mapping[str, Any]) -> Any:
@@ -254,7 +248,7 @@ def _run_recording(snn, layers, variables, images, num_steps):
         if context.method_name == "__call__" and isinstance(module, KINDS["conv"] + KINDS["dense"]):
             path = tuple(module.path)
             if path in names and (args or kwargs):
-                recorded.setdefault(names[path], args[0] if args else next(iter(kwargs.values())))
+                recorded.setdefault(names[path], interception.call_input(next_fun, args, kwargs)[1])
         return next_fun(*args, **kwargs)
 
     def nnx_call(module, path, *args):

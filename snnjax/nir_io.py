@@ -30,11 +30,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx, traverse_util
+from flax import traverse_util
 
 from snnjax import conversion, models
 from snnjax.activations import qcfs
-from snnjax.frontends import NNX, FunctionModel, NNXModel, as_model, model_name
+from snnjax.frontends import FunctionModel, NNXModel, as_model, flat_parameters, model_name
 from snnjax.layers import Conv, ThresholdActivation
 from snnjax.simulation import linear_apply
 from snnjax.structure import INPUT, POOLS, trace_structure
@@ -729,8 +729,7 @@ def _export_graph(nir, ann, snn_variables, image_shape, fold_thresholds, *, snnj
         snn_variables = conversion.fold_batchnorm(snn_variables, model=ann, inputs=example)
     if fold_thresholds:
         snn_variables = conversion.balance_weights(snn_variables, model=ann, inputs=example)
-    tree = nnx.to_pure_dict(snn_variables[NNX]) if nnx_model else snn_variables["params"]
-    params = {k: np.asarray(v, np.float32) for k, v in traverse_util.flatten_dict(dict(tree)).items()}
+    params = {k: np.asarray(v, np.float32) for k, v in flat_parameters(snn_variables).items()}
     # θ of every activation site, wherever it is stored (a layer's variable, "sites", an NNX layer).
     thresholds = conversion.spiking_model(ann).thresholds(snn_variables, example[None])
     params.update({(*c.path, "threshold"): np.asarray(thresholds[c.name], np.float32)

@@ -148,7 +148,7 @@ def swapping_interceptor(spike: Callable[[nn.Module, jax.Array], jax.Array] | No
     def interceptor(next_fun, args, kwargs, context):
         module = context.module
         if context.method_name == "__call__" and (args or kwargs):
-            x = args[0] if args else next(iter(kwargs.values()))  # the input, positional or keyword
+            x = interception.call_input(next_fun, args, kwargs)[1]  # positional or keyword
             if spike is not None and isinstance(module, CONVERTIBLE_ACTIVATIONS):
                 return spike(module, x)
             if _folded_batchnorm(module):

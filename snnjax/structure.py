@@ -106,17 +106,6 @@ def _kind(module: Any) -> str | None:
     return None
 
 
-def _with_first_input(call, args: tuple, kwargs: Mapping[str, Any]) -> tuple[Any, Any]:
-    """``(run, x)``: a call's first input ``x`` and ``run(v)``, the call with ``v`` in its place.
-
-    The first input is the first positional argument, else the first keyword argument.
-    """
-    if args:
-        return (lambda v: call(v, *args[1:], **kwargs)), args[0]
-    name = next(iter(kwargs))
-    return (lambda v: call(**{**kwargs, name: v})), kwargs[name]
-
-
 def trace_structure(model: Any, variables: Mapping[str, Any], inputs: jax.Array) -> list[LayerCall]:
     """The structure graph of ``model`` on ``inputs``: its nodes in program order (see module docs).
 
@@ -156,7 +145,7 @@ def trace_structure(model: Any, variables: Mapping[str, Any], inputs: jax.Array)
         kind = _kind(module) if context.method_name == "__call__" else None
         if kind is None or not (args or kwargs):
             return next_fun(*args, **kwargs)
-        return around(module.path, kind, module, *_with_first_input(next_fun, args, kwargs))
+        return around(module.path, kind, module, *interception.call_input(next_fun, args, kwargs))
 
     def function_site(key, x):
         return around(key, "activation", None, jax.nn.relu, x)
