@@ -7,9 +7,9 @@
 The GPU target of the performance issue: the 10,000 CIFAR-10 test images at T = 32 in under 10 s, data
 loading included. One process per run times, in the order ``convert.py`` meets them:
 
-* ``load``: :func:`snnjax.data.load_dataset` (reading, decoding and normalizing both splits, since
+* ``load``: `snnjax.io.data.load_dataset` (reading, decoding and normalizing both splits, since
   conversion needs training images for threshold balancing and calibration);
-* ``warmup``: :func:`snnjax.evaluation.snn_accuracy_by_step` on the first batch (compilation + one batch);
+* ``warmup``: `snnjax.experiment.pipeline.snn_accuracy_by_step` on the first batch (compilation + one batch);
 * ``simulate``: the same over the whole test set (host-to-device copies, the per-step top-1/top-5
   readout and the accuracy sums included).
 
@@ -35,7 +35,9 @@ import jax.numpy as jnp
 
 import snnjax
 from benchmarks import RESULTS, snn_throughput, write_rows
-from snnjax import conversion, data as data_lib, evaluation
+from snnjax import conversion
+from snnjax.experiment import pipeline as evaluation
+from snnjax.io import data as data_lib
 
 SHARED_CIFAR10 = os.path.normpath(
     os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cifar10-jpeg")

@@ -35,7 +35,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from benchmarks import RESULTS
-from snnjax import evaluation, training
+from snnjax.experiment import pipeline as evaluation, training
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Base experiment config.", lock_config=True)

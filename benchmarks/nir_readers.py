@@ -30,7 +30,9 @@ import numpy as np
 import snnjax
 from benchmarks import RESULTS, write_rows
 from benchmarks.same_recipe import parse_overrides
-from snnjax import conversion, data as data_lib, interop, training
+from snnjax import conversion, io as interop
+from snnjax.experiment import methods, training
+from snnjax.io import data as data_lib
 
 STEPS = (1, 2, 4, 8, 16, 32)
 
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     start = time.perf_counter()
     state = training.train_and_evaluate(config, args.workdir)
     dataset = data_lib.load_dataset(config.dataset, config.data_dir, seed=config.seed)
-    ann = training.build_ann(config, dataset.num_classes)
+    ann = methods.build_ann(config, dataset.num_classes)
     variables = {"params": state.params, **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
     example = jnp.zeros((1, *dataset.image_shape))
     snn_variables = conversion.ann_to_snn_variables(

@@ -4,7 +4,7 @@
 
 Times, on one IF layer's input ``z: [T, N]`` (N = VGG-16's first-layer neurons at batch 256):
 the ``lax.scan`` IF neuron under jit (XLA; unrolled up to 32 steps on GPU) and
-``snnjax.experimental.if_neuron_pallas``, in which each program owns a block of neurons, keeps their
+``snnjax.core.pallas.if_neuron_pallas``, in which each program owns a block of neurons, keeps their
 membranes in registers and walks the T steps (one read of z and one write of the spikes, the
 memory-traffic floor). Checks both give identical outputs; prints milliseconds and bandwidth.
 """
@@ -18,8 +18,8 @@ import time
 import jax
 import jax.numpy as jnp
 
-from snnjax.experimental import if_neuron_pallas
-from snnjax.neurons import if_neuron_with_state
+from snnjax.core.neurons import if_neuron_with_state
+from snnjax.core.pallas import if_neuron_pallas
 
 
 def _time(fn, z, repeats=20) -> float:

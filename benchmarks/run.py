@@ -4,9 +4,9 @@
     python -m benchmarks.run --name=full_cpu         # the whole grid (an hour or more on that CPU)
     python -m benchmarks.run --accelerator --name=h100   # GPU: VGG-16/ResNet-20, T = 4, 32, batch 256
 
-Writes ``benchmarks/results/<name>.json`` (a list of SNN rows, see :mod:`benchmarks.snn_throughput`,
+Writes ``benchmarks/results/<name>.json`` (a list of SNN rows, see `benchmarks.snn_throughput`,
 each naming the machine), ``<name>_training.json`` (training images/s, see
-:mod:`benchmarks.train_throughput`), ``<name>.md`` (the tables) and ``<name>_overhead.png``.
+`benchmarks.train_throughput`), ``<name>.md`` (the tables) and ``<name>_overhead.png``.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ import sys
 from absl import logging
 
 from benchmarks import RESULTS, write_rows
-from snnjax import evaluation, training, workdir as workdir_lib
+from snnjax.experiment import pipeline as evaluation, training, workdir as workdir_lib
 
 REPORTED_STEPS = (1, 2, 4, 8, 16, 32)
 LOSS_STEPS = (1, 2, 4, 8)

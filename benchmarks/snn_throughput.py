@@ -27,7 +27,9 @@ import jax.numpy as jnp
 from flax import traverse_util
 
 import snnjax
-from snnjax import activations, conversion, reports
+from snnjax import conversion
+from snnjax.analysis import reports
+from snnjax.core import activations
 
 RELU = functools.partial(snnjax.Activation, fn=activations.relu)
 QCFS = functools.partial(snnjax.ThresholdActivation, fn=functools.partial(activations.qcfs, levels=4))

@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 
 import snnjax
-from snnjax import activations, training
+from snnjax.core import activations
+from snnjax.experiment import training
 
 
 def seconds_per_step(step: Callable[[], Any], steps: int, repeats: int) -> float:

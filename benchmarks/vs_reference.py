@@ -32,9 +32,9 @@ Its ``Models/layer.py`` imports ``cv2`` and ``sympy`` without using them; where 
 a placeholder module stands in. Its ``augment.py`` uses ``np.int``, which NumPy removed in 1.24; where it
 is missing, ``np.int = int`` stands in (both said in the output).
 
-**The snnjax side** is the same network, imported with :func:`snnjax.from_torch_state_dict`, run as
-:func:`snnjax.spiking_apply` in layer and step mode (the faster counts), timed like
-:mod:`benchmarks.snn_throughput` (compile, warm-up, median), next to its ReLU limit (the same network
+**The snnjax side** is the same network, imported with `snnjax.from_torch_state_dict`, run as
+`snnjax.spiking_apply` in layer and step mode (the faster counts), timed like
+`benchmarks.snn_throughput` (compile, warm-up, median), next to its ReLU limit (the same network
 with a ReLU, the cheaper of one ``[T·B]`` batch and T calls on ``[B]``) and XLA's peak scratch memory.
 Before timing, both sides' T-averaged logits are compared on the benchmark batch (top-1 agreement
 and the largest difference; spikes can differ where the two libraries' convolutions round a membrane
@@ -68,8 +68,11 @@ import snnjax
 from benchmarks import RESULTS, write_rows
 from benchmarks.snn_throughput import RELU, timed, with_unit_thresholds, without_thresholds
 from benchmarks.train_throughput import seconds_per_step
-from snnjax import activations, augment, conversion, training
+from snnjax import conversion
 from snnjax.configs import default as default_config
+from snnjax.core import activations
+from snnjax.experiment import training
+from snnjax.io import augment
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REFERENCE_DIRS = {
@@ -187,7 +190,7 @@ class Reference:
         return model
 
     def state_dict(self, model) -> dict[str, np.ndarray]:
-        """``model``'s state_dict as NumPy arrays (what :func:`snnjax.from_torch_state_dict` reads)."""
+        """``model``'s state_dict as NumPy arrays (what `snnjax.from_torch_state_dict` reads)."""
         return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
 
     def step_loop(self, model, images: np.ndarray, num_steps: int):
@@ -210,7 +213,7 @@ class Reference:
         return run
 
     def layer_loop(self, model, images: np.ndarray, num_steps: int):
-        """ANN_SNN_QCFS's own SNN mode (``set_T(T)``; ``model(x).mean(0)``), as :meth:`step_loop`."""
+        """ANN_SNN_QCFS's own SNN mode (``set_T(T)``; ``model(x).mean(0)``), as `step_loop`."""
         torch = self.torch
         import copy
 

@@ -71,7 +71,7 @@ def get_config() -> config_dict.ConfigDict:
     config.balancing = "threshold"  # threshold (θ = λ) | weights (W·λ_{l-1}/λ_l, θ = 1; ConvNets, fold_bn)
     config.calibration_percentile = 99.9  # relu method: θ = this percentile of activations
     config.calibration_examples = 1024  # relu method: training images used for calibration
-    # Training-free low-latency method run on the converted SNN (snnjax.low_latency, snnjax.calibration):
+    # Training-free low-latency method run on the converted SNN (snnjax.conversion.low_latency, snnjax.conversion.calibration):
     # none | burst | group | cos | cos_network | srp | bias_calibration | potential_calibration |
     # step_bias_calibration. Reported against total latency (pre-run steps included).
     config.post_conversion = "none"

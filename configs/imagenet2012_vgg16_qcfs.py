@@ -7,7 +7,7 @@ Command (ImageNet as image folders ``DIR/train/<wnid>/*.JPEG`` and ``DIR/val/<wn
     python convert.py --config configs/imagenet2012_vgg16_qcfs.py --workdir runs/imagenet2012_vgg16_qcfs --config.data_dir=DIR
 
 Input: random-resized crop 224 + flip for training, resize 256 + centre crop 224 for evaluation, decoded
-on host threads (snnjax.streaming). Runtime and result: not run here (no ImageNet on the development
+on host threads (snnjax.io.streaming). Runtime and result: not run here (no ImageNet on the development
 machines); see the QCFS paper, Table 2 (ImageNet, L = 8), for the published numbers.
 """
 

@@ -1,7 +1,45 @@
-"""snnjax: train ANNs for spiking conversion and convert them into integrate-and-fire SNNs."""
+"""snnjax: train ANNs for spiking conversion and convert them into integrate-and-fire SNNs, in JAX/Flax.
 
-from snnjax import nnx as nnx, surrogates as surrogates
-from snnjax.activations import (
+Where to start:
+
+* Convert a model: `snnjax.spiking_model(ann)` runs your Linen, NNX or plain-function model with its
+  activations swapped for IF neurons; `snnjax.convert_variables(variables)` turns the ANN's λ into
+  θ (and folds BatchNorm); `snnjax.spiking_apply(snn, snn_variables, images, num_steps)` returns
+  time-major logits `[T, B, classes]`.
+* Train for conversion: build the ANN with `snnjax.ThresholdActivation(fn=snnjax.qcfs)` (or
+  `snnjax.nnx.ThresholdActivation`), or run a config: `snnjax-train --config quickstart --workdir W`,
+  then `snnjax-convert --workdir W`.
+* The pure functions: `snnjax.qcfs`, `snnjax.if_neuron` (`lax.scan` over `[T, B, ...]`).
+
+The namespaces, from the bottom up (each imports only the ones before it): `snnjax.core` (activations,
+neurons, surrogates), `snnjax.nn` (layers, models; `snnjax.nnx` for Flax NNX), `snnjax.conversion`
+(structure, transforms, simulation, calibration), `snnjax.analysis` (reports, NeuroBench metrics) and
+`snnjax.io` (PyTorch checkpoints, NIR, `jax.export`, data), `snnjax.experiment` (configs, training,
+the conversion run). Documentation: the README and the docs site (`bash scripts/docs.sh serve`).
+"""
+
+from snnjax import nnx as nnx
+from snnjax.analysis.reports import (
+    energy_report as energy_report,
+    linear_layer_costs as linear_layer_costs,
+    spiking_layer_report as spiking_layer_report,
+)
+from snnjax.conversion.recording import record_activations as record_activations
+from snnjax.conversion.simulation import (
+    SpikingNetwork as SpikingNetwork,
+    cumulative_mean_logits as cumulative_mean_logits,
+    spiking_apply as spiking_apply,
+    spiking_apply_sequence as spiking_apply_sequence,
+    spiking_model as spiking_model,
+)
+from snnjax.conversion.transforms import (
+    ann_to_snn_variables as ann_to_snn_variables,
+    balance_weights as balance_weights,
+    calibrate_thresholds as calibrate_thresholds,
+    fold_batchnorm as fold_batchnorm,
+)
+from snnjax.core import surrogates as surrogates
+from snnjax.core.activations import (
     QCFSOrder as QCFSOrder,
     clip_inclusive as clip_inclusive,
     floor_ste as floor_ste,
@@ -10,18 +48,19 @@ from snnjax.activations import (
     slip_relu as slip_relu,
     threshold_relu as threshold_relu,
 )
-from snnjax.conversion import (
-    ann_to_snn_variables as ann_to_snn_variables,
-    balance_weights as balance_weights,
-    calibrate_thresholds as calibrate_thresholds,
-    fold_batchnorm as fold_batchnorm,
-    spiking_activation as spiking_activation,
+from snnjax.core.neurons import (
+    if_neuron as if_neuron,
+    if_neuron_with_state as if_neuron_with_state,
+    if_step as if_step,
+    integrate_then_fire as integrate_then_fire,
+    signed_if_neuron as signed_if_neuron,
 )
-from snnjax.export import (
-    export_snn as export_snn,
-    load_exported as load_exported,
+from snnjax.io.export import export_snn as export_snn, load_exported as load_exported
+from snnjax.io.torch_checkpoints import (
+    from_torch_state_dict as from_torch_state_dict,
+    read_torch_checkpoint as read_torch_checkpoint,
 )
-from snnjax.layers import (
+from snnjax.nn.layers import (
     Activation as Activation,
     BatchNorm as BatchNorm,
     ConvBN as ConvBN,
@@ -29,7 +68,7 @@ from snnjax.layers import (
     ThresholdActivation as ThresholdActivation,
     ThresholdParameterization as ThresholdParameterization,
 )
-from snnjax.models import (
+from snnjax.nn.models import (
     VGG16 as VGG16,
     ConvNet as ConvNet,
     ResNet as ResNet,
@@ -39,30 +78,6 @@ from snnjax.models import (
     SmallCNN as SmallCNN,
     TinyCNN as TinyCNN,
     create_model as create_model,
-)
-from snnjax.neurons import (
-    if_neuron as if_neuron,
-    if_neuron_with_state as if_neuron_with_state,
-    if_step as if_step,
-    integrate_then_fire as integrate_then_fire,
-    signed_if_neuron as signed_if_neuron,
-)
-from snnjax.reports import (
-    energy_report as energy_report,
-    linear_layer_costs as linear_layer_costs,
-    record_activations as record_activations,
-    spiking_layer_report as spiking_layer_report,
-)
-from snnjax.simulation import (
-    SpikingNetwork as SpikingNetwork,
-    cumulative_mean_logits as cumulative_mean_logits,
-    spiking_apply as spiking_apply,
-    spiking_apply_sequence as spiking_apply_sequence,
-    spiking_model as spiking_model,
-)
-from snnjax.torch_checkpoints import (
-    from_torch_state_dict as from_torch_state_dict,
-    read_torch_checkpoint as read_torch_checkpoint,
 )
 
 __version__ = "0.1.0"

@@ -1,10 +1,10 @@
 """Trains an ANN for conversion and checkpoints it in a workdir (resumed if it has checkpoints).
 
-Usage (the three are the same command)::
+Usage (the three are the same command):
 
-  snnjax-train --config quickstart --workdir runs/qs
-  python -m snnjax.train --config configs/quickstart.py --workdir runs/qs
-  python train.py --config configs/quickstart.py --workdir runs/qs   # in a checkout
+    snnjax-train --config quickstart --workdir runs/qs
+    python -m snnjax.train --config configs/quickstart.py --workdir runs/qs
+    python train.py --config configs/quickstart.py --workdir runs/qs   # in a checkout
 
 ``--config`` takes a config file or the name of a packaged config (``snnjax.configs.names()``);
 ``--config.FIELD=value`` overrides one field.
@@ -13,8 +13,8 @@ Usage (the three are the same command)::
 import jax
 from absl import flags, logging
 
-from snnjax import cli, training
 from snnjax.configs import default
+from snnjax.experiment import cli, training
 
 __all__ = ["main"]
 
@@ -34,7 +34,7 @@ def _main(argv: list[str]) -> None:
 
 
 def main() -> None:
-    """``snnjax-train``: parses ``sys.argv``, then :func:`snnjax.training.train_and_evaluate`."""
+    """``snnjax-train``: parses ``sys.argv``, then `snnjax.experiment.training.train_and_evaluate`."""
     cli.define_flags("Folder for checkpoints and metrics (resumed if it has any).")
     flags.DEFINE_bool("distributed", False, "Multi-process: call jax.distributed.initialize() first.")
     flags.DEFINE_string(

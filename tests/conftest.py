@@ -22,10 +22,10 @@ def trained_tiny(tmp_path_factory):
     """``configs/ci_tiny.py`` (QCFS TinyCNN, 2 epochs: checkpoints at steps 44 and 88) trained once.
 
     Returns ``(workdir, (params, batch_stats))`` of the final state on the host. Tests that change the
-    workdir take a private copy through :func:`tiny_workdir`.
+    workdir take a private copy through `tiny_workdir`.
     """
-    from snnjax import training
     from snnjax.configs import ci_tiny
+    from snnjax.experiment import training
 
     workdir = tmp_path_factory.mktemp("trained_tiny")
     state = training.train_and_evaluate(ci_tiny.get_config(), str(workdir))

@@ -11,7 +11,7 @@ import numpy as np
 from flax import traverse_util
 
 import snnjax
-from snnjax import activations
+from snnjax.core import activations
 
 QCFS4 = functools.partial(snnjax.ThresholdActivation, fn=functools.partial(activations.qcfs, levels=4))
 

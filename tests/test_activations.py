@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from snnjax import activations as act
+from snnjax.core import activations as act
 
 
 def grad_x(fn, x):

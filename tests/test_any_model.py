@@ -18,7 +18,7 @@ from flax import nnx, traverse_util
 
 import snnjax
 import snnjax.nnx as snx
-from snnjax import surrogates
+from snnjax.core import surrogates
 
 QCFS4 = functools.partial(snnjax.qcfs, levels=4)
 V0 = 0.5
@@ -512,7 +512,7 @@ def test_balancing_refuses_nnx_models_clearly():
 @pytest.mark.parametrize("frontend", ["linen", "nnx_layers", "nnx_functions"])
 def test_nir_export_of_every_frontend_reads_back_as_the_same_snn(tmp_path, frontend, case):
     nir = pytest.importorskip("nir")
-    from snnjax import interop
+    from snnjax import io as interop
 
     model, variables, images = build(frontend, case)
     snn, snn_variables = snnjax.spiking_model(model), snn_variables_of(frontend, case, model, variables)
@@ -533,7 +533,7 @@ def test_nir_export_of_every_frontend_reads_back_as_the_same_snn(tmp_path, front
 
 def test_a_function_model_is_refused_by_nir_export():
     pytest.importorskip("nir")
-    from snnjax import interop
+    from snnjax import io as interop
 
     _, variables, _ = build("function", "chain")
     snn_variables = snnjax.ann_to_snn_variables(set_sites(variables, SITES[("function", "chain")]))
@@ -579,7 +579,7 @@ def twins():
     return model, LinenQCFSChain(), {"params": pure, "batch_stats": stats}, images
 
 
-@pytest.mark.parametrize("neuron", sorted(snnjax.simulation.ALL_NEURONS))
+@pytest.mark.parametrize("neuron", sorted(snnjax.conversion.neuron_registry.NEURONS))
 def test_an_nnx_model_runs_every_neuron_as_its_linen_twin(neuron):
     model, linen, linen_variables, images = twins()
     options = {"cos": {"prerun": 2}, "cos_network": {"prerun": 2}, "srp": {"prerun": 2}}.get(neuron, {})
@@ -613,7 +613,7 @@ def test_reports_energy_and_export_of_an_nnx_model_equal_its_linen_twins(tmp_pat
             ann, ann_variables, snn, snn_variables, batches, (2, 4), V0
         )
         costs = snnjax.linear_layer_costs(ann, ann_variables, (8, 8, 1))
-        spikes = snnjax.reports.method_spikes_per_image(snn, snn_variables, batches, 4)
+        spikes = snnjax.analysis.reports.method_spikes_per_image(snn, snn_variables, batches, 4)
         energies[name] = snnjax.energy_report(costs, spikes)
         path = str(tmp_path / name)
         snnjax.export_snn(snn, snn_variables, (8, 8, 1), 4, path)
@@ -626,7 +626,7 @@ def test_reports_energy_and_export_of_an_nnx_model_equal_its_linen_twins(tmp_pat
 
 
 def test_snn_calibration_refuses_nnx_models_clearly():
-    from snnjax.calibration import calibrate_snn
+    from snnjax.conversion.calibration import calibrate_snn
 
     model, images = twins()[0], pixels("chain")
     with pytest.raises(ValueError, match="calibrate_snn keeps its corrections in the Linen"):
@@ -748,8 +748,8 @@ GRAPHS = {
 @pytest.mark.parametrize("case", ["chain", "residual"])
 @pytest.mark.parametrize("frontend", ["linen", "nnx_layers", "nnx_functions"])
 def test_every_frontend_gives_the_same_structure_graph(frontend, case):
-    from snnjax.frontends import as_model, as_variables
-    from snnjax.structure import trace_structure
+    from snnjax.conversion.frontends import as_model, as_variables
+    from snnjax.conversion.structure import trace_structure
 
     model, variables, images = build(frontend, case)
     calls = trace_structure(as_model(model), as_variables(model, variables), images)
@@ -759,8 +759,8 @@ def test_every_frontend_gives_the_same_structure_graph(frontend, case):
 
 
 def test_a_plain_function_graph_shows_its_adds_and_pooling():
-    from snnjax.frontends import as_model
-    from snnjax.structure import trace_structure
+    from snnjax.conversion.frontends import as_model
+    from snnjax.conversion.structure import trace_structure
 
     _, variables, images = build("function", "chain")
     calls = trace_structure(as_model(function_chain), variables, images)

@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from snnjax import augment
+from snnjax.io import augment
 
 
 def ramp_images(batch=64, size=8, channels=2):

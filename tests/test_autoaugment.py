@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
-from snnjax import autoaugment
+from snnjax.io import autoaugment
 
 FILL = (128, 128, 128)
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from snnjax.config_validation import validate_config
+from snnjax.experiment.config import validate_config
 
 ROOT = pathlib.Path(__file__).parents[1]
 CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if p.stem != "__init__")
@@ -72,7 +72,7 @@ def test_invalid_override_value_names_the_field(tmp_path):
 
 def test_config_argument_takes_a_packaged_name(tmp_path, monkeypatch):
     from snnjax import configs
-    from snnjax.cli import resolve_config_argument
+    from snnjax.experiment.cli import resolve_config_argument
 
     packaged = str(configs.path("quickstart"))
     monkeypatch.chdir(tmp_path)  # no configs/ folder here

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import snnjax
-from snnjax import activations
-from snnjax.layers import Conv, conv_hybrid, conv_im2col, conv_xla
+from snnjax.core import activations
+from snnjax.nn.layers import Conv, conv_hybrid, conv_im2col, conv_xla
 
 RELU = functools.partial(snnjax.Activation, fn=activations.relu)
 

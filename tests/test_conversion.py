@@ -10,7 +10,8 @@ import pytest
 from helpers import QCFS4, init, randomize_variables, tiny_resnet
 
 import snnjax
-from snnjax import activations, simulation
+from snnjax.conversion import simulation
+from snnjax.core import activations
 
 IMAGE_SHAPE = (8, 8, 3)
 RELU = functools.partial(snnjax.Activation, fn=activations.relu)

@@ -17,7 +17,7 @@ import pytest
 from helpers import png_header
 from PIL import Image
 
-from snnjax import data, streaming
+from snnjax.io import data, streaming
 
 SHARED = pathlib.Path(__file__).parents[1] / ".." / "shared" / "data"
 RNG = np.random.default_rng(0)
@@ -200,8 +200,8 @@ def test_tfds_in_memory_path_with_mock_data():
 @pytest.mark.slow
 def test_tfds_mock_data_trains_and_converts(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
-    from snnjax import evaluation, training
     from snnjax.configs import ci_tiny
+    from snnjax.experiment import pipeline as evaluation, training
 
     config = ci_tiny.get_config()
     config.dataset = "mnist"  # by tfds name, no data_dir
@@ -365,7 +365,7 @@ def test_cifar_archives_that_lie_are_refused_with_the_file_named(tmp_path):
 
 
 def test_streamed_test_split_keeps_the_train_labels(tmp_path):
-    from snnjax import streaming
+    from snnjax.io import streaming
 
     for split, classes in (("train", ["a", "b", "c"]), ("val", ["b", "c"])):
         for name in classes:

@@ -67,8 +67,8 @@ def test_two_processes_train_the_same_parameters_as_one(trained_tiny, tmp_path):
 
     Same global batch (32), same mesh size (4), same seed: the parameters after 2 epochs must agree.
     """
-    from snnjax import training
     from snnjax.configs import ci_tiny
+    from snnjax.experiment import training
 
     # The two-process start-up (coordination service + gloo) hung once in a fresh-clone CI run on the
     # 2-core machine (killed at 300 s; the test takes ~22 s alone): a hung attempt is killed, its output

@@ -16,7 +16,7 @@ import snnjax
 RUNNER = """
 import json, sys
 import numpy as np
-from snnjax.export import load_exported  # only the loader: no config, no model code
+from snnjax.io.export import load_exported  # only the loader: no config, no model code
 snn = load_exported(sys.argv[1])
 images = np.load(sys.argv[2])
 np.save(sys.argv[3], np.asarray(snn(images)))
@@ -73,8 +73,8 @@ def test_loading_refuses_what_is_not_an_artefact(tmp_path):
 
 
 def test_convert_writes_the_artefact_next_to_the_results(tiny_workdir):
-    from snnjax import evaluation
     from snnjax.configs import ci_tiny
+    from snnjax.experiment import pipeline as evaluation
 
     workdir, _ = tiny_workdir
     config = ci_tiny.get_config()

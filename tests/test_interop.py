@@ -18,7 +18,9 @@ import pytest
 from helpers import conv_nchw
 
 import snnjax
-from snnjax import activations, conversion, evaluation, interop
+from snnjax import conversion, io as interop
+from snnjax.core import activations
+from snnjax.experiment import pipeline as evaluation
 
 # --- the reference layouts, written from the published model definitions ------------------------------
 

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 import snnjax
-from snnjax import activations, calibration, low_latency, neurons
+from snnjax.conversion import calibration, low_latency
+from snnjax.conversion.neuron_registry import NEURONS
+from snnjax.core import activations, neurons
 
 QCFS4 = functools.partial(activations.qcfs, levels=4)
 # Each low-latency neuron with its mechanism switched off: the IF neuron.
@@ -117,16 +119,23 @@ def test_mechanism_off_is_the_if_neuron_bit_for_bit(neuron, options):
     z = jax.random.normal(jax.random.key(0), (9, 4, 5)) * 0.7
     theta = jnp.asarray([0.5, 1.0, 1.5, 2.0, 3.0])
     expected = neurons.if_neuron(z, theta, 0.5)
-    np.testing.assert_array_equal(low_latency.LOW_LATENCY_NEURONS[neuron](z, theta, 0.5, **options), expected)
+    np.testing.assert_array_equal(NEURONS[neuron].fn(z, theta, 0.5, **options), expected)
 
 
 def test_total_latency_counts_every_simulated_step():
-    assert low_latency.total_latency("if", 4, spiking_layers=19) == 4
-    assert low_latency.total_latency("burst", 4, spiking_layers=19) == 4
-    assert low_latency.total_latency("srp", 4, spiking_layers=19, prerun=4) == 8
-    assert low_latency.total_latency("cos_network", 2, spiking_layers=19, prerun=4) == 6
-    assert low_latency.total_latency("cos", 2, spiking_layers=19, prerun=4) == 19 * 4 + 2
-    assert low_latency.total_latency("integrate_then_fire", 4, spiking_layers=3) == 16
+    assert NEURONS["if"].total_latency(4, spiking_layers=19) == 4
+    assert NEURONS["burst"].total_latency(4, spiking_layers=19) == 4
+    assert NEURONS["srp"].total_latency(4, spiking_layers=19, prerun=4) == 8
+    assert NEURONS["cos_network"].total_latency(2, spiking_layers=19, prerun=4) == 6
+    assert NEURONS["cos"].total_latency(2, spiking_layers=19, prerun=4) == 19 * 4 + 2
+    assert NEURONS["integrate_then_fire"].total_latency(4, spiking_layers=3) == 16
+
+
+def test_simulated_steps_include_the_prerun():
+    assert NEURONS["srp"].simulated_steps(4, prerun=3) == 7  # network-wide: ρ + T
+    assert NEURONS["cos"].simulated_steps(2, prerun=5) == 5  # per layer: max(T, ρ)
+    assert NEURONS["cos"].simulated_steps(8, prerun=5) == 8
+    assert NEURONS["burst"].simulated_steps(4, prerun=3) == 4
 
 
 class Net(nn.Module):
@@ -176,7 +185,7 @@ def test_cos_readout_shorter_than_prerun_is_the_causal_prefix(net):
 
 def test_low_latency_neurons_refuse_step_mode_and_foreign_options(net):
     model = net[0]
-    with pytest.raises(ValueError, match="step mode runs the IF neuron only"):
+    with pytest.raises(ValueError, match="step mode runs only the neuron .if."):
         snnjax.spiking_model(model, neuron="srp", mode="step")
     with pytest.raises(ValueError, match=r"\['prerun'\] do not apply to neuron 'burst'"):
         snnjax.spiking_model(model, neuron="burst", neuron_options={"prerun": 2})
@@ -301,8 +310,10 @@ def test_calibration_refuses_other_neurons_and_step_mode(net):
 def test_convert_reports_total_latency_alphabet_and_calibration(
     tiny_workdir, monkeypatch, post, options, alphabet, latency_at_1
 ):
-    from snnjax import calibration as calibration_lib, data, evaluation
     from snnjax.configs import ci_tiny
+    from snnjax.conversion import calibration as calibration_lib
+    from snnjax.experiment import pipeline as evaluation
+    from snnjax.io import data
 
     workdir, _ = tiny_workdir
     config = ci_tiny.get_config()
@@ -359,8 +370,8 @@ def test_convert_reports_total_latency_alphabet_and_calibration(
     ],
 )
 def test_config_refuses_combinations_that_make_no_sense(overrides, message):
-    from snnjax.config_validation import validate_config
     from snnjax.configs import ci_tiny
+    from snnjax.experiment.config import validate_config
 
     config = ci_tiny.get_config()
     config.update(overrides)
@@ -369,8 +380,8 @@ def test_config_refuses_combinations_that_make_no_sense(overrides, message):
 
 
 def test_convert_on_a_test_subsample_states_how_many(tiny_workdir, capsys):
-    from snnjax import evaluation
     from snnjax.configs import ci_tiny
+    from snnjax.experiment import pipeline as evaluation
 
     workdir, _ = tiny_workdir
     config = ci_tiny.get_config()

@@ -9,7 +9,7 @@ import pytest
 from helpers import QCFS4, init, tiny_resnet
 
 import snnjax
-from snnjax import activations
+from snnjax.core import activations
 
 RELU = functools.partial(snnjax.Activation, fn=activations.relu)
 

@@ -1,4 +1,4 @@
-"""NeuroBench's metrics (snnjax.neurobench) on tiny networks counted by hand."""
+"""NeuroBench's metrics (snnjax.analysis.neurobench) on tiny networks counted by hand."""
 
 import functools
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import snnjax
-from snnjax.neurobench import neurobench_metrics
+from snnjax.analysis.neurobench import neurobench_metrics
 
 IF = functools.partial(snnjax.ThresholdActivation, fn=functools.partial(snnjax.qcfs, levels=4))
 

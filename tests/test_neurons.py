@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from snnjax import experimental
-from snnjax.activations import qcfs
-from snnjax.neurons import if_neuron, if_neuron_with_state, integrate_then_fire, signed_if_neuron
+from snnjax.core import pallas as experimental
+from snnjax.core.activations import qcfs
+from snnjax.core.neurons import if_neuron, if_neuron_with_state, integrate_then_fire, signed_if_neuron
 
 
 def reference_if(z, theta, v0):

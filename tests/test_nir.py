@@ -13,7 +13,7 @@ import pytest
 from helpers import QCFS4, conv_nchw, init, randomize_variables, tiny_resnet
 
 import snnjax
-from snnjax import conversion, interop
+from snnjax import conversion, io as interop
 
 nir = pytest.importorskip("nir")
 
@@ -195,8 +195,8 @@ def test_graphs_not_from_snnjax_are_refused():
 
 
 def test_convert_writes_a_nir_file_that_reads_back(tiny_workdir):
-    from snnjax import evaluation
     from snnjax.configs import ci_tiny
+    from snnjax.experiment import pipeline as evaluation
 
     workdir, _ = tiny_workdir  # ci_tiny trained once per session (conftest)
     config = ci_tiny.get_config()

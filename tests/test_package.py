@@ -88,7 +88,7 @@ def test_quickstart_runs_from_an_unrelated_directory_without_orbax_logs(installe
         textwrap.dedent("""
             import importlib.util, sys
             from absl import app
-            from snnjax import training
+            from snnjax.experiment import training
 
             def main(argv):
                 spec = importlib.util.spec_from_file_location("my_config", "my_config.py")

@@ -11,8 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from snnjax import checkpoints, data as data_lib, evaluation, training, workdir as workdir_lib
 from snnjax.configs import ci_tiny
+from snnjax.experiment import methods, pipeline as evaluation, training, workdir as workdir_lib
+from snnjax.io import checkpoints, data as data_lib, files
 
 ROOT = pathlib.Path(__file__).parents[1]
 
@@ -164,7 +165,7 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        workdir_lib.atomic_write(str(path), broken)
+        files.atomic_write(str(path), broken)
     assert path.read_text() == "previous" and os.listdir(tmp_path) == ["snn_eval.json"]
 
 
@@ -244,7 +245,7 @@ def test_a_readable_checkpoint_of_another_network_is_a_mismatch(tiny_workdir):
 
 
 def test_metrics_after_the_last_checkpoint_are_dropped_on_resume(tmp_path):
-    from snnjax.metrics_writer import MetricsWriter
+    from snnjax.experiment.metrics_writer import MetricsWriter
 
     (tmp_path / "metrics.jsonl").write_text(
         '{"step": 10, "a": 1}\n{"step": 44, "a": 2}\n{"step": 50, "a": 3}\n{"step": 5'
@@ -308,7 +309,7 @@ def test_two_train_processes_on_one_workdir(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from snnjax import workdir as w\n"
+            "import sys, time; from snnjax.experiment import workdir as w\n"
             f"with w.prepared_workdir({str(workdir)!r}, 'train.py'):\n"
             "    print('locked', flush=True); time.sleep(60)",
         ],
@@ -461,7 +462,7 @@ def test_an_output_set_commits_all_or_nothing(tmp_path):
 def test_a_swallowed_ctrl_c_stops_training_at_the_next_metrics_pull(tmp_path, monkeypatch):
     import signal
 
-    from snnjax import parallel
+    from snnjax.core import parallel
 
     original = parallel.shard_batch  # called once per training step, on the host
     calls = []
@@ -525,7 +526,7 @@ def test_a_misspelt_field_in_a_config_file_is_refused_with_a_suggestion(tmp_path
 
 
 def test_a_config_missing_fields_is_refused_naming_them():
-    from snnjax.config_validation import validate_config
+    from snnjax.experiment.config import validate_config
 
     config = tiny_config()
     del config["levels"]
@@ -557,7 +558,7 @@ def test_a_full_disk_during_training_is_one_line_naming_the_last_good_checkpoint
     workdir = tmp_path / "w"
     script = (
         "import errno, sys\n"
-        "from snnjax import metrics_writer, train\n"
+        "from snnjax import train\nfrom snnjax.experiment import metrics_writer\n"
         "original = metrics_writer.MetricsWriter.write\n"
         "def write(self, step, scalars):\n"
         "    if step > 44:\n"
@@ -579,7 +580,7 @@ def test_a_full_disk_during_training_is_one_line_naming_the_last_good_checkpoint
 def test_a_swallowed_ctrl_c_ends_the_command_with_status_130(tmp_path):
     script = (
         "import signal, sys\n"
-        "from snnjax import cli, workdir\n"
+        "from snnjax.experiment import cli, workdir\n"
         "from absl import flags\n"
         "flags.FLAGS(['x'])\n"
         "with cli.readable_errors():\n"
@@ -616,7 +617,7 @@ def test_a_simulation_the_device_cannot_hold_is_refused_before_the_ann_evaluatio
 def _tiny_snn(config):
     from snnjax import conversion
 
-    model = training.build_ann(config, 10)
+    model = methods.build_ann(config, 10)
     variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1))))
     snn_variables = jax.eval_shape(conversion.ann_to_snn_variables, variables)
     return conversion.spiking_model(model), snn_variables, (8, 8, 1)

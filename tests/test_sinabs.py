@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from test_nir import BUILDS, IMAGE_SHAPE, converted
 
-from snnjax import conversion, interop
+from snnjax import conversion, io as interop
 
 torch = pytest.importorskip("torch")
 sinabs = pytest.importorskip("sinabs", reason="the sinabs extra: pip install 'snnjax[sinabs]'")

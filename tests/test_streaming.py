@@ -9,8 +9,9 @@ import pytest
 from helpers import png_header
 from PIL import Image
 
-from snnjax import data as data_lib, evaluation, streaming, training
 from snnjax.configs import ci_tiny
+from snnjax.experiment import pipeline as evaluation, training
+from snnjax.io import data as data_lib, streaming
 
 RNG = np.random.default_rng(0)
 

@@ -1,5 +1,5 @@
-"""The structure graph (snnjax.structure): layers, pooling and the operations between them, read from
-one jaxpr of the model, whatever function wrote them."""
+"""The structure graph (snnjax.conversion.structure): layers, pooling and the operations between them, read
+from one jaxpr of the model, whatever function wrote them."""
 
 import flax.linen as nn
 import jax
@@ -10,7 +10,7 @@ from flax import nnx
 from helpers import QCFS4, init, tiny_resnet
 
 import snnjax
-from snnjax.structure import INPUT, trace_structure
+from snnjax.conversion.structure import INPUT, trace_structure
 
 
 def test_a_resnet_graph_has_its_residual_adds_shortcuts_and_global_mean():
@@ -185,7 +185,9 @@ def test_a_dropped_statistic_is_no_reader_and_a_keyword_input_is_a_node():
     folded = snnjax.fold_batchnorm(variables, model=model, inputs=x)
     images = jax.random.uniform(jax.random.key(1), (2, 4, 4, 1))
     np.testing.assert_allclose(
-        snnjax.simulation.apply_folded(model, folded, images), model.apply(variables, images), atol=1e-5
+        snnjax.conversion.simulation.apply_folded(model, folded, images),
+        model.apply(variables, images),
+        atol=1e-5,
     )
 
 
@@ -210,7 +212,7 @@ class DenseTwice(nn.Module):
 
 def test_nir_export_refuses_clashing_node_names_and_layers_called_twice():
     pytest.importorskip("nir")
-    from snnjax import interop
+    from snnjax import io as interop
 
     for model, shape, message in [
         (NamedLikeAPool(), (4, 4, 1), "two nodes would be named 'pool2'"),

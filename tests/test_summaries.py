@@ -7,7 +7,7 @@ import matplotlib
 import numpy as np
 import pytest
 
-from snnjax import summaries
+from snnjax.analysis import summaries
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 (after the backend is chosen)

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from snnjax.activations import qcfs, slip_relu
-from snnjax.neurons import if_neuron
+from snnjax.core.activations import qcfs, slip_relu
+from snnjax.core.neurons import if_neuron
 
 THETA = 1.5
 NUM_SAMPLES = 200_000

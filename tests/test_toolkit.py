@@ -11,8 +11,11 @@ from flax import traverse_util
 from helpers import QCFS4, init, randomize_variables, tiny_resnet
 
 import snnjax
-from snnjax import activations, conversion, reports
-from snnjax.models import ConvNet, spiking_max_pool_gate
+from snnjax import conversion
+from snnjax.analysis import reports
+from snnjax.conversion import recording
+from snnjax.core import activations
+from snnjax.nn.models import ConvNet, spiking_max_pool_gate
 
 IMAGE_SHAPE = (8, 8, 3)
 RELU = functools.partial(snnjax.Activation, fn=activations.relu)
@@ -61,8 +64,10 @@ def test_spikeconverter_snn_equals_quantized_ann_layer_by_layer(build, window):
     images = jnp.round(uniform_images() * 8) / 8
     snn = conversion.spiking_model(ann, v0=0.5, neuron="integrate_then_fire")
 
-    ann_layers = reports.record_activations(ann, variables, images)
-    snn_layers = reports.record_activations(snn, variables, jnp.broadcast_to(images, (window, *images.shape)))
+    ann_layers = recording.record_activations(ann, variables, images)
+    snn_layers = recording.record_activations(
+        snn, variables, jnp.broadcast_to(images, (window, *images.shape))
+    )
     assert len(ann_layers) >= 2 and list(ann_layers) == list(snn_layers)
     for name, (_, ann_out) in ann_layers.items():
         np.testing.assert_array_equal(jnp.mean(snn_layers[name][1], axis=0), ann_out, err_msg=name)
@@ -83,10 +88,14 @@ def test_spikeconverter_identity_with_float_weights_and_batchnorm():
 
 
 def test_windowed_and_signed_neurons_refuse_step_mode():
-    with pytest.raises(ValueError, match="step mode runs the IF neuron only"):
-        conversion.spiking_activation(mode="step", neuron="integrate_then_fire")
-    with pytest.raises(ValueError, match="neuron 'lif' is unknown"):
-        conversion.spiking_activation(neuron="lif")
+    ann = snnjax.TinyCNN(num_classes=3, activation=QCFS4)
+    for neuron in ("integrate_then_fire", "signed_if", "multi_spike_if", "srp"):
+        with pytest.raises(
+            ValueError, match=f"step mode runs only the neuron 'if'; neuron '{neuron}' needs mode='layer'"
+        ):
+            conversion.spiking_model(ann, mode="step", neuron=neuron)
+    with pytest.raises(ValueError, match="neuron 'lif' is unknown; allowed: if, integrate_then_fire"):
+        conversion.spiking_model(ann, neuron="lif")
 
 
 def test_signed_neuron_network_runs_and_differs_from_if():
@@ -95,7 +104,7 @@ def test_signed_neuron_network_runs_and_differs_from_if():
     outputs = {}
     for neuron in ("if", "signed_if"):
         snn = conversion.spiking_model(ann, neuron=neuron)
-        layers = reports.record_activations(
+        layers = recording.record_activations(
             snn, variables, jnp.broadcast_to(uniform_images(), (8, 4, *IMAGE_SHAPE))
         )
         outputs[neuron] = np.asarray(layers["act0"][1])
@@ -141,8 +150,8 @@ def test_weight_balancing_equals_threshold_balancing(build, per_channel):
 
     snn = conversion.spiking_model(ann, fold_bn=True, per_channel=per_channel, v0=0.5)
     inputs = jnp.broadcast_to(uniform_images(), (8, 4, *IMAGE_SHAPE))
-    by_threshold = reports.record_activations(snn, threshold_form, inputs)
-    by_weight = reports.record_activations(snn, weight_form, inputs)
+    by_threshold = recording.record_activations(snn, threshold_form, inputs)
+    by_weight = recording.record_activations(snn, weight_form, inputs)
     for name in by_threshold:
         np.testing.assert_array_equal(by_threshold[name][1] > 0, by_weight[name][1] > 0, err_msg=name)
     np.testing.assert_allclose(
@@ -167,7 +176,7 @@ def test_per_channel_calibration_is_the_channel_percentile():
     variables = randomize_variables(init(ann, IMAGE_SHAPE))
     images = uniform_images(16, seed=3)
     calibrated = conversion.calibrate_thresholds(ann, variables, images, 90.0, per_channel=True)
-    act0 = reports.record_activations(ann, variables, images)["act0"][1]
+    act0 = recording.record_activations(ann, variables, images)["act0"][1]
     expected = np.percentile(np.asarray(act0).reshape(-1, 4), 90.0, axis=0)
     expected = np.where(expected > 0, expected, np.percentile(np.asarray(act0), 90.0))
     np.testing.assert_allclose(calibrated["params"]["act0"]["threshold"], expected, rtol=1e-6)
@@ -238,9 +247,9 @@ def test_layer_report_matches_numpy_recomputation():
     assert [layer["name"] for layer in report["layers"]] == ["act0", "fc_act0"]
     z, y = map(
         np.asarray,
-        reports.record_activations(snn, variables, jnp.broadcast_to(images, (6, *images.shape)))["fc_act0"],
+        recording.record_activations(snn, variables, jnp.broadcast_to(images, (6, *images.shape)))["fc_act0"],
     )
-    a = np.asarray(reports.record_activations(ann, variables, images)["fc_act0"][1])
+    a = np.asarray(recording.record_activations(ann, variables, images)["fc_act0"][1])
     z, y, a = z[:, :4], y[:, :4], a[:4]
     layer = report["layers"][1]
     t, theta = 4, 0.8

@@ -16,7 +16,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from snnjax import torch_checkpoints
+from snnjax.io import torch_checkpoints
 
 MiB = 1 << 20
 

@@ -10,9 +10,11 @@ import optax
 import pytest
 from helpers import read_tensorboard_scalars
 
-from snnjax import data as data_lib, evaluation, summaries, training
-from snnjax.config_validation import validate_config
+from snnjax.analysis import summaries
 from snnjax.configs import ci_tiny, quickstart
+from snnjax.experiment import pipeline as evaluation, training
+from snnjax.experiment.config import validate_config
+from snnjax.io import data as data_lib
 
 
 def test_epoch_cosine_schedule_is_constant_within_an_epoch():
@@ -293,7 +295,7 @@ def test_pytorch_init_draws_kernels_and_biases_from_u_of_one_over_sqrt_fan_in():
     """PyTorch's Conv2d/Linear defaults: U(-b, b) with b = 1/√fan_in (variance 1/(3 fan_in)), biases alike."""
     import flax.linen as nn
 
-    from snnjax import training
+    from snnjax.experiment import training
 
     class Net(nn.Module):
         @nn.compact
@@ -323,7 +325,7 @@ def test_pytorch_init_draws_kernels_and_biases_from_u_of_one_over_sqrt_fan_in():
 
 def test_pytorch_init_matches_torch_distribution():
     torch = pytest.importorskip("torch")
-    from snnjax import training
+    from snnjax.experiment import training
 
     params = {"Dense_0": {"kernel": jnp.zeros((300, 400)), "bias": jnp.zeros((400,))}}
     ours = np.asarray(training.pytorch_default_init(params, jax.random.key(0))["Dense_0"]["kernel"])

@@ -1,11 +1,16 @@
-"""The three primitives of exact transformer conversion (snnjax.transformer_ops) and their identities."""
+"""The three primitives of exact transformer conversion (snnjax.core.transformer_ops) and their identities."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from snnjax.transformer_ops import signed_quantizer, spike_train_product, st_bif_neuron, temporal_difference
+from snnjax.core.transformer_ops import (
+    signed_quantizer,
+    spike_train_product,
+    st_bif_neuron,
+    temporal_difference,
+)
 
 
 def dyadic(shape, seed, scale=8.0):

@@ -15,7 +15,8 @@ import pytest
 from flax import traverse_util
 
 import snnjax
-from snnjax import activations, interop, surrogates
+from snnjax import io as interop
+from snnjax.core import activations, surrogates
 
 QCFS4 = functools.partial(activations.qcfs, levels=4)
 V0 = 0.5
@@ -436,7 +437,7 @@ def test_batchnorm_folded_by_structure_equals_unfolded(factory, input_shape):
 
 
 def test_structure_walk_finds_layers_whatever_their_names():
-    from snnjax.structure import trace_structure
+    from snnjax.conversion.structure import trace_structure
 
     ann = DenseBN()
     variables, images = build(ann, (4, 4, 1))

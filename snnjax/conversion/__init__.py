@@ -1,0 +1,29 @@
+"""ANN → SNN: find a model's structure, transform its variables, run it with spiking neurons.
+
+* `snnjax.conversion.interception` / `frontends`: how a Linen, NNX or plain-function model's layer and
+  activation calls are intercepted and named (module path + call order).
+* `snnjax.conversion.structure`: one structure graph of any model, read from its jaxpr.
+* `snnjax.conversion.transforms`: parameter-tree transforms (λ → θ, BatchNorm folding, weight
+  balancing, data-based thresholds).
+* `snnjax.conversion.simulation`: the same model with its activations swapped for IF neurons, run over
+  time (layer mode: one `lax.scan` per layer; step mode: one scan over the network).
+* `snnjax.conversion.recording`: each activation site's input and output while a model runs.
+* `snnjax.conversion.calibration`, `low_latency`: training-free low-latency neurons and calibration.
+"""
+
+from snnjax.conversion.calibration import calibrate_snn as calibrate_snn
+from snnjax.conversion.recording import record_activations as record_activations
+from snnjax.conversion.simulation import (
+    SpikingNetwork as SpikingNetwork,
+    cumulative_mean_logits as cumulative_mean_logits,
+    spiking_apply as spiking_apply,
+    spiking_apply_sequence as spiking_apply_sequence,
+    spiking_model as spiking_model,
+)
+from snnjax.conversion.structure import LayerCall as LayerCall, trace_structure as trace_structure
+from snnjax.conversion.transforms import (
+    ann_to_snn_variables as ann_to_snn_variables,
+    balance_weights as balance_weights,
+    calibrate_thresholds as calibrate_thresholds,
+    fold_batchnorm as fold_batchnorm,
+)

@@ -1,0 +1,203 @@
+"""Start-up checks of an experiment config, with messages that name the field and the allowed values.
+
+The allowed values come from the registries that define them (models, neurons, poolings, layouts, ...).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+
+import ml_collections
+
+from snnjax.configs import default
+from snnjax.conversion.neuron_registry import NEURONS
+from snnjax.conversion.simulation import MATMUL_PRECISIONS, SIMULATION_DTYPES, SIMULATION_MODES
+from snnjax.conversion.transforms import BALANCING_FORMS
+from snnjax.core.activations import QCFSOrder
+from snnjax.experiment.methods import POST_CONVERSIONS, Method, snn_neuron
+from snnjax.io.augment import AUGMENTATIONS
+from snnjax.io.checkpoints import CHECKPOINT_KINDS
+from snnjax.io.data import DATASETS
+from snnjax.io.torch_checkpoints import LAYOUTS
+from snnjax.nn.layers import CONV_IMPLEMENTATIONS, ThresholdParameterization
+from snnjax.nn.models import ANN_POOLINGS, MODELS, SNN_MAX_POOLS
+
+__all__ = ["validate_config"]
+
+
+def _choice(config: ml_collections.ConfigDict, field: str, allowed) -> None:
+    allowed = [str(a) for a in allowed]
+    if str(config[field]) not in allowed:
+        raise ValueError(f"config.{field}={config[field]!r} is invalid; allowed: {', '.join(allowed)}.")
+
+
+def _positive_int(config: ml_collections.ConfigDict, field: str) -> None:
+    value = config[field]
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"config.{field} must be a positive int, got {value!r}.")
+
+
+def _int_at_least(config: ml_collections.ConfigDict, field: str, low: int) -> None:
+    value = config[field]
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"config.{field} must be an int >= {low}, got {value!r}.")
+
+
+def _real(
+    config: ml_collections.ConfigDict,
+    field: str,
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """Raises unless ``config.field`` is a finite number in the interval (NaN fails every comparison)."""
+    value = config[field]
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"config.{field}={value!r} must be a finite number in {interval}.")
+
+
+def _check_post_conversion(config: ml_collections.ConfigDict) -> None:
+    """Refuses low-latency methods on SNNs they are not defined for, with the reason."""
+    for field in ("spikes_per_step", "post_calibration_examples", "post_calibration_steps"):
+        _positive_int(config, field)
+    _int_at_least(config, "prerun_steps", 0)
+    _real(config, "step_bias_alpha", 0.0, 1.0, low_open=True)
+    method = config.post_conversion
+    if method == "none":
+        return
+    neuron = snn_neuron(config)
+    if neuron != "if":
+        raise ValueError(
+            f"config.post_conversion={method!r} changes the IF neuron, but method {config.method!r} runs "
+            f"{neuron!r} (config.snn_neuron); "
+            + (
+                "SpikeConverter's layer-separated SNN already equals its quantized ANN exactly."
+                if neuron == "integrate_then_fire"
+                else "unset config.snn_neuron or config.post_conversion."
+            )
+        )
+    if config.snn_mode != "layer":
+        raise ValueError(
+            f"config.post_conversion={method!r} needs config.snn_mode='layer' (its neurons see a layer's "
+            "whole window: pre-run, replay, or per-step corrections)."
+        )
+    if method.endswith("_calibration") and config.balancing == "weights":
+        raise ValueError(
+            f"config.post_conversion={method!r} calibrates biases in the threshold form; set "
+            "config.balancing='threshold'."
+        )
+    if config.export_nir:
+        raise ValueError(
+            f"config.export_nir: NIR has no counterpart for config.post_conversion={method!r}; export the "
+            "plain IF SNN (post_conversion='none') or use config.export."
+        )
+    if NEURONS[POST_CONVERSIONS[method][0]].prerun != "none" and config.prerun_steps < 1:
+        raise ValueError(f"config.prerun_steps=0 switches {method!r} off: set it to 1 or more.")
+
+
+def _check_fields(config: ml_collections.ConfigDict) -> None:
+    """Refuses fields that ``configs/default.py`` lacks, and fields it defines that are missing.
+
+    A misspelt field in a config file would otherwise be ignored and the default trained.
+    """
+    known = default.get_config()
+    unknown = sorted(set(config.keys()) - set(known.keys()))
+    if unknown:
+        hints = []
+        for field in unknown:
+            close = difflib.get_close_matches(field, list(known.keys()), n=1)
+            hints.append(f"config.{field}" + (f" (did you mean config.{close[0]}?)" if close else ""))
+        raise ValueError(
+            f"unknown config field{'s' if len(unknown) > 1 else ''} {', '.join(hints)}: every field must be "
+            "one of configs/default.py (snnjax --help lists them); a misspelt field would be ignored."
+        )
+    missing = sorted(set(known.keys()) - set(config.keys()))
+    if missing:
+        raise ValueError(
+            f"the config lacks the field(s) {', '.join(missing)}: build it from "
+            "snnjax.configs.default.get_config() and change only what differs."
+        )
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError naming the first invalid field of ``config`` (unknown fields included)."""
+    _check_fields(config)
+    _choice(config, "dataset", DATASETS)
+    _choice(config, "model", MODELS)
+    _choice(config, "method", [m.value for m in Method])
+    _choice(config, "qcfs_order", [o.value for o in QCFSOrder])
+    _choice(config, "threshold_parameterization", [p.value for p in ThresholdParameterization])
+    _choice(config, "checkpoint", CHECKPOINT_KINDS)
+    _choice(config, "snn_mode", SIMULATION_MODES)
+    _choice(config, "conv_implementation", ["auto", *CONV_IMPLEMENTATIONS])
+    _choice(config, "pooling", ANN_POOLINGS)
+    _choice(config, "snn_max_pool", SNN_MAX_POOLS)
+    _choice(config, "snn_dtype", SIMULATION_DTYPES)
+    _choice(config, "balancing", BALANCING_FORMS)
+    _choice(config, "eval_precision", MATMUL_PRECISIONS)
+    _choice(config, "torch_layout", LAYOUTS)
+    _choice(
+        config, "param_init", ("flax", "pytorch")
+    )  # snnjax.experiment.training.PARAM_INITS (it imports this)
+    if config.snn_neuron is not None:
+        # Low-latency neurons are chosen with config.post_conversion, which sets their options.
+        _choice(config, "snn_neuron", [n.name for n in NEURONS.values() if not n.low_latency])
+    if config.snn_mode == "step" and not NEURONS[snn_neuron(config)].step:
+        raise ValueError(
+            f"config.snn_mode='step' runs the 'if' neuron only; method {config.method!r} uses "
+            f"{snn_neuron(config)!r} (config.snn_neuron): use config.snn_mode='layer'."
+        )
+    _choice(config, "post_conversion", POST_CONVERSIONS)
+    _check_post_conversion(config)
+    if config.snn_max_pool == "max_gate" and config.snn_mode == "step":
+        raise ValueError("config.snn_max_pool='max_gate' needs config.snn_mode='layer'.")
+    if config.balancing == "weights" and not config.fold_bn:
+        raise ValueError(
+            "config.balancing='weights' needs config.fold_bn=True (BN would undo the rescaling)."
+        )
+    if config.dataset == "digits" and config.data_dir:
+        raise ValueError(
+            f"config.data_dir={config.data_dir!r} is set but config.dataset='digits' is the set bundled "
+            "with scikit-learn and reads no files: unset config.data_dir, or set config.dataset to the "
+            "dataset in that folder (mnist, cifar10, ...)."
+        )
+    augment = [n.strip() for n in config.augment.split(",") if n.strip()]
+    unknown = [n for n in augment if n not in AUGMENTATIONS]
+    if unknown:
+        raise ValueError(f"config.augment names unknown {unknown}; allowed: {', '.join(AUGMENTATIONS)}.")
+    for field in (
+        "log_every_steps",
+        "levels",
+        "num_epochs",
+        "batch_size",
+        "eval_batch_size",
+        "snn_num_steps",
+        "report_examples",
+        "calibration_examples",
+        "image_size",
+    ):
+        _positive_int(config, field)
+    for field in ("seed", "crop_padding", "cutout_size", "test_examples"):
+        _int_at_least(config, field, 0)
+    _real(config, "slip_c", 0.0, 1.0)
+    _real(config, "slip_shift1")
+    _real(config, "slip_shift2", 0.0, 1.0)
+    _real(config, "qcfs_shift", 0.0, 1.0, high_open=True)
+    _real(config, "threshold_init", 0.0, low_open=True)
+    _real(config, "learning_rate", 0.0, low_open=True)
+    _real(config, "momentum", 0.0, 1.0, high_open=True)
+    _real(config, "weight_decay", 0.0)
+    _real(config, "calibration_percentile", 0.0, 100.0, low_open=True)
+    _real(config, "energy_pj_per_mac", 0.0)
+    _real(config, "energy_pj_per_ac", 0.0)
+    if config.snn_v0 is not None:
+        _real(config, "snn_v0", 0.0, 1.0)
+    steps = config.report_steps
+    if not steps or not all(isinstance(t, int) and not isinstance(t, bool) and t > 0 for t in steps):
+        raise ValueError(f"config.report_steps={steps!r} must be a non-empty sequence of positive ints.")
