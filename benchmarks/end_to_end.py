@@ -48,7 +48,7 @@ def snn_with_unit_thresholds(model_name: str, num_classes: int, image_shape: tup
     """(SNN module, SNN variables) of the untrained ``model_name`` with every θ = 1."""
     ann = snnjax.create_model(model_name, num_classes, snn_throughput.QCFS)
     variables = snn_throughput.with_unit_thresholds(ann.init(jax.random.key(0), jnp.zeros((1, *image_shape))))
-    return conversion.spiking_model(ann, mode=mode), conversion.ann_to_snn_variables(variables)
+    return conversion.spiking_model(ann, mode=mode), conversion.convert_variables(variables)
 
 
 def measure(

@@ -2,7 +2,7 @@ r"""A trained SNN through a real NIR reader: snnjax's simulation against sinabs 
 
 Trains (or resumes) a config's ANN with QCFS shift φ = 0, converts it, and runs the test set three
 ways: snnjax's IF neuron (v(0) = φθ = 0, one spike per step), snnjax's ``multi_spike_if`` neuron
-(sinabs's semantics, v(0) = 0), and sinabs 3.1.3 running the graph ``to_nir(target="sinabs")`` wrote.
+(sinabs's semantics, v(0) = 0), and sinabs 3.1.3 running the graph ``export_nir(target="sinabs")`` wrote.
 Prints the accuracy at each t of the three, the largest per-step logit difference between sinabs and
 snnjax's ``multi_spike_if`` and how many predictions differ; writes
 ``benchmarks/results/nir_readers_<name>.json``::
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ann = methods.build_ann(config, dataset.num_classes)
     variables = {"params": state.params, **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
     example = jnp.zeros((1, *dataset.image_shape))
-    snn_variables = conversion.ann_to_snn_variables(
+    snn_variables = conversion.convert_variables(
         variables,
         threshold_parameterization=config.threshold_parameterization,
         fold_bn=True,
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         ]
         per_step[neuron] = np.concatenate(outputs, axis=1)
     ms_snn = snnjax.spiking_model(ann, neuron="multi_spike_if", v0=0.0, fold_bn=True)
-    graph = interop.to_nir(ms_snn, snn_variables, dataset.image_shape, v0=0.0, target="sinabs")
+    graph = interop.export_nir(ms_snn, snn_variables, dataset.image_shape, v0=0.0, target="sinabs")
     sinabs_out = run_sinabs(graph, images, args.steps, args.batch)
     if sinabs_out is not None:
         per_step["sinabs"] = sinabs_out

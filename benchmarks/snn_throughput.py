@@ -73,7 +73,7 @@ def measure(model_name: str, num_steps: int, batch: int, mode: str, dtype: str, 
     variables = with_unit_thresholds(ann.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
     cast = functools.partial(jax.tree.map, lambda x: x.astype(dtype))
     snn = conversion.spiking_model(ann, mode=mode)
-    snn_variables = cast(conversion.ann_to_snn_variables(variables))
+    snn_variables = cast(conversion.convert_variables(variables))
     limit_model = snnjax.create_model(model_name, 10, RELU)
     limit_variables = cast(without_thresholds(variables))
     images = jax.random.normal(jax.random.key(1), (batch, 32, 32, 3)).astype(dtype)

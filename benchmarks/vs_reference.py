@@ -32,7 +32,7 @@ Its ``Models/layer.py`` imports ``cv2`` and ``sympy`` without using them; where 
 a placeholder module stands in. Its ``augment.py`` uses ``np.int``, which NumPy removed in 1.24; where it
 is missing, ``np.int = int`` stands in (both said in the output).
 
-**The snnjax side** is the same network, imported with `snnjax.from_torch_state_dict`, run as
+**The snnjax side** is the same network, imported with `snnjax.import_torch_state_dict`, run as
 `snnjax.spiking_apply` in layer and step mode (the faster counts), timed like
 `benchmarks.snn_throughput` (compile, warm-up, median), next to its ReLU limit (the same network
 with a ReLU, the cheaper of one ``[T·B]`` batch and T calls on ``[B]``) and XLA's peak scratch memory.
@@ -190,7 +190,7 @@ class Reference:
         return model
 
     def state_dict(self, model) -> dict[str, np.ndarray]:
-        """``model``'s state_dict as NumPy arrays (what `snnjax.from_torch_state_dict` reads)."""
+        """``model``'s state_dict as NumPy arrays (what `snnjax.import_torch_state_dict` reads)."""
         return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
 
     def step_loop(self, model, images: np.ndarray, num_steps: int):
@@ -328,10 +328,10 @@ def evaluation_row(arch: str, batch: int, num_steps: int, repeats: int, referenc
     if reference is not None:
         torch_model = reference.network(arch, images)
         state_dict = reference.state_dict(torch_model)
-        variables, _ = snnjax.from_torch_state_dict(state_dict, arch, 10, "qcfs_revised")
+        variables, _ = snnjax.import_torch_state_dict(state_dict, arch, 10, "qcfs_revised")
     else:
         variables = with_unit_thresholds(ann.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
-    snn_variables = conversion.ann_to_snn_variables(variables)
+    snn_variables = conversion.convert_variables(variables)
     x = jnp.asarray(images)
     ours = {}
     for mode in ("layer", "step"):

@@ -80,6 +80,12 @@ def get_config() -> config_dict.ConfigDict:
     config.post_calibration_examples = 256  # *_calibration: training images used (never test images)
     config.post_calibration_steps = 8  # *_calibration: T the corrections are calibrated for
     config.step_bias_alpha = 0.5  # step_bias_calibration: FTBC's update step size
+    # Hardware bit widths (snnjax.conversion.hardware; plain chains, fold_bn): b-bit symmetric weights on a
+    # power-of-two grid per layer | channel, integer thresholds; 0 = float32. With state bits the
+    # membrane is a saturating integer of that width (neuron fixed_point_if, layer mode).
+    config.hardware_weight_bits = 0  # 0 | 2..16 (Speck, Xylo, Loihi 2: 8; Innatera T1: 6)
+    config.hardware_weight_scale = "layer"  # layer | channel
+    config.hardware_state_bits = 0  # 0 | 6..24 (Speck, Xylo: 16); needs hardware_weight_bits
 
     # Reports written by convert.py next to snn_eval.json.
     config.report_examples = 256  # test images for the layer-wise error and firing statistics
@@ -89,6 +95,6 @@ def get_config() -> config_dict.ConfigDict:
     # Also write workdir/snn.nir (NIR graph; lossy: NIR's IF resets to a value, ours by subtraction).
     config.export_nir = False
     # Also write a portable SNN (jax.export StableHLO at T = snn_num_steps, symbolic batch) to this path
-    # (relative = inside the workdir) plus PATH.json; snnjax.load_exported(PATH) runs it anywhere.
+    # (relative = inside the workdir) plus PATH.json; snnjax.import_snn(PATH) runs it anywhere.
     config.export = config_dict.placeholder(str)
     return config

@@ -24,6 +24,7 @@ from snnjax.analysis.reports import (
     linear_layer_costs as linear_layer_costs,
     spiking_layer_report as spiking_layer_report,
 )
+from snnjax.conversion.calibration import calibrate_snn as calibrate_snn
 from snnjax.conversion.recording import record_activations as record_activations
 from snnjax.conversion.simulation import (
     SpikingNetwork as SpikingNetwork,
@@ -33,12 +34,12 @@ from snnjax.conversion.simulation import (
     spiking_model as spiking_model,
 )
 from snnjax.conversion.transforms import (
-    ann_to_snn_variables as ann_to_snn_variables,
     balance_weights as balance_weights,
     calibrate_thresholds as calibrate_thresholds,
+    convert_variables as convert_variables,
     fold_batchnorm as fold_batchnorm,
 )
-from snnjax.core import surrogates as surrogates
+from snnjax.core import deprecation, surrogates as surrogates
 from snnjax.core.activations import (
     QCFSOrder as QCFSOrder,
     clip_inclusive as clip_inclusive,
@@ -55,9 +56,10 @@ from snnjax.core.neurons import (
     integrate_then_fire as integrate_then_fire,
     signed_if_neuron as signed_if_neuron,
 )
-from snnjax.io.export import export_snn as export_snn, load_exported as load_exported
+from snnjax.io.export import export_snn as export_snn, import_snn as import_snn
+from snnjax.io.nir import export_nir as export_nir, import_nir as import_nir
 from snnjax.io.torch_checkpoints import (
-    from_torch_state_dict as from_torch_state_dict,
+    import_torch_state_dict as import_torch_state_dict,
     read_torch_checkpoint as read_torch_checkpoint,
 )
 from snnjax.nn.layers import (
@@ -76,8 +78,69 @@ from snnjax.nn.models import (
     ResNet20 as ResNet20,
     ResNet34 as ResNet34,
     SmallCNN as SmallCNN,
-    TinyCNN as TinyCNN,
     create_model as create_model,
 )
 
+__all__ = [
+    "Activation",
+    "balance_weights",
+    "BatchNorm",
+    "calibrate_snn",
+    "calibrate_thresholds",
+    "clip_inclusive",
+    "ConvBN",
+    "convert_variables",
+    "ConvNet",
+    "create_model",
+    "cumulative_mean_logits",
+    "energy_report",
+    "export_nir",
+    "export_snn",
+    "floor_ste",
+    "fold_batchnorm",
+    "FoldedBatchNorm",
+    "if_neuron",
+    "if_neuron_with_state",
+    "if_step",
+    "import_nir",
+    "import_snn",
+    "import_torch_state_dict",
+    "integrate_then_fire",
+    "linear_layer_costs",
+    "nnx",
+    "qcfs",
+    "QCFSOrder",
+    "read_torch_checkpoint",
+    "record_activations",
+    "relu",
+    "ResNet",
+    "ResNet18",
+    "ResNet20",
+    "ResNet34",
+    "signed_if_neuron",
+    "slip_relu",
+    "SmallCNN",
+    "spiking_apply",
+    "spiking_apply_sequence",
+    "spiking_layer_report",
+    "spiking_model",
+    "SpikingNetwork",
+    "surrogates",
+    "threshold_relu",
+    "ThresholdActivation",
+    "ThresholdParameterization",
+    "VGG16",
+]
+
 __version__ = "0.1.0"
+
+# Renamed for one grammar (verbs; IO pairs export_X / import_X); the old names warn.
+__getattr__ = deprecation.renamed(
+    "snnjax",
+    {
+        "ann_to_snn_variables": "convert_variables",
+        "load_exported": "import_snn",
+        "from_torch_state_dict": "import_torch_state_dict",
+    },
+    globals(),
+)

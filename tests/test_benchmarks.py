@@ -27,6 +27,7 @@ def test_missing_reference_names_each_missing_piece(tmp_path, monkeypatch):
     assert len(problems) == 3 and "PyTorch is not installed: `pip install torch==2.13.0`" in problems[0]
 
 
+@pytest.mark.slow  # trains or simulates a model (10 s or more on 2 cores)
 def test_without_the_reference_snnjax_side_runs_and_says_so(tmp_path, capsys):
     rows = vs_reference.main(
         [
@@ -81,6 +82,7 @@ def test_end_to_end_without_data_says_what_to_pass(monkeypatch):
         end_to_end.main(["--data_dir="])
 
 
+@pytest.mark.slow  # trains or simulates a model (10 s or more on 2 cores)
 def test_same_recipe_runs_snnjax_and_names_what_the_reference_side_lacks(tmp_path, capsys, monkeypatch):
     from benchmarks import same_recipe
 
@@ -116,6 +118,7 @@ def test_same_recipe_runs_snnjax_and_names_what_the_reference_side_lacks(tmp_pat
     assert same_recipe.main(argv) == rows
 
 
+@pytest.mark.slow  # trains or simulates a model (10 s or more on 2 cores)
 def test_nir_readers_compares_snnjax_with_sinabs_on_a_trained_network(tmp_path, capsys):
     from benchmarks import nir_readers
 

@@ -16,8 +16,8 @@ import snnjax
 RUNNER = """
 import json, sys
 import numpy as np
-from snnjax.io.export import load_exported  # only the loader: no config, no model code
-snn = load_exported(sys.argv[1])
+from snnjax.io.export import import_snn  # only the loader: no config, no model code
+snn = import_snn(sys.argv[1])
 images = np.load(sys.argv[2])
 np.save(sys.argv[3], np.asarray(snn(images)))
 print(json.dumps({"T": snn.metadata["T"], "classes": snn.metadata["num_classes"]}))
@@ -25,9 +25,9 @@ print(json.dumps({"T": snn.metadata["T"], "classes": snn.metadata["num_classes"]
 
 
 def test_exported_snn_runs_in_a_fresh_process_and_matches(tmp_path):
-    ann = snnjax.TinyCNN(num_classes=3, activation=QCFS4)
+    ann = snnjax.nn.models.TinyCNN(num_classes=3, activation=QCFS4)
     variables = randomize_variables(init(ann, (8, 8, 1)), threshold=1.5)
-    snn_variables = snnjax.ann_to_snn_variables(variables, fold_bn=True)
+    snn_variables = snnjax.convert_variables(variables, fold_bn=True)
     snn = snnjax.spiking_model(ann, v0=0.5, fold_bn=True)
     path = str(tmp_path / "snn.jaxexport")
     sidecar = snnjax.export_snn(snn, snn_variables, (8, 8, 1), 6, path, metadata={"method": "qcfs"})
@@ -60,16 +60,16 @@ def test_exported_snn_runs_in_a_fresh_process_and_matches(tmp_path):
 
 def test_loading_refuses_what_is_not_an_artefact(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.bin"):
-        snnjax.load_exported(str(tmp_path / "missing.bin"))
+        snnjax.import_snn(str(tmp_path / "missing.bin"))
     (tmp_path / "bad.bin").write_bytes(b"not flatbuffers")
     (tmp_path / "bad.bin.json").write_text(
         json.dumps({"format": "snnjax.exported_snn/1", "input_shape": ["batch", 2]})
     )
     with pytest.raises(ValueError, match="not a readable jax.export artefact"):
-        snnjax.load_exported(str(tmp_path / "bad.bin"))
+        snnjax.import_snn(str(tmp_path / "bad.bin"))
     (tmp_path / "bad.bin.json").write_text("{}")
     with pytest.raises(ValueError, match="not an snnjax sidecar"):
-        snnjax.load_exported(str(tmp_path / "bad.bin"))
+        snnjax.import_snn(str(tmp_path / "bad.bin"))
 
 
 def test_convert_writes_the_artefact_next_to_the_results(tiny_workdir):
@@ -81,24 +81,24 @@ def test_convert_writes_the_artefact_next_to_the_results(tiny_workdir):
     config.export = "snn.jaxexport"
     config.report_examples = 32
     result = evaluation.convert_and_evaluate(config, str(workdir))
-    snn = snnjax.load_exported(str(workdir / "snn.jaxexport"))
+    snn = snnjax.import_snn(str(workdir / "snn.jaxexport"))
     assert snn.metadata["T"] == 8 and snn.metadata["source"] == result["source"]
     assert snn.metadata["normalization"]["mean"] == [0.0]
     assert snn(np.zeros((3, 8, 8, 1), np.float32)).shape == (8, 3, 10)
 
 
-# load_exported checks the sidecar against the artefact: an edited or mismatched pair is refused.
+# import_snn checks the sidecar against the artefact: an edited or mismatched pair is refused.
 
 
 @pytest.fixture(scope="module")
 def exported_t8(tmp_path_factory):
     """The path of a TinyCNN artefact (CPU only) exported at T = 8, with its sidecar."""
-    ann = snnjax.TinyCNN(num_classes=3, activation=QCFS4)
+    ann = snnjax.nn.models.TinyCNN(num_classes=3, activation=QCFS4)
     variables = randomize_variables(init(ann, (8, 8, 1)), threshold=1.5)
     snn = snnjax.spiking_model(ann, v0=0.5, fold_bn=True)
     path = tmp_path_factory.mktemp("t8") / "snn.jaxexport"
     snnjax.export_snn(
-        snn, snnjax.ann_to_snn_variables(variables, fold_bn=True), (8, 8, 1), 8, str(path), platforms=("cpu",)
+        snn, snnjax.convert_variables(variables, fold_bn=True), (8, 8, 1), 8, str(path), platforms=("cpu",)
     )
     return path
 
@@ -117,7 +117,7 @@ def copied(exported_t8, tmp_path, edit=None, sidecar=None):
 
 
 def test_the_exported_pair_loads_and_runs(exported_t8):
-    snn = snnjax.load_exported(str(exported_t8))
+    snn = snnjax.import_snn(str(exported_t8))
     assert snn.metadata["T"] == 8 and snn(np.zeros((2, 8, 8, 1), np.float32)).shape == (8, 2, 3)
 
 
@@ -160,7 +160,7 @@ SIDECAR_EDITS = {
 def test_a_sidecar_that_disagrees_with_its_artefact_is_refused(exported_t8, tmp_path, case):
     edit, message = SIDECAR_EDITS[case]
     with pytest.raises(ValueError, match=message):
-        snnjax.load_exported(copied(exported_t8, tmp_path, edit))
+        snnjax.import_snn(copied(exported_t8, tmp_path, edit))
 
 
 @pytest.mark.parametrize(
@@ -174,7 +174,7 @@ def test_a_sidecar_that_disagrees_with_its_artefact_is_refused(exported_t8, tmp_
 )
 def test_a_sidecar_that_is_not_a_json_object_is_named(exported_t8, tmp_path, sidecar, message):
     with pytest.raises(ValueError, match=r"snn.jaxexport.json " + message):
-        snnjax.load_exported(copied(exported_t8, tmp_path, sidecar=sidecar))
+        snnjax.import_snn(copied(exported_t8, tmp_path, sidecar=sidecar))
 
 
 def test_a_damaged_artefact_is_refused_before_it_runs(exported_t8, tmp_path):
@@ -183,11 +183,11 @@ def test_a_damaged_artefact_is_refused_before_it_runs(exported_t8, tmp_path):
     data[len(data) // 2] ^= 0x5A  # flatbuffers still reads it; running it could crash the process
     (tmp_path / "snn.jaxexport").write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"snn.jaxexport does not match the sha256 recorded in .*json"):
-        snnjax.load_exported(path)
+        snnjax.import_snn(path)
 
 
 def test_metadata_may_not_overwrite_what_the_sidecar_says_about_the_artefact(tmp_path):
-    ann = snnjax.TinyCNN(num_classes=3, activation=QCFS4)
+    ann = snnjax.nn.models.TinyCNN(num_classes=3, activation=QCFS4)
     snn = snnjax.spiking_model(ann, v0=0.5)
     with pytest.raises(ValueError, match=r"metadata keys \['T', 'sha256'\] would overwrite"):
         snnjax.export_snn(

@@ -155,7 +155,7 @@ def net():
     model = Net()
     images = jax.random.normal(jax.random.key(0), (6, 6, 6, 2))
     variables = model.init(jax.random.key(1), images)
-    return model, variables, snnjax.ann_to_snn_variables(variables), images
+    return model, variables, snnjax.convert_variables(variables), images
 
 
 @pytest.mark.parametrize("neuron,options", MECHANISM_OFF)
@@ -207,7 +207,7 @@ class OneLayer(nn.Module):
 def one_layer():
     model = OneLayer()
     variables = model.init(jax.random.key(0), jnp.zeros((1, 2)))
-    return model, variables, snnjax.ann_to_snn_variables(variables)
+    return model, variables, snnjax.convert_variables(variables)
 
 
 # Two images; T_cal = 2, θ = 1, v0 = ½.

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import QCFS4, init, tiny_resnet
+from helpers import QCFS4, init, randomize_variables, tiny_resnet
 
 import snnjax
 from snnjax.core import activations
@@ -49,7 +49,7 @@ def test_each_activation_layer_owns_one_threshold():
         (snnjax.VGG16, (32, 32, 3)),
         (snnjax.ResNet20, (32, 32, 3)),
         (snnjax.SmallCNN, (8, 8, 1)),
-        (snnjax.TinyCNN, (8, 8, 1)),
+        (snnjax.nn.models.TinyCNN, (8, 8, 1)),
         (snnjax.VGG16, (224, 224, 3)),  # ImageNet head: flatten 7·7·512
     ],
 )
@@ -72,10 +72,18 @@ def test_imagenet_vgg_first_linear_reads_7x7x512():
 
 
 def test_ann_and_snn_share_one_variable_tree():
+    """No second model: the SNN runs the ANN's own variable tree (λ → θ in place) and reads all of it."""
     model = tiny_resnet(QCFS4)
-    ann_tree = jax.tree.structure(init(model, (8, 8, 3)))
-    snn_tree = jax.tree.structure(init(snnjax.spiking_model(model), (8, 8, 3)))
-    assert ann_tree == snn_tree
+    variables = randomize_variables(init(model, (8, 8, 3)), threshold=0.7)  # a network that fires
+    snn_variables = snnjax.convert_variables(variables)
+    assert jax.tree.structure(snn_variables) == jax.tree.structure(variables)
+    images = jax.random.uniform(jax.random.key(3), (2, 8, 8, 3))
+    run = jax.jit(lambda v: snnjax.spiking_apply(snnjax.spiking_model(model), v, images, 4))
+    base = run(snn_variables)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(snn_variables)
+    for i, (path, _) in enumerate(leaves):  # every leaf changes the SNN's output
+        changed = [x + 0.5 if j == i else x for j, (_, x) in enumerate(leaves)]
+        assert not np.array_equal(run(jax.tree.unflatten(treedef, changed)), base), path
 
 
 def test_batchnorm_uses_pytorch_defaults():
@@ -87,5 +95,5 @@ def test_batchnorm_uses_pytorch_defaults():
 def test_model_factories_have_their_own_docstrings(name):
     import inspect
 
-    doc = inspect.getdoc(getattr(snnjax, name))
+    doc = inspect.getdoc(getattr(snnjax.nn.models, name))
     assert "partial(func" not in doc and "**fields" in doc and "Returns:" in doc

@@ -102,8 +102,6 @@ def test_an_nnx_model_counts_as_its_linen_twin():
     params = DENSE_PARAMS
     images = np.array([[0.5, 3.0, 0.0], [0.5, 0.0, 0.25]], np.float32)
     batches = [(images, np.zeros(2), np.ones(2, bool))]
-    nnx_metrics = neurobench_metrics(
-        snnjax.spiking_model(model), snnjax.ann_to_snn_variables(model), batches, 3
-    )
+    nnx_metrics = neurobench_metrics(snnjax.spiking_model(model), snnjax.convert_variables(model), batches, 3)
     linen_metrics = metrics(DenseNet(), params, images, 3)
     assert nnx_metrics == linen_metrics and nnx_metrics["SynapticOperations"]["Effective_ACs"] > 0

@@ -37,7 +37,12 @@ class UserResidual(nn.Module):
         return nn.Dense(self.num_classes, name="head")(jnp.mean(x, axis=(1, 2)))
 
 
-BUILDS = {"cnn": snnjax.TinyCNN, "resnet": tiny_resnet, "no_hidden": NoHidden, "user_residual": UserResidual}
+BUILDS = {
+    "cnn": snnjax.nn.models.TinyCNN,
+    "resnet": tiny_resnet,
+    "no_hidden": NoHidden,
+    "user_residual": UserResidual,
+}
 
 
 def converted(build, per_channel=False, seed=0):
@@ -53,7 +58,7 @@ def converted(build, per_channel=False, seed=0):
         variables,
     )
     example = jnp.zeros((1, *IMAGE_SHAPE))  # BatchNorm is folded by the structure graph
-    snn_variables = conversion.ann_to_snn_variables(variables, fold_bn=True, model=ann, inputs=example)
+    snn_variables = conversion.convert_variables(variables, fold_bn=True, model=ann, inputs=example)
     return conversion.spiking_model(ann, fold_bn=True, v0=0.5, per_channel=per_channel), snn_variables
 
 
@@ -105,17 +110,17 @@ def run_graph(graph, images_nchw, num_steps, v0, semantics="snnjax"):
 
 
 def test_export_is_strict_by_default():
-    snn, variables = converted(snnjax.TinyCNN)
+    snn, variables = converted(snnjax.nn.models.TinyCNN)
     with pytest.raises(ValueError, match="resets by subtraction.*lossy=True"):
-        interop.to_nir(snn, variables, IMAGE_SHAPE, v0=0.5)
+        interop.export_nir(snn, variables, IMAGE_SHAPE, v0=0.5)
 
 
 @pytest.mark.parametrize("name, per_channel", [(name, False) for name in BUILDS] + [("cnn", True)])
 def test_round_trip_through_a_file_gives_identical_logits(tmp_path, name, per_channel):
     snn, variables = converted(BUILDS[name], per_channel)
-    graph = interop.to_nir(snn, variables, IMAGE_SHAPE, v0=0.5, lossy=True)
+    graph = interop.export_nir(snn, variables, IMAGE_SHAPE, v0=0.5, lossy=True)
     nir.write(tmp_path / "snn.nir", graph)
-    rebuilt, rebuilt_variables, v0 = interop.from_nir(nir.read(tmp_path / "snn.nir"))
+    rebuilt, rebuilt_variables, v0 = interop.import_nir(nir.read(tmp_path / "snn.nir"))
     images = jax.random.uniform(jax.random.key(1), (4, *IMAGE_SHAPE), minval=0.0, maxval=2.0)
     np.testing.assert_array_equal(
         conversion.spiking_apply(rebuilt, rebuilt_variables, images, 6),
@@ -127,7 +132,7 @@ def test_round_trip_through_a_file_gives_identical_logits(tmp_path, name, per_ch
 @pytest.mark.parametrize("name", list(BUILDS))
 def test_graph_runs_like_the_snn_in_an_independent_interpreter(name):
     snn, variables = converted(BUILDS[name])
-    graph = interop.to_nir(snn, variables, IMAGE_SHAPE, v0=0.5, lossy=True)
+    graph = interop.export_nir(snn, variables, IMAGE_SHAPE, v0=0.5, lossy=True)
     assert list(graph.nodes["output"].output_type["output"]) == [3]
     images = np.asarray(jax.random.uniform(jax.random.key(2), (2, *IMAGE_SHAPE), minval=0.0, maxval=2.0))
     expected = conversion.spiking_apply(snn, variables, jnp.asarray(images), 6)
@@ -140,8 +145,8 @@ def test_a_graph_for_sinabs_runs_in_its_semantics_as_the_multi_spike_snn(name, p
     snn, variables = converted(BUILDS[name], per_channel)
     snn = snn.clone(neuron="multi_spike_if", v0=0.0)
     with pytest.raises(ValueError, match="sinabs runs an IF with multi-spike output"):
-        interop.to_nir(snn.clone(neuron="if"), variables, IMAGE_SHAPE, v0=0.0, target="sinabs")
-    graph = interop.to_nir(snn, variables, IMAGE_SHAPE, v0=0.0, target="sinabs")  # exact: no lossy
+        interop.export_nir(snn.clone(neuron="if"), variables, IMAGE_SHAPE, v0=0.0, target="sinabs")
+    graph = interop.export_nir(snn, variables, IMAGE_SHAPE, v0=0.0, target="sinabs")  # exact: no lossy
     kinds = {type(node).__name__ for node in graph.nodes.values()}
     assert "AvgPool2d" not in kinds and "SumPool2d" in kinds  # every build pools (a global mean too)
     assert graph.metadata["snnjax"]["target"] == "sinabs"
@@ -151,11 +156,11 @@ def test_a_graph_for_sinabs_runs_in_its_semantics_as_the_multi_spike_snn(name, p
     got = run_graph(graph, images.transpose(0, 3, 1, 2), 6, v0=0.0, semantics="sinabs")
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="written for sinabs.*sinabs.from_nir"):
-        interop.from_nir(graph)
+        interop.import_nir(graph)
 
 
 def test_target_difference_measures_what_the_sinabs_semantics_change():
-    snn, variables = converted(snnjax.TinyCNN)
+    snn, variables = converted(snnjax.nn.models.TinyCNN)
     images = jax.random.uniform(jax.random.key(6), (8, *IMAGE_SHAPE), minval=0.0, maxval=2.0)
     labels = np.arange(8) % 3
     got = interop.target_difference(snn, variables, images, 5, labels=labels)
@@ -173,8 +178,8 @@ def test_target_difference_measures_what_the_sinabs_semantics_change():
 
 
 def test_folded_thresholds_export_unit_thresholds_and_same_spikes():
-    snn, variables = converted(snnjax.TinyCNN)
-    graph = interop.to_nir(snn, variables, IMAGE_SHAPE, v0=0.5, fold_thresholds=True, lossy=True)
+    snn, variables = converted(snnjax.nn.models.TinyCNN)
+    graph = interop.export_nir(snn, variables, IMAGE_SHAPE, v0=0.5, fold_thresholds=True, lossy=True)
     assert all(np.all(n.v_threshold == 1.0) for n in graph.nodes.values() if type(n).__name__ == "IF")
     images = np.asarray(jax.random.uniform(jax.random.key(3), (2, *IMAGE_SHAPE), minval=0.0, maxval=2.0))
     np.testing.assert_allclose(
@@ -191,7 +196,7 @@ def test_graphs_not_from_snnjax_are_refused():
         edges=[("input", "output")],
     )
     with pytest.raises(ValueError, match="not written by snnjax"):
-        interop.from_nir(graph)
+        interop.import_nir(graph)
 
 
 def test_convert_writes_a_nir_file_that_reads_back(tiny_workdir):
@@ -203,22 +208,22 @@ def test_convert_writes_a_nir_file_that_reads_back(tiny_workdir):
     config.export_nir = True
     config.report_examples = 64
     evaluation.convert_and_evaluate(config, str(workdir))
-    snn, variables, v0 = interop.from_nir(nir.read(workdir / "snn.nir"))
+    snn, variables, v0 = interop.import_nir(nir.read(workdir / "snn.nir"))
     images = jnp.zeros((4, 8, 8, 1))
     assert conversion.spiking_apply(snn, variables, images, 3).shape == (3, 4, 10) and v0 == 0.5
 
 
-# from_nir checks the graph it reads: an edited file is refused, naming the node (and the file).
+# import_nir checks the graph it reads: an edited file is refused, naming the node (and the file).
 
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
-    """``{name: path}`` of the NIR files to_nir writes for the TinyCNN and the tiny ResNet."""
+    """``{name: path}`` of the NIR files export_nir writes for the TinyCNN and the tiny ResNet."""
     paths = {}
     for name in ("cnn", "resnet"):
         snn, variables = converted(BUILDS[name])
         paths[name] = tmp_path_factory.mktemp(name) / "snn.nir"
-        nir.write(paths[name], interop.to_nir(snn, variables, IMAGE_SHAPE, v0=0.5, lossy=True))
+        nir.write(paths[name], interop.export_nir(snn, variables, IMAGE_SHAPE, v0=0.5, lossy=True))
     return paths
 
 
@@ -303,21 +308,21 @@ def edited(written, tmp_path, build, edit):
 def test_edited_graphs_are_refused_naming_the_node(written, tmp_path, case):
     build, edit, message = EDITS[case]
     path = edited(written, tmp_path, build, edit)
-    with pytest.raises(ValueError, match=message + r".*re-export the network with to_nir"):
-        interop.from_nir(as_written(nir.read, path))  # the graph as written, no NIR inference
+    with pytest.raises(ValueError, match=message + r".*re-export the network with export_nir"):
+        interop.import_nir(as_written(nir.read, path))  # the graph as written, no NIR inference
 
 
 def test_from_a_path_errors_name_the_file_and_snnjax_files_load(written, tmp_path):
     path = edited(written, tmp_path, "cnn", insert_node)
     with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: node 'extra'"):
-        interop.from_nir(path)
+        interop.import_nir(path)
     (tmp_path / "junk.nir").write_bytes(b"not HDF5")
     with pytest.raises(
         ValueError, match=rf"{re.escape(str(tmp_path / 'junk.nir'))} is not a readable NIR file"
     ):
-        interop.from_nir(tmp_path / "junk.nir")
-    snn, variables, _ = interop.from_nir(written["resnet"])
-    expected_snn, expected_variables, _ = interop.from_nir(nir.read(written["resnet"]))
+        interop.import_nir(tmp_path / "junk.nir")
+    snn, variables, _ = interop.import_nir(written["resnet"])
+    expected_snn, expected_variables, _ = interop.import_nir(nir.read(written["resnet"]))
     images = jax.random.uniform(jax.random.key(4), (2, *IMAGE_SHAPE), minval=0.0, maxval=2.0)
     np.testing.assert_array_equal(
         conversion.spiking_apply(snn, variables, images, 3),

@@ -619,7 +619,7 @@ def _tiny_snn(config):
 
     model = methods.build_ann(config, 10)
     variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1))))
-    snn_variables = jax.eval_shape(conversion.ann_to_snn_variables, variables)
+    snn_variables = jax.eval_shape(conversion.convert_variables, variables)
     return conversion.spiking_model(model), snn_variables, (8, 8, 1)
 
 
@@ -640,7 +640,7 @@ def test_nan_pixels_give_nan_through_the_exported_artefact(tiny_workdir):
 
     workdir, _ = tiny_workdir
     evaluation.convert_and_evaluate(tiny_config(export="snn.bin", report_examples=32), str(workdir))
-    exported = snnjax.load_exported(str(workdir / "snn.bin"))
+    exported = snnjax.import_snn(str(workdir / "snn.bin"))
     images = np.zeros((2, 8, 8, 1), np.float32)
     images[0, 2, 2, 0] = np.nan
     logits = np.asarray(exported(images))

@@ -113,7 +113,7 @@ def test_folding_refuses_a_conv_whose_output_is_also_read_elsewhere_naming_both(
 def test_snnjax_models_fold_through_the_graph_exactly_as_by_their_block_names(build):
     from helpers import randomize_variables
 
-    ann = snnjax.TinyCNN(num_classes=3, activation=QCFS4) if build == "cnn" else tiny_resnet(QCFS4)
+    ann = snnjax.nn.models.TinyCNN(num_classes=3, activation=QCFS4) if build == "cnn" else tiny_resnet(QCFS4)
     variables = randomize_variables(init(ann, (8, 8, 3)), seed=4)
     by_graph = snnjax.fold_batchnorm(variables, model=ann, inputs=jnp.zeros((1, 8, 8, 3)))
     by_name = snnjax.fold_batchnorm(variables)
@@ -218,6 +218,6 @@ def test_nir_export_refuses_clashing_node_names_and_layers_called_twice():
         (NamedLikeAPool(), (4, 4, 1), "two nodes would be named 'pool2'"),
         (DenseTwice(), (3,), "'shared' is called more than once"),
     ]:
-        variables = snnjax.ann_to_snn_variables(model.init(jax.random.key(0), jnp.zeros((1, *shape))))
+        variables = snnjax.convert_variables(model.init(jax.random.key(0), jnp.zeros((1, *shape))))
         with pytest.raises(ValueError, match=message):
-            interop.to_nir(snnjax.spiking_model(model), variables, shape, v0=0.5, lossy=True)
+            interop.export_nir(snnjax.spiking_model(model), variables, shape, v0=0.5, lossy=True)

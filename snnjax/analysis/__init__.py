@@ -11,3 +11,10 @@ from snnjax.analysis.reports import (
     linear_layer_costs as linear_layer_costs,
     spiking_layer_report as spiking_layer_report,
 )
+
+__all__ = [
+    "energy_report",
+    "linear_layer_costs",
+    "neurobench_metrics",
+    "spiking_layer_report",
+]

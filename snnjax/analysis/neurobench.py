@@ -25,7 +25,7 @@ Our reconstruction of its code (``metrics/static/footprint.py``, ``connection_sp
 
 snnjax's spikes carry the value θ (a count n·θ for ``multi_spike_if``); NeuroBench's spikes are 0/1.
 The spiking test is therefore applied to the input divided by the θ of the spiking layer it comes
-from (through pooling and flattening: the count network `snnjax.io.to_nir` writes for
+from (through pooling and flattening: the count network `snnjax.io.export_nir` writes for
 sinabs), which is NeuroBench's test on that network: spikes straight from an IF layer (or max-pooled)
 are ACs, average-pooled spikes are MACs unless every window holds all spikes or none.
 """

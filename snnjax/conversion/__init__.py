@@ -22,8 +22,30 @@ from snnjax.conversion.simulation import (
 )
 from snnjax.conversion.structure import LayerCall as LayerCall, trace_structure as trace_structure
 from snnjax.conversion.transforms import (
-    ann_to_snn_variables as ann_to_snn_variables,
     balance_weights as balance_weights,
     calibrate_thresholds as calibrate_thresholds,
+    convert_variables as convert_variables,
     fold_batchnorm as fold_batchnorm,
+)
+from snnjax.core import deprecation
+
+__all__ = [
+    "balance_weights",
+    "calibrate_snn",
+    "calibrate_thresholds",
+    "convert_variables",
+    "cumulative_mean_logits",
+    "fold_batchnorm",
+    "LayerCall",
+    "record_activations",
+    "spiking_apply",
+    "spiking_apply_sequence",
+    "spiking_model",
+    "SpikingNetwork",
+    "trace_structure",
+]
+
+# Renamed for one grammar (verbs); the old name warns.
+__getattr__ = deprecation.renamed(
+    "snnjax.conversion", {"ann_to_snn_variables": "convert_variables"}, globals()
 )

@@ -115,6 +115,12 @@ NEURONS: dict[str, Neuron] = {
             "multi-spike {0, θ, 2θ, …} (sinabs IAF)",
             "none (membrane floored at −θ)",
         ),
+        Neuron(
+            "fixed_point_if",
+            core.fixed_point_if_neuron,
+            "binary {0, θ}",
+            "a saturating integer membrane of `bits` bits (hardware form: snnjax.conversion.hardware)",
+        ),
         Neuron("burst", low_latency.burst_neuron, "up to m spikes {0, θ, …, m·θ}", "none", low_latency=True),
         Neuron(
             "group",

@@ -112,7 +112,7 @@ def _threshold(module: nn.Module, dtype) -> jax.Array:
     if not module.has_variable("params", "threshold"):
         raise ValueError(
             f"activation layer {_path(module)!r} has no 'threshold' variable: convert the ANN variables "
-            "with snnjax.ann_to_snn_variables (a plain-ReLU ANN needs snnjax.calibrate_thresholds first)."
+            "with snnjax.convert_variables (a plain-ReLU ANN needs snnjax.calibrate_thresholds first)."
         )
     return module.get_variable("params", "threshold").astype(dtype)
 
@@ -237,7 +237,7 @@ def _unfold_time(fn: Callable[[jax.Array], jax.Array], num_steps: int) -> Callab
 class SpikingNetwork:
     """An ANN module run as an SNN (see the module docstring). Build it with `spiking_model`.
 
-    Its variables are the ANN's variables after `snnjax.ann_to_snn_variables` (same tree, each
+    Its variables are the ANN's variables after `snnjax.convert_variables` (same tree, each
     activation's ``threshold`` holding θ; BatchNorm folded or not).
 
     Attributes:
@@ -547,7 +547,7 @@ def spiking_model(
         function calls (``nn.relu``, ``jax.nn.relu``, ``nnx.relu``; see
         `snnjax.conversion.interception`).
       v0: initial membrane fraction (½ for QCFS, ``shift2`` for SlipReLU).
-      fold_bn: the variables will have BatchNorm folded (``ann_to_snn_variables(..., fold_bn=True)``).
+      fold_bn: the variables will have BatchNorm folded (``convert_variables(..., fold_bn=True)``).
       per_channel: thresholds are per channel.
       mode: ``"layer"`` or ``"step"`` simulation (see `spiking_apply`); same outputs.
       neuron: a key of `snnjax.conversion.neuron_registry.NEURONS`: ``"if"`` (reference IF),
@@ -612,7 +612,7 @@ def spiking_apply(
 
     Args:
       snn_model: from `spiking_model`.
-      snn_variables: from `ann_to_snn_variables`.
+      snn_variables: from `convert_variables`.
       images: static input ``[B, ...]``, the same at every step (e.g. ``[B, H, W, C]``). Images of a
         higher rank than the model's first convolution reads (e.g. a time-major sequence) are
         refused: pass a sequence to `spiking_apply_sequence`.
@@ -675,7 +675,7 @@ def spiking_apply_sequence(
 
     Args:
       snn_model: from `spiking_model`.
-      snn_variables: from `ann_to_snn_variables`.
+      snn_variables: from `convert_variables`.
       inputs: ``[T, B, ...]``: ``inputs[t]`` is the input of step t.
       *args: passed to the ANN's ``__call__`` (default: ``train=False`` when it takes ``train``).
       num_steps: the T the caller means (optional; checked against ``inputs.shape[0]``).

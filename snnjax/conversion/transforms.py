@@ -1,6 +1,6 @@
 """ANN→SNN conversion as transforms of the Flax variable tree.
 
-The SNN's variables are the ANN's passed through `ann_to_snn_variables` (each layer's λ becomes
+The SNN's variables are the ANN's passed through `convert_variables` (each layer's λ becomes
 that layer's IF threshold θ; optional BN folding); `snnjax.conversion.simulation` runs the ANN module
 with its activation sites intercepted (`snnjax.spiking_model`, `snnjax.spiking_apply`).
 """
@@ -34,7 +34,7 @@ from snnjax.nn.layers import (
 
 __all__ = [
     "BALANCING_FORMS",
-    "ann_to_snn_variables",
+    "convert_variables",
     "balance_weights",
     "calibrate_thresholds",
     "fold_batchnorm",
@@ -259,7 +259,7 @@ def _fold_by_structure(variables: Variables, model: Any, inputs: jax.Array | Non
     return folded
 
 
-def ann_to_snn_variables(
+def convert_variables(
     ann_variables: Any,
     *,
     threshold_parameterization: str = ThresholdParameterization.IDENTITY,
@@ -420,7 +420,7 @@ def calibrate_thresholds(
             f"{model_name(frontend)} has no parameter-free activation site: calibrate_thresholds sets θ of "
             "ReLU function calls (nn.relu, jax.nn.relu, nnx.relu), snnjax.Activation and "
             "snnjax.nnx.Activation layers. Layers with a trained threshold (QCFS, ...) need no "
-            "calibration: convert them with snnjax.ann_to_snn_variables."
+            "calibration: convert them with snnjax.convert_variables."
         )
 
     def threshold_of(outputs):
@@ -487,7 +487,7 @@ def balance_weights(
     rounding); a test checks it.
 
     Args:
-      snn_variables: SNN variables from `ann_to_snn_variables` with ``fold_bn=True`` (a
+      snn_variables: SNN variables from `convert_variables` with ``fold_bn=True`` (a
         BatchNorm after the conv would undo the rescaling).
       model: the ANN, to find the chain by one structure walk (any plain-chain model); without it,
         a `snnjax.nn.models.ConvNet`'s layers are found by their names.

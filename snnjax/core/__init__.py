@@ -23,6 +23,7 @@ from snnjax.core.activations import (
     threshold_relu as threshold_relu,
 )
 from snnjax.core.neurons import (
+    fixed_point_if_neuron as fixed_point_if_neuron,
     if_neuron as if_neuron,
     if_neuron_with_state as if_neuron_with_state,
     if_step as if_step,
@@ -37,3 +38,27 @@ from snnjax.core.transformer_ops import (
     st_bif_neuron as st_bif_neuron,
     temporal_difference as temporal_difference,
 )
+
+__all__ = [
+    "fixed_point_if_neuron",
+    "clip_inclusive",
+    "floor_ste",
+    "if_neuron",
+    "if_neuron_with_state",
+    "if_step",
+    "initial_membrane",
+    "integrate_then_fire",
+    "multi_spike_if_neuron",
+    "parallel",
+    "qcfs",
+    "QCFSOrder",
+    "relu",
+    "signed_if_neuron",
+    "signed_quantizer",
+    "slip_relu",
+    "spike_train_product",
+    "st_bif_neuron",
+    "surrogates",
+    "temporal_difference",
+    "threshold_relu",
+]

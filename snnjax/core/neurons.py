@@ -31,6 +31,7 @@ import jax.numpy as jnp
 from snnjax.core import surrogates
 
 __all__ = [
+    "fixed_point_if_neuron",
     "if_neuron",
     "if_neuron_with_state",
     "if_step",
@@ -243,7 +244,7 @@ def multi_spike_if_neuron(
     resets by ``MembraneSubtract`` (``v − n·θ``) and floors the membrane as written above; its
     membranes start at 0. The same expressions are used here, in the same order, so that float32
     results agree bit for bit. sinabs's spikes are counts (value 1); NIR export for sinabs folds θ
-    into the weights that read them (`snnjax.io.to_nir` with ``target="sinabs"``).
+    into the weights that read them (`snnjax.io.export_nir` with ``target="sinabs"``).
 
     With ``v0 = 0`` the neuron fires ``floor`` of the accumulated input over θ, not its rounding: the
     QCFS shift that matches it is ``φ = 0``.
@@ -266,6 +267,46 @@ def multi_spike_if_neuron(
         count = (potential > 0) * jnp.trunc(potential / theta)
         membrane = potential - count * theta
         return jnp.maximum(membrane - floor, 0) + floor, count * theta  # sinabs: relu(v − f) + f
+
+    _, outputs = jax.lax.scan(step, initial_membrane(z.shape[1:], theta, v0, z.dtype), z)
+    return outputs
+
+
+def fixed_point_if_neuron(
+    z: jax.Array, threshold: jax.Array | float, v0: float = 0.5, *, bits: int = 16
+) -> jax.Array:
+    """The IF neuron of integer hardware: a ``bits``-bit membrane that saturates, integer input.
+
+    Per step: ``m = clip(v + round(z[t]), −2^(bits−1), 2^(bits−1) − 1)`` (a saturating add of the
+    input current rounded to an integer, half to even); a spike if ``m ≥ θ``; ``v = m − s·θ``; the
+    output is ``s·θ``. Starts at ``v(0) = v0·θ``. Everything is in the layer's integer units (the
+    weights' least significant bit, `snnjax.conversion.hardware`): θ and ``v0·θ`` are integers there,
+    so every value is an integer below 2^24 and float32 computes it exactly. With currents that are
+    already integers and a membrane that never reaches the bounds it equals `if_neuron`.
+
+    Args:
+      z: input currents ``[T, ...]`` in the layer's integer units.
+      threshold: θ (an integer ≥ 1 in those units), broadcasting against ``z.shape[1:]``.
+      v0: initial membrane as a fraction of θ.
+      bits: the membrane's width (two's complement), 2 to 24.
+
+    Returns:
+      ``[T, ...]`` outputs ``s·θ``, ``s ∈ {0, 1}``.
+
+    Raises:
+      ValueError: for ``bits`` outside 2..24 (float32 holds integers exactly up to 2^24).
+    """
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 24:
+        raise ValueError(f"bits must be an int in 2..24 (float32 is exact up to 2^24), got {bits!r}.")
+    z = _time_major(z, "fixed_point_if_neuron")
+    theta = jnp.broadcast_to(jnp.asarray(threshold, z.dtype), z.shape[1:])
+    low, high = -(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1
+
+    def step(membrane, z_t):
+        potential = jnp.clip(membrane + jnp.round(z_t), low, high)
+        fired = potential >= theta
+        output = jnp.where(fired, theta, jnp.zeros_like(theta))
+        return potential - output, output
 
     _, outputs = jax.lax.scan(step, initial_membrane(z.shape[1:], theta, v0, z.dtype), z)
     return outputs

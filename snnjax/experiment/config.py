@@ -11,6 +11,7 @@ import math
 import ml_collections
 
 from snnjax.configs import default
+from snnjax.conversion.hardware import WEIGHT_SCALES
 from snnjax.conversion.neuron_registry import NEURONS
 from snnjax.conversion.simulation import MATMUL_PRECISIONS, SIMULATION_DTYPES, SIMULATION_MODES
 from snnjax.conversion.transforms import BALANCING_FORMS
@@ -101,6 +102,40 @@ def _check_post_conversion(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.prerun_steps=0 switches {method!r} off: set it to 1 or more.")
 
 
+def _check_hardware(config: ml_collections.ConfigDict) -> None:
+    """Refuses hardware bit widths where the integer form is not defined, with the reason."""
+    _int_at_least(config, "hardware_weight_bits", 0)
+    _int_at_least(config, "hardware_state_bits", 0)
+    _choice(config, "hardware_weight_scale", WEIGHT_SCALES)
+    weight_bits, state_bits = config.hardware_weight_bits, config.hardware_state_bits
+    if weight_bits and not 2 <= weight_bits <= 16:
+        raise ValueError(f"config.hardware_weight_bits={weight_bits} must be 0 (float) or 2..16.")
+    if state_bits and not 6 <= state_bits <= 24:
+        raise ValueError(f"config.hardware_state_bits={state_bits} must be 0 (float) or 6..24.")
+    if state_bits and not weight_bits:
+        raise ValueError(
+            "config.hardware_state_bits needs config.hardware_weight_bits: the membrane's integer units "
+            "are the weights' least significant bit."
+        )
+    if not weight_bits:
+        return
+    reasons = []
+    if not config.fold_bn:
+        reasons.append("config.fold_bn=True (hardware has no BatchNorm)")
+    if config.balancing != "threshold":
+        reasons.append("config.balancing='threshold' (the integer form balances the weights itself)")
+    if config.post_conversion != "none":
+        reasons.append("config.post_conversion='none'")
+    if snn_neuron(config) != "if":
+        reasons.append("the 'if' neuron (config.snn_neuron)")
+    if state_bits and config.snn_mode != "layer":
+        reasons.append(
+            "config.snn_mode='layer' with hardware_state_bits (fixed_point_if runs a whole window)"
+        )
+    if reasons:
+        raise ValueError("config.hardware_weight_bits needs " + "; ".join(reasons) + ".")
+
+
 def _check_fields(config: ml_collections.ConfigDict) -> None:
     """Refuses fields that ``configs/default.py`` lacks, and fields it defines that are missing.
 
@@ -157,6 +192,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _check_post_conversion(config)
     if config.snn_max_pool == "max_gate" and config.snn_mode == "step":
         raise ValueError("config.snn_max_pool='max_gate' needs config.snn_mode='layer'.")
+    _check_hardware(config)
     if config.balancing == "weights" and not config.fold_bn:
         raise ValueError(
             "config.balancing='weights' needs config.fold_bn=True (BN would undo the rescaling)."

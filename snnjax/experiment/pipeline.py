@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from snnjax import conversion, io as interop
 from snnjax.analysis import neurobench as neurobench_lib, reports, summaries
-from snnjax.conversion import calibration as calibration_lib, neuron_registry, recording
+from snnjax.conversion import calibration as calibration_lib, hardware, neuron_registry, recording
 from snnjax.core import parallel
 from snnjax.experiment import methods, metrics_writer, training, workdir as workdir_lib
 from snnjax.experiment.config import validate_config
@@ -63,7 +63,7 @@ def snn_accuracy_by_step(
 
     Args:
       snn_model: from `snnjax.spiking_model` (layer or step mode).
-      snn_variables: from `snnjax.ann_to_snn_variables`.
+      snn_variables: from `snnjax.convert_variables`.
       batches: ``(images [B, H, W, C], labels [B], mask [B])`` tuples (``dataset.test_batches(B)``), B
         divisible by the device count.
       num_steps: T.
@@ -105,7 +105,7 @@ def snn_accuracy_by_step(
 def _import_torch(config: ml_collections.ConfigDict, dataset) -> dict:
     """The ANN variables of a reference PyTorch checkpoint (``config.torch_checkpoint``)."""
     state_dict = interop.read_torch_checkpoint(config.torch_checkpoint)
-    variables, report = interop.from_torch_state_dict(
+    variables, report = interop.import_torch_state_dict(
         state_dict,
         config.model,
         dataset.num_classes,
@@ -294,6 +294,8 @@ class ConversionPlan:
       neuron: the plain SNN's neuron (the method's, or ``config.snn_neuron``); the layer report,
         NeuroBench counts and NIR export use it.
       post: the low-latency method (`snnjax.experiment.methods.PostConversion`), or None.
+      hardware: ``(weight_bits, weight_scale, state_bits or None)`` of the integer hardware form
+        (`snnjax.conversion.hardware`), or None for float32.
       fold_bn, per_channel, threshold_parameterization, max_pool: how the SNN is built.
       mode, dtype, num_steps, batch_size: how it is simulated (`simulate`).
       balancing: ``"threshold"`` or ``"weights"``.
@@ -308,6 +310,7 @@ class ConversionPlan:
     v0: float
     neuron: str
     post: methods.PostConversion | None
+    hardware: tuple[int, str, int | None] | None
     fold_bn: bool
     per_channel: bool
     threshold_parameterization: str
@@ -339,6 +342,15 @@ class ConversionPlan:
             v0=methods.initial_membrane_fraction(config),
             neuron=methods.snn_neuron(config),
             post=methods.post_conversion(config),
+            hardware=(
+                (
+                    config.hardware_weight_bits,
+                    config.hardware_weight_scale,
+                    config.hardware_state_bits or None,
+                )
+                if config.hardware_weight_bits
+                else None
+            ),
             fold_bn=config.fold_bn,
             per_channel=config.per_channel_threshold,
             threshold_parameterization=config.threshold_parameterization,
@@ -358,12 +370,19 @@ class ConversionPlan:
 
     @property
     def run_neuron(self) -> str:
-        """The neuron the accuracy is measured with: the low-latency method's, else `neuron`."""
-        return self.post.neuron if self.post is not None else self.neuron
+        """The neuron the accuracy is measured with.
+
+        The low-latency method's; the fixed-point IF with a hardware membrane width; else `neuron`.
+        """
+        if self.post is not None:
+            return self.post.neuron
+        return "fixed_point_if" if self.hardware is not None and self.hardware[2] else self.neuron
 
     @property
     def neuron_options(self) -> dict:
-        return dict(self.post.neuron_options) if self.post is not None else {}
+        if self.post is not None:
+            return dict(self.post.neuron_options)
+        return {"bits": self.hardware[2]} if self.run_neuron == "fixed_point_if" else {}
 
     @property
     def run_spec(self) -> neuron_registry.Neuron:
@@ -439,10 +458,12 @@ class Converted:
     Attributes:
       ann_variables: the ANN's variables with data-based thresholds for a plain-ReLU ANN (else the
         trained ones).
-      snn_variables: the plain SNN's (`snnjax.ann_to_snn_variables`: λ → θ, BatchNorm folded).
+      snn_variables: the plain SNN's (`snnjax.convert_variables`: λ → θ, BatchNorm folded).
       simulated_variables: what the accuracy is measured with (weights balanced, or calibrated by the
         low-latency method; else ``snn_variables``).
       calibration: the low-latency calibration's record (training images only), or None.
+      hardware: the hardware form's record (`snnjax.conversion.hardware.quantize_for_hardware`), or
+        None.
       spiking_layers: the number of spiking layers (all lie on the longest path: shortcuts add none).
     """
 
@@ -450,6 +471,7 @@ class Converted:
     snn_variables: dict
     simulated_variables: dict
     calibration: dict | None
+    hardware: dict | None
     spiking_layers: int
 
 
@@ -463,7 +485,7 @@ def convert(plan: ConversionPlan, restored: Restored) -> Converted:
             model, ann_variables, dataset.calibration_images(examples), percentile, plan.per_channel
         )
     example = jnp.zeros((1, *dataset.image_shape))  # the structure graph reads shapes only
-    snn_variables = conversion.ann_to_snn_variables(
+    snn_variables = conversion.convert_variables(
         ann_variables,
         threshold_parameterization=plan.threshold_parameterization,
         fold_bn=plan.fold_bn,
@@ -484,8 +506,19 @@ def convert(plan: ConversionPlan, restored: Restored) -> Converted:
             snn_variables,
             plan.post.calibration,
         )
+    hardware_info = None
+    if plan.hardware is not None:
+        weight_bits, weight_scale, state_bits = plan.hardware
+        simulated, hardware_info = hardware.quantize_for_hardware(
+            snn_variables,
+            model=model,
+            inputs=example,
+            weight_bits=weight_bits,
+            weight_scale=weight_scale,
+            state_bits=state_bits,
+        )
     spiking_layers = len(recording.activation_shapes(model, ann_variables, example))
-    return Converted(ann_variables, snn_variables, simulated, calibration, spiking_layers)
+    return Converted(ann_variables, snn_variables, simulated, calibration, hardware_info, spiking_layers)
 
 
 def simulate(plan: ConversionPlan, restored: Restored, converted: Converted, mesh) -> dict:
@@ -534,6 +567,14 @@ def simulate(plan: ConversionPlan, restored: Restored, converted: Converted, mes
                 if calibration
                 else ""
             )
+        )
+    if converted.hardware is not None:
+        info = converted.hardware
+        print(
+            f"hardware form: {info['weight_bits']}-bit weights per {info['weight_scale']}, "
+            + (f"{info['state_bits']}-bit saturating membrane" if info["state_bits"] else "float membrane")
+            + "; grid exponents p (θ = 2^p): "
+            + ", ".join(f"{layer['name']} {layer.get('exponent', 'head')}" for layer in info["layers"])
         )
     prerun = plan.neuron_options.get("prerun", 0)
     latency = {
@@ -650,6 +691,8 @@ def record(
         "extra_state_per_neuron": card.state,
         # Training images the corrections were computed from (never test images); None without one.
         "calibration": converted.calibration,
+        # The integer hardware form (weight bits, grids, levels used, weight error); None for float32.
+        "hardware": converted.hardware,
         "snn_mode": plan.mode,
         "snn_dtype": plan.dtype,
         "balancing": plan.balancing,
@@ -717,10 +760,11 @@ def write(
         )
         written = ["snn_accuracy.png", "snn_layers.png"]
         if plan.export_nir:
+            # The plain IF network; with hardware bit widths, its integer-form weights and thresholds.
             _stage_nir(
                 outputs,
-                plan.snn(model, "layer"),
-                converted.snn_variables,
+                plan.snn(model, "layer", plain=True),
+                converted.simulated_variables if plan.hardware else converted.snn_variables,
                 dataset.image_shape,
                 plan.v0,
                 workdir,
@@ -774,7 +818,7 @@ def write(
         print(f"Wrote {os.path.join(workdir, 'snn.nir')} (NIR graph; our IF semantics in metadata['snnjax'])")
     if plan.export is not None:
         path = os.path.join(workdir, plan.export)
-        print(f"Wrote {path} and {path}.json (portable SNN at T={plan.num_steps}; snnjax.load_exported)")
+        print(f"Wrote {path} and {path}.json (portable SNN at T={plan.num_steps}; snnjax.import_snn)")
 
 
 def available_memory_bytes(device: jax.Device | None = None) -> int | None:
@@ -857,7 +901,7 @@ def _check_memory(
     if need <= 0.75 * available:
         return
     hint = ""
-    if snn_model.mode == "layer" and snn_model.neuron == "if" and plan.post is None:
+    if snn_model.mode == "layer" and snn_model.spec.step:
         step = simulation_memory_bytes(
             snn_model.clone(mode="step"), snn_variables, image_shape, batch, plan.num_steps, dtype
         )
@@ -925,6 +969,6 @@ def _stage_nir(outputs, snn_model, snn_variables, image_shape, v0: float, workdi
     """Stages ``workdir/snn.nir`` (lossy by request: NIR's IF resets to a value, ours by subtraction)."""
     import nir
 
-    graph = interop.to_nir(snn_model, snn_variables, image_shape, v0=v0, lossy=True)
+    graph = interop.export_nir(snn_model, snn_variables, image_shape, v0=v0, lossy=True)
     graph.metadata = {**dict(graph.metadata or {}), "snnjax_run_id": outputs.run_id}
     outputs.stage(os.path.join(workdir, "snn.nir"), lambda temporary: nir.write(temporary, graph))

@@ -10,20 +10,47 @@
 Importing `snnjax.io` loads neither Orbax nor tensorflow-datasets; their modules load them.
 """
 
+from snnjax.core import deprecation
 from snnjax.io.export import (
     ExportedSNN as ExportedSNN,
     export_snn as export_snn,
-    load_exported as load_exported,
+    import_snn as import_snn,
 )
 from snnjax.io.nir import (
     NIRChain as NIRChain,
-    from_nir as from_nir,
+    export_nir as export_nir,
+    import_nir as import_nir,
     target_difference as target_difference,
-    to_nir as to_nir,
 )
 from snnjax.io.torch_checkpoints import (
     LAYOUTS as LAYOUTS,
     TorchLayout as TorchLayout,
-    from_torch_state_dict as from_torch_state_dict,
+    import_torch_state_dict as import_torch_state_dict,
     read_torch_checkpoint as read_torch_checkpoint,
+)
+
+__all__ = [
+    "export_nir",
+    "export_snn",
+    "ExportedSNN",
+    "import_nir",
+    "import_snn",
+    "import_torch_state_dict",
+    "LAYOUTS",
+    "NIRChain",
+    "read_torch_checkpoint",
+    "target_difference",
+    "TorchLayout",
+]
+
+# Renamed for one grammar (IO pairs export_X / import_X); the old names warn.
+__getattr__ = deprecation.renamed(
+    "snnjax.io",
+    {
+        "to_nir": "export_nir",
+        "from_nir": "import_nir",
+        "load_exported": "import_snn",
+        "from_torch_state_dict": "import_torch_state_dict",
+    },
+    globals(),
 )

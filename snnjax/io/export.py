@@ -4,7 +4,7 @@
 a fixed T, the variables baked in as constants, the batch size ``b`` symbolic) with ``jax.export``,
 lowered for CPU and CUDA by default, and writes next to it ``<path>.json`` with what a user needs to run
 it: the input shape and normalization, T, v0, the number of classes, the method and neuron, where the
-weights came from, and the artefact's sha256. `load_exported` checks the sidecar against the
+weights came from, and the artefact's sha256. `import_snn` checks the sidecar against the
 artefact and runs it in any process that has JAX, without the config or the model code.
 """
 
@@ -23,7 +23,7 @@ import numpy as np
 
 from snnjax.conversion.simulation import SpikingNetwork, spiking_apply
 
-__all__ = ["ExportedSNN", "export_snn", "load_exported"]
+__all__ = ["ExportedSNN", "export_snn", "import_snn"]
 
 FORMAT = "snnjax.exported_snn/1"
 # The sidecar fields export_snn writes that describe the artefact, and their JSON types.
@@ -105,7 +105,7 @@ def export_snn(
         "num_classes": int(out.shape[-1]),
         "platforms": list(exported.platforms),
         "jax_version": jax.__version__,
-        "sha256": hashlib.sha256(data).hexdigest(),  # load_exported refuses a damaged artefact by it
+        "sha256": hashlib.sha256(data).hexdigest(),  # import_snn refuses a damaged artefact by it
         **dict(metadata or {}),
     }
 
@@ -144,7 +144,7 @@ class ExportedSNN:
         return self.exported.call(jnp.asarray(images, jnp.float32))
 
 
-def load_exported(path: str) -> ExportedSNN:
+def import_snn(path: str) -> ExportedSNN:
     """Loads an artefact written by `export_snn` (needs only JAX and this module).
 
     The sidecar is checked against the artefact before anything runs: its fields (present, of the

@@ -10,8 +10,8 @@ flatten in C-H-W order).
 NIR's IF neuron differs from ours: it fires when ``v > θ`` and resets *to* ``v_reset``, while snnjax
 fires when ``v ≥ θ``, resets by subtracting θ, starts at ``v0·θ``, feeds the analog input at every
 step and reads out the mean of the last layer over t. An exported graph therefore does not run the
-same network on a NIR backend, so `to_nir` refuses unless called with ``lossy=True``; it then
-records our semantics in ``graph.metadata["snnjax"]`` (with the architecture, so `from_nir`
+same network on a NIR backend, so `export_nir` refuses unless called with ``lossy=True``; it then
+records our semantics in ``graph.metadata["snnjax"]`` (with the architecture, so `import_nir`
 rebuilds the identical snnjax SNN).
 """
 
@@ -43,11 +43,11 @@ from snnjax.nn.layers import Conv, ThresholdActivation
 if TYPE_CHECKING:  # nir is an optional dependency, imported where it is used
     import nir
 
-__all__ = ["NIRChain", "from_nir", "target_difference", "to_nir"]
+__all__ = ["NIRChain", "import_nir", "target_difference", "export_nir"]
 
-# The node types to_nir writes, and so the only ones from_nir runs.
+# The node types export_nir writes, and so the only ones import_nir runs.
 RUNNABLE = ("Input", "Conv2d", "IF", "AvgPool2d", "Flatten", "Affine", "Output")
-# metadata["snnjax"] fields from_nir needs, per architecture class.
+# metadata["snnjax"] fields import_nir needs, per architecture class.
 REQUIRED = {
     "chain": ("ops",),
     "ConvNet": ("layers", "hidden"),
@@ -95,10 +95,10 @@ def _describe(model) -> dict[str, Any]:
         }
     if isinstance(model, models.ResNet):
         return {"class": "ResNet", "stage_sizes": list(model.stage_sizes), "widths": list(model.widths)}
-    return None  # any other model: rebuilt by from_nir as a NIRChain from the ops recorded
+    return None  # any other model: rebuilt by import_nir as a NIRChain from the ops recorded
 
 
-def to_nir(
+def export_nir(
     snn_model: nn.Module,
     snn_variables: Mapping[str, Any],
     image_shape: tuple[int, int, int],
@@ -111,7 +111,7 @@ def to_nir(
     """Writes a converted SNN as a ``nir.NIRGraph``.
 
     Two targets: ``"snnjax"`` writes the network as snnjax runs it (``AvgPool2d``, IF nodes with θ,
-    our semantics in the metadata), which `from_nir` reads back exactly but no NIR reader runs
+    our semantics in the metadata), which `import_nir` reads back exactly but no NIR reader runs
     the same; ``"sinabs"`` writes what sinabs (and readers with its semantics) run exactly as snnjax
     runs the SNN with ``neuron="multi_spike_if"`` and ``v0=0`` (see `SINABS_SEMANTICS`):
     ``SumPool2d`` with average pooling's 1/k² folded into the next layer's weights, θ of each IF node
@@ -122,7 +122,7 @@ def to_nir(
       snn_model: a layer-mode SNN from `snnjax.spiking_model` (or its ANN: only the
         architecture is read) with ``avg`` pooling: a Linen model (snnjax activation layers or ReLU
         function calls) or an NNX model.
-      snn_variables: SNN variables from `snnjax.ann_to_snn_variables` (BatchNorm is folded here
+      snn_variables: SNN variables from `snnjax.convert_variables` (BatchNorm is folded here
         if it is not yet).
       image_shape: ``(H, W, C)`` of the input.
       v0: the SNN's initial membrane fraction (recorded in the metadata).
@@ -181,7 +181,7 @@ def to_nir(
         nodes, edges = _for_sinabs(nir, nodes, edges)
         description = {**(description or {"class": "chain"}), **SINABS_SEMANTICS}
         return _graph(nir, nodes, edges, description, params, v0, fold_thresholds, image_shape, num_classes)
-    if description is None:  # any other model: its ops (and fan-in) let from_nir rebuild it
+    if description is None:  # any other model: its ops (and fan-in) let import_nir rebuild it
         description = {"class": "chain", "ops": json.dumps([op for op, _ in ops])}
         if any(sources is not None for _, sources in ops):
             description["sources"] = json.dumps([sources for _, sources in ops])
@@ -203,7 +203,7 @@ def target_difference(
     """What exporting for ``target`` costs, measured on the user's images: the SNN against its semantics.
 
     For ``target="sinabs"`` the target runs the same network with snnjax's ``multi_spike_if`` neuron
-    from ``v0=0`` (what sinabs runs for the graph ``to_nir(target="sinabs")`` writes, up to float
+    from ``v0=0`` (what sinabs runs for the graph ``export_nir(target="sinabs")`` writes, up to float
     rounding at thresholds: see ``benchmarks/results/README.md``).
 
     Args:
@@ -242,7 +242,7 @@ def target_difference(
 
 
 def _for_sinabs(nir, nodes: dict[str, Any], edges: list[tuple[str, str]]):
-    """The graph rewritten for sinabs's semantics (spike counts, ``SumPool2d``); see `to_nir`.
+    """The graph rewritten for sinabs's semantics (spike counts, ``SumPool2d``); see `export_nir`.
 
     Each node's output is tracked as ``gain · written value = snnjax's value``, an array of the
     output's NIR shape (``C, H, W`` or ``F``): 1 for synaptic layers, θ for IF nodes (spikes are
@@ -397,11 +397,11 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def from_nir(graph: nir.NIRGraph | str | os.PathLike) -> tuple[nn.Module, dict[str, Any], float]:
-    """Rebuilds the snnjax SNN of a graph written by `to_nir`, after checking the graph.
+def import_nir(graph: nir.NIRGraph | str | os.PathLike) -> tuple[nn.Module, dict[str, Any], float]:
+    """Rebuilds the snnjax SNN of a graph written by `export_nir`, after checking the graph.
 
     The network is rebuilt from ``metadata["snnjax"]`` and the nodes' weights, so the graph must be
-    exactly the one `to_nir` writes for that network: only node types snnjax runs, the same
+    exactly the one `export_nir` writes for that network: only node types snnjax runs, the same
     nodes and edges (none added, removed or redirected), the same shapes, IF nodes with ``r = 1``,
     ``v_reset = 0`` and one θ per layer (or per channel), finite values. Anything else is refused
     rather than silently run as another network.
@@ -425,13 +425,15 @@ def from_nir(graph: nir.NIRGraph | str | os.PathLike) -> tuple[nn.Module, dict[s
         graph = _read(os.fspath(graph))
     meta = dict(graph.metadata or {}).get("snnjax")
     if not meta:
-        raise ValueError(f"{where}This NIR graph was not written by snnjax.to_nir (no metadata['snnjax']).")
+        raise ValueError(
+            f"{where}This NIR graph was not written by snnjax.export_nir (no metadata['snnjax'])."
+        )
     meta = {key: _text(value) if isinstance(value, bytes | str) else value for key, value in meta.items()}
     if meta.get("target", "snnjax") != "snnjax":
         raise ValueError(
-            f"{where}This graph was written for {meta['target']} (to_nir(target={meta['target']!r}): spike "
-            "counts, θ folded into the weights); run it with that reader (e.g. sinabs.from_nir). "
-            "from_nir reads graphs written with target='snnjax'."
+            f"{where}This graph was written for {meta['target']} (export_nir(target={meta['target']!r}): "
+            "spike counts, θ folded into the weights); run it with that reader (e.g. sinabs.from_nir). "
+            "import_nir reads graphs written with target='snnjax'."
         )
     _check_graph(graph, meta, where)
     if meta["class"] == "chain":
@@ -475,7 +477,7 @@ def _read(path: str) -> nir.NIRGraph:
     """``nir.read`` without type inference (which would add nodes to a broken graph); errors name the file."""
     nir = _import_nir()
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} does not exist (to_nir's graph is written with nir.write).")
+        raise FileNotFoundError(f"{path} does not exist (export_nir's graph is written with nir.write).")
     try:
         if "type_check" in inspect.signature(nir.read).parameters:  # nir >= 1.0.5 infers types on read
             return nir.read(path, type_check=False)
@@ -502,13 +504,13 @@ def _ann_from_meta(meta) -> nn.Module:
 
 def _refusal(where: str, problem: str) -> ValueError:
     return ValueError(
-        f"{where}{problem}. from_nir rebuilds only the graph snnjax.io.to_nir writes for the network "
-        "recorded in metadata['snnjax']; re-export the network with to_nir instead of editing the graph."
+        f"{where}{problem}. import_nir rebuilds only the graph snnjax.io.export_nir writes for the network "
+        "recorded in metadata['snnjax']; re-export the network with export_nir instead of editing the graph."
     )
 
 
 def _expected_graph(meta, where: str) -> nir.NIRGraph:
-    """The graph `to_nir` writes for the network in ``meta``, with zero weights (the structure)."""
+    """The graph `export_nir` writes for the network in ``meta``, with zero weights (the structure)."""
     if meta.get("class") not in REQUIRED:
         raise _refusal(
             where, f"metadata['snnjax']['class'] is {meta.get('class')!r}, not one of {list(REQUIRED)}"
@@ -521,7 +523,7 @@ def _expected_graph(meta, where: str) -> nir.NIRGraph:
         image_shape = tuple(int(d) for d in np.ravel(meta["image_shape"]))
         shapes = jax.eval_shape(ann.init, jax.random.key(0), jnp.zeros((1, *image_shape)))
         zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
-        return to_nir(ann, zeros, image_shape, v0=float(meta["v0"]), lossy=True)
+        return export_nir(ann, zeros, image_shape, v0=float(meta["v0"]), lossy=True)
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as error:
         raise _refusal(
             where,
@@ -531,7 +533,7 @@ def _expected_graph(meta, where: str) -> nir.NIRGraph:
 
 
 def _layout(node) -> dict[str, tuple]:
-    """What `to_nir` fixes in a node besides the weights' values.
+    """What `export_nir` fixes in a node besides the weights' values.
 
     That is every float array's shape, every other field's value (strides, padding, ...), and the
     input/output types where the node records them.
@@ -553,9 +555,9 @@ def _layout(node) -> dict[str, tuple]:
 
 
 def _check_graph(graph, meta, where: str) -> None:
-    """Refuses a graph that is not exactly what `to_nir` writes for the network in ``meta``.
+    """Refuses a graph that is not exactly what `export_nir` writes for the network in ``meta``.
 
-    from_nir reads weights by node name and ignores edges, so a node added, removed, retyped or
+    import_nir reads weights by node name and ignores edges, so a node added, removed, retyped or
     rewired, or a changed shape, would otherwise load as another network (or fail later, far away).
     """
     for name, node in graph.nodes.items():
@@ -622,7 +624,7 @@ def _check_graph(graph, meta, where: str) -> None:
 def _check_if(node, name: str, per_channel: bool, where: str) -> None:
     """Refuses IF parameters snnjax does not run.
 
-    snnjax's IF integrates its input unscaled (r = 1), subtracts θ on a spike (to_nir writes
+    snnjax's IF integrates its input unscaled (r = 1), subtracts θ on a spike (export_nir writes
     v_reset = 0) and keeps one θ per layer or per channel (NIR puts channels first).
     """
     if not np.all(np.asarray(node.r) == 1):
@@ -900,7 +902,7 @@ def _nir_shape(shape) -> list[int]:
 
 
 def _chain_from_graph(graph, meta):
-    """The `NIRChain` and its variables from a chain graph written by `to_nir`."""
+    """The `NIRChain` and its variables from a chain graph written by `export_nir`."""
     ops = _chain_ops(meta)
     params: dict[tuple[str, ...], np.ndarray] = {}
     flatten_shape = None

@@ -8,7 +8,7 @@ the pickle declares: each storage record's size is compared with the element cou
 it before anything is decompressed, the pickle itself is limited to 4 MiB, and tensors are views of
 their storage (as in PyTorch), so a file cannot ask for many copies of one storage.
 
-``from_torch_state_dict`` maps the layouts of the QCFS code (the original
+``import_torch_state_dict`` maps the layouts of the QCFS code (the original
 ``putshua/SNN_conversion_QCFS``, whose layout the SlipReLU code shares, and the revised
 ``putshua/ANN_SNN_QCFS``) for VGG-16 and ResNet-18/20/34 onto the matching snnjax model (layouts
 learned from the published model definitions; no code copied): conv ``OIHW → HWIO``, linear
@@ -38,7 +38,7 @@ from snnjax.core.activations import qcfs
 from snnjax.nn.layers import ThresholdActivation
 from snnjax.nn.models import create_model
 
-__all__ = ["LAYOUTS", "TorchLayout", "from_torch_state_dict", "read_torch_checkpoint"]
+__all__ = ["LAYOUTS", "TorchLayout", "import_torch_state_dict", "read_torch_checkpoint"]
 
 # The torch dtypes the reader reads, by the name torch pickles them under, with their NumPy dtype
 # (ml_dtypes, which jax depends on, provides bfloat16 and the float8 formats, bit for bit as torch).
@@ -343,7 +343,7 @@ def read_torch_checkpoint(path: str) -> dict[str, np.ndarray]:
     Returns:
       ``{"layer1.0.weight": array, ...}`` in the file's order; a leading ``"module."`` (DataParallel)
       is stripped. Each array keeps its tensor's dtype (bfloat16 and float8 as the ``ml_dtypes`` NumPy
-      types; `from_torch_state_dict` casts to float32) and is a writeable view of its storage:
+      types; `import_torch_state_dict` casts to float32) and is a writeable view of its storage:
       tensors that share a storage in the file share memory, as they do in PyTorch.
 
     Raises:
@@ -454,7 +454,7 @@ def _resnet_keys(stage_sizes, layout: TorchLayout) -> list[tuple[tuple[str, ...]
 _RESNET_STAGES = {"resnet18": (2, 2, 2, 2), "resnet20": (3, 3, 3), "resnet34": (3, 4, 6, 3)}
 
 
-def from_torch_state_dict(
+def import_torch_state_dict(
     state_dict: Mapping[str, np.ndarray],
     arch: str,
     num_classes: int,

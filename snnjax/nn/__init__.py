@@ -27,3 +27,23 @@ from snnjax.nn.models import (
     SmallCNN as SmallCNN,
     create_model as create_model,
 )
+
+__all__ = [
+    "Activation",
+    "BatchNorm",
+    "Conv",
+    "ConvBN",
+    "ConvNet",
+    "create_model",
+    "FoldedBatchNorm",
+    "MODELS",
+    "nnx_layers",
+    "ResNet",
+    "ResNet18",
+    "ResNet20",
+    "ResNet34",
+    "SmallCNN",
+    "ThresholdActivation",
+    "ThresholdParameterization",
+    "VGG16",
+]

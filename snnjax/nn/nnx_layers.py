@@ -2,7 +2,7 @@
 
 The NNX twins of `snnjax.nn.layers.ThresholdActivation` and `snnjax.nn.layers.Activation`: an
 NNX model built from them converts like a Linen one (`snnjax.spiking_model` on the module, its
-variables from `snnjax.ann_to_snn_variables`). The ANN runs the layer's pure function; the SNN
+variables from `snnjax.convert_variables`). The ANN runs the layer's pure function; the SNN
 runs the spiking neuron in its place, with θ read from the layer's ``threshold`` parameter (or, for a
 parameter-free `Activation`, from the calibrated thresholds in the variables' ``"sites"``).
 

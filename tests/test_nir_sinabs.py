@@ -1,4 +1,4 @@
-"""A real NIR reader: graphs written with ``to_nir(target="sinabs")`` run in sinabs 3.1.3 (SynSense's
+"""A real NIR reader: graphs written with ``export_nir(target="sinabs")`` run in sinabs 3.1.3 (SynSense's
 Speck/Xylo toolchain) as snnjax runs the SNN with ``neuron="multi_spike_if"`` and ``v0=0``.
 
 Needs the ``sinabs`` extra (``pip install 'snnjax[sinabs]'`` and the CPU PyTorch wheel); skipped
@@ -39,7 +39,7 @@ def run_in_sinabs(graph, images):
 def exported(name, per_channel=False):
     snn, variables = converted(BUILDS[name], per_channel)
     snn = snn.clone(neuron="multi_spike_if", v0=0.0)
-    return snn, variables, interop.to_nir(snn, variables, IMAGE_SHAPE, v0=0.0, target="sinabs")
+    return snn, variables, interop.export_nir(snn, variables, IMAGE_SHAPE, v0=0.0, target="sinabs")
 
 
 @pytest.mark.parametrize(

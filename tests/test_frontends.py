@@ -257,10 +257,10 @@ def build(frontend, case, seed=0):
 
 def snn_variables_of(frontend, case, model, variables):
     if frontend == "nnx_layers":
-        return snnjax.ann_to_snn_variables(model)
+        return snnjax.convert_variables(model)
     if frontend == "nnx_functions":
         variables = {"nnx": nnx.state(model)}
-    return snnjax.ann_to_snn_variables(set_sites(variables, SITES[(frontend, case)]))
+    return snnjax.convert_variables(set_sites(variables, SITES[(frontend, case)]))
 
 
 FRONTENDS = ["linen", "nnx_layers", "nnx_functions", "function"]
@@ -289,7 +289,7 @@ def test_snn_equals_an_independent_per_step_simulation(frontend, case, mode):
 def test_batchnorm_folded_equals_unfolded(frontend):
     model, variables, images = build(frontend, "chain", seed=3)
     snn_variables = snn_variables_of(frontend, "chain", model, variables)
-    folded = snnjax.ann_to_snn_variables(snn_variables, fold_bn=True, model=model, inputs=images)
+    folded = snnjax.convert_variables(snn_variables, fold_bn=True, model=model, inputs=images)
     snn = snnjax.spiking_model(model, v0=V0)
     np.testing.assert_array_equal(
         snnjax.spiking_apply(snn, folded, images, 6), snnjax.spiking_apply(snn, snn_variables, images, 6)
@@ -313,13 +313,13 @@ def test_nnx_batchnorm_with_epsilon_folds_to_an_exact_bias():
     images = pixels("chain")
     model.bn.mean[...] = jnp.array([0.1, -0.2, 0.3, 0.0])
     model.bn.var[...] = jnp.array([0.5, 2.0, 1.5, 1.0])
-    folded = snnjax.ann_to_snn_variables(model, fold_bn=True, inputs=images)
+    folded = snnjax.convert_variables(model, fold_bn=True, inputs=images)
     bn = nnx.to_pure_dict(folded["nnx"])["bn"]
     assert np.all(bn["var"] + np.float32(1e-5) == np.float32(1.0))  # rsqrt(var + ε) is exactly 1
     snn = snnjax.spiking_model(model)
     np.testing.assert_allclose(
         snnjax.spiking_apply(snn, folded, images, 4),
-        snnjax.spiking_apply(snn, snnjax.ann_to_snn_variables(model), images, 4),
+        snnjax.spiking_apply(snn, snnjax.convert_variables(model), images, 4),
         rtol=1e-5,
         atol=1e-5,
     )
@@ -403,7 +403,7 @@ def test_an_unsupported_function_in_an_nnx_model_is_refused_naming_its_site():
     model = NNXGelu(nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"cannot make spiking: (gelu|tanh|erf) \(in module"):
         snnjax.spiking_apply(
-            snnjax.spiking_model(model), snnjax.ann_to_snn_variables(model), jnp.ones((2, 4)), 2
+            snnjax.spiking_model(model), snnjax.convert_variables(model), jnp.ones((2, 4)), 2
         )
 
 
@@ -417,14 +417,14 @@ def test_a_function_model_cannot_fold_batchnorm():
     model, variables, images = build("function", "chain")
     calibrated = snnjax.calibrate_thresholds(model, variables, images)
     with pytest.raises(ValueError, match="plain function.*keep fold_bn=False"):
-        snnjax.ann_to_snn_variables(calibrated, fold_bn=True, model=model, inputs=images)
+        snnjax.convert_variables(calibrated, fold_bn=True, model=model, inputs=images)
 
 
 def test_spiking_model_does_not_change_the_nnx_model():
     model, _, _ = build("nnx_layers", "chain")
     assert model.bn.use_running_average is False
     snnjax.spiking_model(model)
-    snnjax.ann_to_snn_variables(model, fold_bn=True, inputs=pixels("chain"))
+    snnjax.convert_variables(model, fold_bn=True, inputs=pixels("chain"))
     assert model.bn.use_running_average is False  # still in training mode: the SNN took an eval twin
 
 
@@ -452,7 +452,7 @@ def test_surrogate_gradient_through_an_nnx_snn_matches_the_formula_by_hand(surro
     # d/dz1 = 2·g(x1) + 2·g(x2)·(1 − 2·g(x1)) with x1 = v1 − θ, x2 = v2 − θ.
     model = OneNeuron()
     snn = snnjax.spiking_model(model, surrogate=surrogate)
-    variables = snnjax.ann_to_snn_variables(model)
+    variables = snnjax.convert_variables(model)
     theta, z = 2.0, jnp.array([1.25, 1.5])
     x1, x2 = 1.0 + 1.25 - theta, (1.0 + 1.25 - theta) + 1.5 - theta
 
@@ -503,7 +503,7 @@ def _without_jit(p, x):
 
 def test_balancing_refuses_nnx_models_clearly():
     model, _, images = build("nnx_layers", "chain")
-    snn_variables = snnjax.ann_to_snn_variables(model, fold_bn=True, inputs=images)
+    snn_variables = snnjax.convert_variables(model, fold_bn=True, inputs=images)
     with pytest.raises(ValueError, match="balance_weights reads Linen variables"):
         snnjax.balance_weights(snn_variables, model=model, inputs=images)
 
@@ -516,14 +516,14 @@ def test_nir_export_of_every_frontend_reads_back_as_the_same_snn(tmp_path, front
 
     model, variables, images = build(frontend, case)
     snn, snn_variables = snnjax.spiking_model(model), snn_variables_of(frontend, case, model, variables)
-    graph = interop.to_nir(snn, snn_variables, SHAPE[case], v0=V0, lossy=True)
+    graph = interop.export_nir(snn, snn_variables, SHAPE[case], v0=V0, lossy=True)
     # The graph: BatchNorm folded into the conv, the residual add as two edges into one IF node.
     kinds = sorted(type(node).__name__ for node in graph.nodes.values())
     assert "BatchNorm" not in kinds and kinds.count("IF") == len(SITES[(frontend, case)])
     if case == "residual":
         assert max(sum(1 for _, b in graph.edges if b == name) for name in graph.nodes) == 2
     nir.write(tmp_path / "snn.nir", graph)
-    read_snn, read_variables, v0 = interop.from_nir(tmp_path / "snn.nir")
+    read_snn, read_variables, v0 = interop.import_nir(tmp_path / "snn.nir")
     assert v0 == V0
     np.testing.assert_array_equal(  # dyadic weights: every sum is exact, so the spikes are the same
         snnjax.spiking_apply(read_snn, read_variables, images, 6),
@@ -536,15 +536,15 @@ def test_a_function_model_is_refused_by_nir_export():
     from snnjax import io as interop
 
     _, variables, _ = build("function", "chain")
-    snn_variables = snnjax.ann_to_snn_variables(set_sites(variables, SITES[("function", "chain")]))
+    snn_variables = snnjax.convert_variables(set_sites(variables, SITES[("function", "chain")]))
     with pytest.raises(ValueError, match="function_chain is a plain function"):
-        interop.to_nir(snnjax.spiking_model(function_chain), snn_variables, (8, 8, 1), v0=V0, lossy=True)
+        interop.export_nir(snnjax.spiking_model(function_chain), snn_variables, (8, 8, 1), v0=V0, lossy=True)
 
 
 @pytest.mark.parametrize("case", ["chain", "residual"])
 def test_nnx_inputs_are_checked_against_the_first_layer(case):
     model, _, images = build("nnx_layers", case)
-    snn, snn_variables = snnjax.spiking_model(model), snnjax.ann_to_snn_variables(model)
+    snn, snn_variables = snnjax.spiking_model(model), snnjax.convert_variables(model)
     with pytest.raises(
         ValueError, match=r"first convolution, '(conv|stem)', reads rank 4.*spiking_apply_sequence"
     ):
@@ -585,13 +585,13 @@ def test_an_nnx_model_runs_every_neuron_as_its_linen_twin(neuron):
     options = {"cos": {"prerun": 2}, "cos_network": {"prerun": 2}, "srp": {"prerun": 2}}.get(neuron, {})
     nnx_logits = snnjax.spiking_apply(
         snnjax.spiking_model(model, neuron=neuron, neuron_options=options),
-        snnjax.ann_to_snn_variables(model),
+        snnjax.convert_variables(model),
         images,
         4,
     )
     linen_logits = snnjax.spiking_apply(
         snnjax.spiking_model(linen, neuron=neuron, neuron_options=options),
-        snnjax.ann_to_snn_variables(linen_variables),
+        snnjax.convert_variables(linen_variables),
         images,
         4,
     )
@@ -603,9 +603,9 @@ def test_reports_energy_and_export_of_an_nnx_model_equal_its_linen_twins(tmp_pat
     images = pixels("chain", batch=4)  # one per fake device
     batches = [(np.asarray(images), np.zeros(4, np.int32), np.ones(4, bool))]
     runs = {
-        "nnx": (model, None, snnjax.spiking_model(model), snnjax.ann_to_snn_variables(model)),
+        "nnx": (model, None, snnjax.spiking_model(model), snnjax.convert_variables(model)),
         "linen": (linen, linen_variables, snnjax.spiking_model(linen),
-                  snnjax.ann_to_snn_variables(linen_variables)),
+                  snnjax.convert_variables(linen_variables)),
     }  # fmt: skip
     reports, energies, exported = {}, {}, {}
     for name, (ann, ann_variables, snn, snn_variables) in runs.items():
@@ -617,7 +617,7 @@ def test_reports_energy_and_export_of_an_nnx_model_equal_its_linen_twins(tmp_pat
         energies[name] = snnjax.energy_report(costs, spikes)
         path = str(tmp_path / name)
         snnjax.export_snn(snn, snn_variables, (8, 8, 1), 4, path)
-        exported[name] = snnjax.load_exported(path)(images)
+        exported[name] = snnjax.import_snn(path)(images)
         np.testing.assert_array_equal(exported[name], snnjax.spiking_apply(snn, snn_variables, images, 4))
     assert [layer["name"] for layer in reports["nnx"]["layers"]] == ["act"]
     assert reports["nnx"] == reports["linen"]
@@ -630,9 +630,7 @@ def test_snn_calibration_refuses_nnx_models_clearly():
 
     model, images = twins()[0], pixels("chain")
     with pytest.raises(ValueError, match="calibrate_snn keeps its corrections in the Linen"):
-        calibrate_snn(
-            snnjax.spiking_model(model), snnjax.ann_to_snn_variables(model), model, None, [images], 2
-        )
+        calibrate_snn(snnjax.spiking_model(model), snnjax.convert_variables(model), model, None, [images], 2)
 
 
 def test_a_model_class_or_a_non_model_is_refused_naming_it():
@@ -676,7 +674,7 @@ def test_an_nnx_layer_reached_through_an_nnx_transform_is_refused_not_left_analo
     model = Remat(nnx.Rngs(0))
     with pytest.raises(ValueError, match="called on a copy of the model's module.*nnx.remat"):
         snnjax.spiking_apply(
-            snnjax.spiking_model(model), snnjax.ann_to_snn_variables(model), jnp.ones((2, 4)), 2
+            snnjax.spiking_model(model), snnjax.convert_variables(model), jnp.ones((2, 4)), 2
         )
 
 
@@ -701,14 +699,14 @@ def test_calibration_sees_activation_layers_inside_linen_remat():
 def test_nnx_layers_convert_with_their_own_parameterization():
     layer = snx.ThresholdActivation(QCFS4, threshold_init=2.0, parameterization="softplus")
     assert not np.isclose(float(layer.threshold[...]), 2.0)  # stored as softplus⁻¹(2)
-    variables = snnjax.ann_to_snn_variables(layer)
+    variables = snnjax.convert_variables(layer)
     # One neuron, θ = 2, v(0) = 1, input 1.5: v = 2.5 fires (v → 0.5), 2.0 fires (≥, v → 0), 1.5 does
     # not. With the stored parameter as θ (softplus⁻¹(2) ≈ 1.85) the outputs would be ≈ 1.85.
     z = jnp.full((3, 1, 1), 1.5)
     out = snnjax.spiking_apply_sequence(snnjax.spiking_model(layer), variables, z)
     np.testing.assert_allclose(out[:, 0, 0], [2.0, 2.0, 0.0], rtol=1e-6)
     with pytest.raises(ValueError, match="read from each snnjax.nnx.ThresholdActivation"):
-        snnjax.ann_to_snn_variables(layer, threshold_parameterization="softplus")
+        snnjax.convert_variables(layer, threshold_parameterization="softplus")
 
 
 def test_an_nnx_model_with_unhashable_static_attributes_converts():
@@ -717,7 +715,7 @@ def test_an_nnx_model_with_unhashable_static_attributes_converts():
     snn = snnjax.spiking_model(model)
     assert hash(snn) is not None
     logits = jax.jit(snnjax.spiking_apply, static_argnums=(0, 3))(
-        snn, snnjax.ann_to_snn_variables(model), images, 2
+        snn, snnjax.convert_variables(model), images, 2
     )
     assert logits.shape == (2, 2, 3)
 

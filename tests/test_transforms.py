@@ -46,13 +46,15 @@ def dyadic_variables(variables, seed=0):
 def folded_tree(model, seed=0):
     """SNN-ready variables of ``model`` with BN folded (``FoldedBatchNorm`` layout)."""
     variables = randomize_variables(init(model, IMAGE_SHAPE, seed), seed)
-    return conversion.ann_to_snn_variables(variables, fold_bn=True)
+    return conversion.convert_variables(variables, fold_bn=True)
 
 
 # --- SpikeConverter --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("build", [snnjax.TinyCNN, tiny_resnet, SmallChain], ids=["cnn", "resnet", "chain"])
+@pytest.mark.parametrize(
+    "build", [snnjax.nn.models.TinyCNN, tiny_resnet, SmallChain], ids=["cnn", "resnet", "chain"]
+)
 @pytest.mark.parametrize("window", [1, 4, 8])
 def test_spikeconverter_snn_equals_quantized_ann_layer_by_layer(build, window):
     # ANN: QCFS with L = T and φ = v0; SNN: integrate-then-fire with the same θ over a window of T.
@@ -88,7 +90,7 @@ def test_spikeconverter_identity_with_float_weights_and_batchnorm():
 
 
 def test_windowed_and_signed_neurons_refuse_step_mode():
-    ann = snnjax.TinyCNN(num_classes=3, activation=QCFS4)
+    ann = snnjax.nn.models.TinyCNN(num_classes=3, activation=QCFS4)
     for neuron in ("integrate_then_fire", "signed_if", "multi_spike_if", "srp"):
         with pytest.raises(
             ValueError, match=f"step mode runs only the neuron 'if'; neuron '{neuron}' needs mode='layer'"
@@ -99,7 +101,7 @@ def test_windowed_and_signed_neurons_refuse_step_mode():
 
 
 def test_signed_neuron_network_runs_and_differs_from_if():
-    ann = snnjax.TinyCNN(num_classes=3, activation=QCFS4)
+    ann = snnjax.nn.models.TinyCNN(num_classes=3, activation=QCFS4)
     variables = randomize_variables(init(ann, IMAGE_SHAPE))
     outputs = {}
     for neuron in ("if", "signed_if"):
@@ -123,7 +125,7 @@ class Gelu(nn.Module):
 
 
 def test_unknown_activation_is_refused_not_skipped():
-    ann = snnjax.TinyCNN(num_classes=3, activation=Gelu)
+    ann = snnjax.nn.models.TinyCNN(num_classes=3, activation=Gelu)
     with pytest.raises(ValueError, match="not one the converter knows"):
         conversion.spiking_model(ann)
 
@@ -132,7 +134,7 @@ def test_unknown_activation_is_refused_not_skipped():
 
 
 @pytest.mark.parametrize("per_channel", [False, True])
-@pytest.mark.parametrize("build", [snnjax.TinyCNN, SmallChain], ids=["cnn", "chain"])
+@pytest.mark.parametrize("build", [snnjax.nn.models.TinyCNN, SmallChain], ids=["cnn", "chain"])
 def test_weight_balancing_equals_threshold_balancing(build, per_channel):
     ann = build(num_classes=3, activation=RELU)
     variables = randomize_variables(init(ann, IMAGE_SHAPE))
@@ -143,7 +145,7 @@ def test_weight_balancing_equals_threshold_balancing(build, per_channel):
     calibrated = jax.tree_util.tree_map_with_path(
         lambda path, x: 2.0 ** jnp.round(jnp.log2(x)) if path[-1].key == "threshold" else x, calibrated
     )
-    threshold_form = conversion.ann_to_snn_variables(calibrated, fold_bn=True)
+    threshold_form = conversion.convert_variables(calibrated, fold_bn=True)
     weight_form = conversion.balance_weights(threshold_form)
     flat = traverse_util.flatten_dict(weight_form["params"])
     assert all(np.all(v == 1.0) for k, v in flat.items() if k[-1] == "threshold")
@@ -165,14 +167,14 @@ def test_weight_balancing_equals_threshold_balancing(build, per_channel):
 def test_weight_balancing_refuses_resnets_and_unfolded_batchnorm():
     resnet = tiny_resnet(QCFS4)
     with pytest.raises(ValueError, match="identity shortcuts"):
-        conversion.balance_weights(conversion.ann_to_snn_variables(init(resnet, IMAGE_SHAPE), fold_bn=True))
-    cnn = snnjax.TinyCNN(num_classes=3, activation=QCFS4)
+        conversion.balance_weights(conversion.convert_variables(init(resnet, IMAGE_SHAPE), fold_bn=True))
+    cnn = snnjax.nn.models.TinyCNN(num_classes=3, activation=QCFS4)
     with pytest.raises(ValueError, match="fold_bn=True"):
-        conversion.balance_weights(conversion.ann_to_snn_variables(init(cnn, IMAGE_SHAPE)))
+        conversion.balance_weights(conversion.convert_variables(init(cnn, IMAGE_SHAPE)))
 
 
 def test_per_channel_calibration_is_the_channel_percentile():
-    ann = snnjax.TinyCNN(num_classes=3, activation=RELU)
+    ann = snnjax.nn.models.TinyCNN(num_classes=3, activation=RELU)
     variables = randomize_variables(init(ann, IMAGE_SHAPE))
     images = uniform_images(16, seed=3)
     calibrated = conversion.calibrate_thresholds(ann, variables, images, 90.0, per_channel=True)
@@ -198,9 +200,7 @@ def test_max_pool_ann_converts_with_either_policy():
     variables = randomize_variables(init(ann, IMAGE_SHAPE))
     for pooling in ("avg", "max_gate"):
         snn = conversion.spiking_model(ann).clone(pooling=pooling)
-        logits = conversion.spiking_apply(
-            snn, conversion.ann_to_snn_variables(variables), uniform_images(), 4
-        )
+        logits = conversion.spiking_apply(snn, conversion.convert_variables(variables), uniform_images(), 4)
         assert logits.shape == (4, 4, 3) and bool(jnp.all(jnp.isfinite(logits)))
     with pytest.raises(ValueError, match="no 2×2 pooling"):
         snnjax.create_model("resnet20", 10, QCFS4, pooling="max")
@@ -210,7 +210,9 @@ def test_max_pool_ann_converts_with_either_policy():
 
 
 def test_linear_layer_costs_hand_counts_and_energy():
-    ann = snnjax.TinyCNN(num_classes=3, activation=QCFS4)  # conv 3×3 (1→4) on 8×8, pool, dense 64→8→3
+    ann = snnjax.nn.models.TinyCNN(
+        num_classes=3, activation=QCFS4
+    )  # conv 3×3 (1→4) on 8×8, pool, dense 64→8→3
     costs = reports.linear_layer_costs(ann, init(ann, (8, 8, 1)), (8, 8, 1))
     assert costs == [
         {"name": "conv_bn0/conv", "fed_by": None, "inputs": 64, "macs": 8 * 8 * 4 * 9},
@@ -236,7 +238,7 @@ def test_projection_shortcut_is_fed_by_the_block_input():
 
 
 def test_layer_report_matches_numpy_recomputation():
-    ann = snnjax.TinyCNN(num_classes=3, activation=QCFS4)
+    ann = snnjax.nn.models.TinyCNN(num_classes=3, activation=QCFS4)
     variables = randomize_variables(init(ann, IMAGE_SHAPE), threshold=0.8)
     snn = conversion.spiking_model(ann, v0=0.5)
     images = uniform_images(8)
@@ -274,16 +276,23 @@ def test_layer_report_matches_numpy_recomputation():
     assert report["layers"][0]["errors"]["4"]["unevenness"] == 0.0
 
 
-@pytest.mark.parametrize("build", [snnjax.TinyCNN, tiny_resnet, SmallChain], ids=["cnn", "resnet", "chain"])
+@pytest.mark.parametrize(
+    "build", [snnjax.nn.models.TinyCNN, tiny_resnet, SmallChain], ids=["cnn", "resnet", "chain"]
+)
 @pytest.mark.parametrize("neuron", ["if", "integrate_then_fire", "signed_if"])
-def test_time_folded_layer_mode_equals_time_major_apply(build, neuron):
-    # spiking_apply runs the synaptic layers on a [T·B] batch; applying the model to time-major
-    # [T, B, ...] input is the unoptimized reference path. Outputs must be identical.
+def test_time_folded_layer_mode_keeps_images_and_steps_apart(build, neuron):
+    # Layer mode runs each synaptic layer once on a [T·B] batch and unfolds the result; a fold and
+    # an unfold that disagreed on the order of T and B would mix images and steps. One image at a
+    # time (B = 1) folds trivially, so the batched run must equal the runs image by image.
     ann = build(num_classes=3, activation=QCFS4)
-    variables = conversion.ann_to_snn_variables(randomize_variables(init(ann, IMAGE_SHAPE)))
+    variables = conversion.convert_variables(randomize_variables(init(ann, IMAGE_SHAPE)))
     snn = conversion.spiking_model(ann, neuron=neuron)
     if build is SmallChain:
         snn = snn.clone(pooling="max_gate")
     images = uniform_images()
-    reference = snn.apply(variables, jnp.broadcast_to(images, (6, *images.shape)))
-    np.testing.assert_array_equal(conversion.spiking_apply(snn, variables, images, 6), reference)
+    batched = conversion.spiking_apply(snn, variables, images, 6)  # [T, B, classes]
+    one_by_one = jnp.concatenate(
+        [conversion.spiking_apply(snn, variables, x[None], 6) for x in images], axis=1
+    )
+    assert len(images) > 1
+    np.testing.assert_allclose(batched, one_by_one, rtol=1e-6, atol=1e-6)

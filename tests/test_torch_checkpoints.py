@@ -182,11 +182,12 @@ def clip_model(arch, num_classes=10):
     return snnjax.create_model(arch, num_classes, activation)
 
 
+@pytest.mark.slow  # full-width VGG-16 and ResNets, each against a NumPy forward
 @pytest.mark.parametrize("layout", ["qcfs_original", "qcfs_revised"])
 @pytest.mark.parametrize("arch, image_size", ARCHS)
 def test_import_matches_independent_forward(arch, image_size, layout):
     sd = reference_state_dict(arch, layout, image_size=image_size)
-    variables, report = interop.from_torch_state_dict(sd, arch, 10, layout, image_size=image_size)
+    variables, report = interop.import_torch_state_dict(sd, arch, 10, layout, image_size=image_size)
     assert report["unmapped"] == [] and all(k.endswith("num_batches_tracked") for k in report["ignored"])
     images = np.random.default_rng(1).uniform(0, 1, (2, 3, image_size, image_size)).astype(np.float32)
     reference = Reference(sd, arch, layout)
@@ -198,7 +199,7 @@ def test_import_matches_independent_forward(arch, image_size, layout):
 def test_imagenet_vgg_flatten_order():
     # 64×64 input leaves a 2×2×512 map: the first linear layer's inputs must be permuted NCHW → NHWC.
     sd = reference_state_dict("vgg16", "qcfs_revised", num_classes=5, image_size=64)
-    variables, _ = interop.from_torch_state_dict(sd, "vgg16", 5, "qcfs_revised", image_size=64)
+    variables, _ = interop.import_torch_state_dict(sd, "vgg16", 5, "qcfs_revised", image_size=64)
     images = np.random.default_rng(2).uniform(0, 1, (1, 3, 64, 64)).astype(np.float32)
     reference = Reference(sd, "vgg16", "qcfs_revised")
     expected = reference.forward(images, reference.clip_act)
@@ -208,12 +209,12 @@ def test_imagenet_vgg_flatten_order():
 
 def test_imported_snn_matches_reference_per_timestep_loop():
     sd = reference_state_dict("resnet20", "qcfs_revised", image_size=8)
-    variables, _ = interop.from_torch_state_dict(sd, "resnet20", 10, "qcfs_revised", image_size=8)
+    variables, _ = interop.import_torch_state_dict(sd, "resnet20", 10, "qcfs_revised", image_size=8)
     images = np.random.default_rng(3).uniform(0, 1, (2, 3, 8, 8)).astype(np.float32)
     expected = Reference(sd, "resnet20", "qcfs_revised").snn_logits(images, 8)
     snn = conversion.spiking_model(clip_model("resnet20"), v0=0.5)
     logits = conversion.spiking_apply(
-        snn, conversion.ann_to_snn_variables(variables), jnp.asarray(images.transpose(0, 2, 3, 1)), 8
+        snn, conversion.convert_variables(variables), jnp.asarray(images.transpose(0, 2, 3, 1)), 8
     )
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
@@ -222,13 +223,13 @@ def test_missing_key_and_shape_mismatch_are_named():
     sd = reference_state_dict("resnet20", "qcfs_revised")
     del sd["conv2_x.0.act.thresh"]
     with pytest.raises(ValueError, match=r"no 'conv2_x.0.act.thresh'"):
-        interop.from_torch_state_dict(sd, "resnet20", 10, "qcfs_revised")
+        interop.import_torch_state_dict(sd, "resnet20", 10, "qcfs_revised")
     sd = reference_state_dict("resnet20", "qcfs_revised", num_classes=100)
     with pytest.raises(ValueError, match=r"shape mismatch for head/kernel.*\(64, 100\).*\(64, 10\)"):
-        interop.from_torch_state_dict(sd, "resnet20", 10, "qcfs_revised")
+        interop.import_torch_state_dict(sd, "resnet20", 10, "qcfs_revised")
     sd = reference_state_dict("resnet20", "qcfs_revised")
     sd["extra.weight"] = np.zeros(3, np.float32)
-    _, report = interop.from_torch_state_dict(sd, "resnet20", 10, "qcfs_revised")
+    _, report = interop.import_torch_state_dict(sd, "resnet20", 10, "qcfs_revised")
     assert report["unmapped"] == ["extra.weight"]
 
 
@@ -491,7 +492,7 @@ def test_import_matches_pytorch_convolutions_when_installed(arch, image_size):
             return y.numpy()
 
     sd = reference_state_dict(arch, "qcfs_revised", image_size=image_size)
-    variables, _ = interop.from_torch_state_dict(sd, arch, 10, "qcfs_revised", image_size=image_size)
+    variables, _ = interop.import_torch_state_dict(sd, arch, 10, "qcfs_revised", image_size=image_size)
     images = np.random.default_rng(4).uniform(0, 1, (2, 3, image_size, image_size)).astype(np.float32)
     reference = TorchReference(sd, arch, "qcfs_revised")
     expected = reference.forward(images, reference.clip_act)
@@ -503,16 +504,16 @@ def test_slip_relu_layout_scalar_up_and_learnable_c_are_handled():
     # The SlipReLU code shares the original layout but stores `up` as a 0-d tensor and, with a
     # learnable c, an extra `a` per activation: imported λ must be the same, `a` reported unused.
     sd = reference_state_dict("resnet20", "qcfs_original")
-    expected, _ = interop.from_torch_state_dict(sd, "resnet20", 10, "qcfs_original")
+    expected, _ = interop.import_torch_state_dict(sd, "resnet20", 10, "qcfs_original")
     slip = {k: (v.reshape(()) if k.endswith(".up") else v) for k, v in sd.items()}
     slip["conv1.2.a"] = np.array(0.5, np.float32)
-    variables, report = interop.from_torch_state_dict(slip, "resnet20", 10, "qcfs_original")
+    variables, report = interop.import_torch_state_dict(slip, "resnet20", 10, "qcfs_original")
     assert report["unmapped"] == ["conv1.2.a"]
     jax.tree.map(np.testing.assert_array_equal, variables, expected)
 
 
 def test_a_bfloat16_checkpoint_imports_as_float32_variables(tmp_path):
-    # read_torch_checkpoint keeps bfloat16 (as ml_dtypes.bfloat16); from_torch_state_dict casts to float32.
+    # read_torch_checkpoint keeps bfloat16 (as ml_dtypes.bfloat16); import_torch_state_dict casts to float32.
     torch = pytest.importorskip("torch")
     sd = reference_state_dict("resnet20", "qcfs_revised")
     bf16 = {k: torch.from_numpy(v) for k, v in sd.items()}
@@ -520,9 +521,9 @@ def test_a_bfloat16_checkpoint_imports_as_float32_variables(tmp_path):
     torch.save(bf16, tmp_path / "bf16.pth")
     read = interop.read_torch_checkpoint(str(tmp_path / "bf16.pth"))
     assert read["conv1.0.weight"].dtype == ml_dtypes.bfloat16
-    variables, _ = interop.from_torch_state_dict(read, "resnet20", 10, "qcfs_revised")
+    variables, _ = interop.import_torch_state_dict(read, "resnet20", 10, "qcfs_revised")
     rounded = {k: t.float().numpy() if t.is_floating_point() else t.numpy() for k, t in bf16.items()}
-    expected, _ = interop.from_torch_state_dict(rounded, "resnet20", 10, "qcfs_revised")
+    expected, _ = interop.import_torch_state_dict(rounded, "resnet20", 10, "qcfs_revised")
     for (path, got), (_, want) in zip(
         jax.tree_util.tree_leaves_with_path(variables),
         jax.tree_util.tree_leaves_with_path(expected),

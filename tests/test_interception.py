@@ -170,7 +170,7 @@ def test_user_model_snn_equals_an_independent_per_step_simulation(case, mode):
     factory, input_shape, reference = CASES[case]
     ann = factory()
     variables, images = build(ann, input_shape)
-    snn_variables = snnjax.ann_to_snn_variables(variables)
+    snn_variables = snnjax.convert_variables(variables)
     snn = snnjax.spiking_model(ann, v0=V0, mode=mode)
     logits = snnjax.spiking_apply(snn, snn_variables, images, 6)
     expected = reference(jax.tree.map(np.asarray, snn_variables), np.asarray(images), 6)
@@ -180,7 +180,7 @@ def test_user_model_snn_equals_an_independent_per_step_simulation(case, mode):
 def test_layer_and_step_modes_agree_and_the_run_is_not_trivial():
     ann = Residual()
     variables, images = build(ann, (4, 4, 2), seed=3)
-    snn_variables = snnjax.ann_to_snn_variables(variables)
+    snn_variables = snnjax.convert_variables(variables)
     layer = snnjax.spiking_apply(snnjax.spiking_model(ann), snn_variables, images, 5)
     step = snnjax.spiking_apply(snnjax.spiking_model(ann, mode="step"), snn_variables, images, 5)
     np.testing.assert_array_equal(layer, step)
@@ -194,7 +194,7 @@ def test_layer_and_step_modes_agree_and_the_run_is_not_trivial():
 def test_reports_run_on_a_user_model_with_a_batch_only_flatten():
     ann = InsideCall()
     variables, images = build(ann, (8, 8, 1), batch=4)  # 4 fake devices
-    snn_variables = snnjax.ann_to_snn_variables(variables)
+    snn_variables = snnjax.convert_variables(variables)
     snn = snnjax.spiking_model(ann, v0=V0)
     batches = [(np.asarray(images), np.zeros(4, np.int32), np.ones(4, bool))]
     report = snnjax.spiking_layer_report(ann, variables, snn, snn_variables, batches, (2, 4), V0)
@@ -209,7 +209,7 @@ def test_reports_run_on_a_user_model_with_a_batch_only_flatten():
 def test_time_major_images_on_the_static_path_are_refused():
     ann = InsideCall()
     variables, images = build(ann, (8, 8, 1))
-    snn_variables = snnjax.ann_to_snn_variables(variables)
+    snn_variables = snnjax.convert_variables(variables)
     snn = snnjax.spiking_model(ann)
     sequence = jnp.broadcast_to(images, (3, *images.shape))
     with pytest.raises(ValueError, match=r"reads rank 4.*shape \(3, 2, 8, 8, 1\).*spiking_apply_sequence"):
@@ -226,7 +226,7 @@ def test_non_finite_pixels_give_nan_outputs_not_a_silent_class(mode):
     """A NaN membrane never reaches v >= θ: the poisoned example must come out NaN, as from the ANN."""
     ann = InsideCall()
     variables, images = build(ann, (8, 8, 1), batch=3)
-    snn_variables = snnjax.ann_to_snn_variables(variables)
+    snn_variables = snnjax.convert_variables(variables)
     snn = snnjax.spiking_model(ann, mode=mode)
     clean = snnjax.spiking_apply(snn, snn_variables, images, 4)
     bad = images.at[0, 3, 3, 0].set(jnp.nan).at[1].set(jnp.inf)
@@ -244,7 +244,7 @@ def test_non_finite_pixels_give_nan_outputs_not_a_silent_class(mode):
 def test_sequence_input_is_checked_against_the_first_layer_and_num_steps():
     ann = InsideCall()
     variables, images = build(ann, (8, 8, 1), batch=2)
-    snn_variables = snnjax.ann_to_snn_variables(variables)
+    snn_variables = snnjax.convert_variables(variables)
     snn = snnjax.spiking_model(ann)
     with pytest.raises(ValueError, match=r"reads rank 4\); got steps of shape \(8, 8, 1\).*spiking_apply"):
         snnjax.spiking_apply_sequence(snn, snn_variables, images)  # a static batch
@@ -275,14 +275,14 @@ def test_a_stray_relu_function_is_a_site_refused_until_calibrated_then_converted
     for function in (nn.relu, jax.nn.relu):
         ann = StrayFunction(function)
         variables, images = build(ann, (8, 8, 1))
-        snn_variables = snnjax.ann_to_snn_variables(variables)
+        snn_variables = snnjax.convert_variables(variables)
         for mode in ("layer", "step"):
             snn = snnjax.spiking_model(ann, mode=mode)
             with pytest.raises(ValueError, match=r"site .tail/relu_0. has no threshold θ.*calibrate"):
                 snnjax.spiking_apply(snn, snn_variables, images, 2)
         calibrated = snnjax.calibrate_thresholds(ann, variables, images)
         assert set(calibrated["sites"]) == {"tail"} and set(calibrated["sites"]["tail"]) == {"relu_0"}
-        snn_variables = snnjax.ann_to_snn_variables(calibrated)
+        snn_variables = snnjax.convert_variables(calibrated)
         layer, step = (
             snnjax.spiking_apply(snnjax.spiking_model(ann, mode=mode), snn_variables, images, 3)
             for mode in ("layer", "step")
@@ -295,7 +295,7 @@ def test_a_stray_relu_function_is_a_site_refused_until_calibrated_then_converted
 def test_an_activation_function_left_in_the_snn_is_refused_naming_the_call(function, name):
     ann = StrayFunction(function)
     variables, images = build(ann, (8, 8, 1))
-    snn_variables = snnjax.ann_to_snn_variables(variables)
+    snn_variables = snnjax.convert_variables(variables)
     for mode in ("layer", "step"):
         snn = snnjax.spiking_model(ann, mode=mode)
         with pytest.raises(ValueError, match=rf"cannot make spiking: {name} \(in module .StrayFunction/tail"):
@@ -304,7 +304,7 @@ def test_an_activation_function_left_in_the_snn_is_refused_naming_the_call(funct
     layer = StrayFunction(snnjax.Activation(snnjax.relu))
     layer_variables = snnjax.calibrate_thresholds(layer, build(layer, (8, 8, 1))[0], images)
     out = snnjax.spiking_apply(
-        snnjax.spiking_model(layer), snnjax.ann_to_snn_variables(layer_variables), images, 2
+        snnjax.spiking_model(layer), snnjax.convert_variables(layer_variables), images, 2
     )
     assert np.isfinite(out).all()
 
@@ -312,14 +312,14 @@ def test_an_activation_function_left_in_the_snn_is_refused_naming_the_call(funct
 def test_calibrating_a_model_without_parameter_free_sites_says_what_to_do():
     ann = StrayFunction(jnp.abs)  # QCFS layers only: nothing to calibrate
     variables, images = build(ann, (8, 8, 1))
-    with pytest.raises(ValueError, match=r"no parameter-free activation site.*ann_to_snn_variables"):
+    with pytest.raises(ValueError, match=r"no parameter-free activation site.*convert_variables"):
         snnjax.calibrate_thresholds(ann, variables, images)
 
 
 def test_num_steps_accepts_numpy_ints_and_refuses_traced_values():
     ann = sequential()
     variables, images = build(ann, (4,))
-    snn_variables = snnjax.ann_to_snn_variables(variables)
+    snn_variables = snnjax.convert_variables(variables)
     snn = snnjax.spiking_model(ann)
     assert snnjax.spiking_apply(snn, snn_variables, images, np.int64(3)).shape == (3, 2, 3)
     with pytest.raises(ValueError, match="must be static"):
@@ -379,7 +379,7 @@ def test_surrogate_gradient_matches_its_formula_by_hand(surrogate, derivative):
 def test_a_converted_user_model_can_be_fine_tuned_with_a_surrogate():
     ann = sequential()
     variables, images = build(ann, (4,))
-    snn_variables = snnjax.ann_to_snn_variables(variables)
+    snn_variables = snnjax.convert_variables(variables)
 
     def loss(params, snn):
         logits = snnjax.spiking_apply(snn, {"params": params}, images, 4)
@@ -425,8 +425,8 @@ class Encoder(nn.Module):
 def test_batchnorm_folded_by_structure_equals_unfolded(factory, input_shape):
     ann = factory()
     variables, images = build(ann, input_shape, seed=5)
-    unfolded = snnjax.ann_to_snn_variables(variables)
-    folded = snnjax.ann_to_snn_variables(variables, fold_bn=True, model=ann, inputs=images)
+    unfolded = snnjax.convert_variables(variables)
+    folded = snnjax.convert_variables(variables, fold_bn=True, model=ann, inputs=images)
     assert "batch_stats" not in folded
     for mode in ("layer", "step"):
         snn = snnjax.spiking_model(ann, mode=mode, fold_bn=True)
@@ -477,9 +477,9 @@ def test_unfoldable_batchnorm_is_named():
     ann = BatchNormAfterActivation()
     variables, images = build(ann, (3,))
     with pytest.raises(ValueError, match=r"cannot fold BatchNorm \['late_bn'\]"):
-        snnjax.ann_to_snn_variables(variables, fold_bn=True, model=ann, inputs=images)
+        snnjax.convert_variables(variables, fold_bn=True, model=ann, inputs=images)
     with pytest.raises(ValueError, match="pass model= and inputs="):  # by name: no ConvBN block here
-        snnjax.ann_to_snn_variables(variables, fold_bn=True)
+        snnjax.convert_variables(variables, fold_bn=True)
     plain = sequential()
     plain_variables, plain_images = build(plain, (4,))
     with pytest.raises(ValueError, match="has no Conv/Dense → BatchNorm pair"):
@@ -496,7 +496,7 @@ def test_unfoldable_batchnorm_is_named():
 def test_weight_balancing_by_structure_keeps_every_spike_of_a_user_chain():
     ann = DenseBN()
     variables, images = build(ann, (4, 4, 1), seed=11, thresholds=(0.5, 2.0))
-    folded = snnjax.ann_to_snn_variables(variables, fold_bn=True, model=ann, inputs=images)
+    folded = snnjax.convert_variables(variables, fold_bn=True, model=ann, inputs=images)
     balanced = snnjax.balance_weights(folded, model=ann, inputs=images)
     thresholds = [
         v for k, v in traverse_util.flatten_dict(balanced["params"]).items() if k[-1] == "threshold"
@@ -512,9 +512,9 @@ def test_weight_balancing_by_structure_keeps_every_spike_of_a_user_chain():
 def test_weight_balancing_by_structure_equals_by_name_on_a_convnet():
     from helpers import QCFS4 as QCFS4_LAYER, init, randomize_variables
 
-    ann = snnjax.TinyCNN(num_classes=3, activation=QCFS4_LAYER)
+    ann = snnjax.nn.models.TinyCNN(num_classes=3, activation=QCFS4_LAYER)
     variables = randomize_variables(init(ann, (8, 8, 1)), threshold=1.5)
-    folded = snnjax.ann_to_snn_variables(variables, fold_bn=True)
+    folded = snnjax.convert_variables(variables, fold_bn=True)
     images = jnp.zeros((1, 8, 8, 1))
     by_name = snnjax.balance_weights(folded)
     by_structure = snnjax.balance_weights(folded, model=ann, inputs=images)
@@ -525,7 +525,7 @@ def test_weight_balancing_refuses_a_residual_model_naming_the_layer():
     ann = Residual()
     variables, images = build(ann, (4, 4, 2))
     with pytest.raises(ValueError, match=r"not a plain chain of layers at 'block/out'"):
-        snnjax.balance_weights(snnjax.ann_to_snn_variables(variables), model=ann, inputs=images)
+        snnjax.balance_weights(snnjax.convert_variables(variables), model=ann, inputs=images)
 
 
 def test_operation_counts_follow_the_data_flow_of_a_user_residual_block():
@@ -552,11 +552,11 @@ def test_user_chain_round_trips_through_a_nir_file(tmp_path, factory, input_shap
     nir = pytest.importorskip("nir")
     ann = factory()
     variables, images = build(ann, input_shape, seed=9, thresholds=(0.5, 1.0, 2.0))
-    snn_variables = snnjax.ann_to_snn_variables(variables)  # BatchNorm is folded by the export
+    snn_variables = snnjax.convert_variables(variables)  # BatchNorm is folded by the export
     snn = snnjax.spiking_model(ann, v0=V0)
-    graph = interop.to_nir(snn, snn_variables, input_shape, v0=V0, lossy=True)
+    graph = interop.export_nir(snn, snn_variables, input_shape, v0=V0, lossy=True)
     nir.write(tmp_path / "user.nir", graph)
-    read_snn, read_variables, v0 = interop.from_nir(nir.read(tmp_path / "user.nir"))
+    read_snn, read_variables, v0 = interop.import_nir(nir.read(tmp_path / "user.nir"))
     assert v0 == V0
     np.testing.assert_array_equal(
         snnjax.spiking_apply(read_snn, read_variables, images, 6),
@@ -600,4 +600,4 @@ def test_nir_export_names_what_it_cannot_express(factory, input_shape, message):
     variables, _ = build(ann, input_shape)
     snn = snnjax.spiking_model(ann)
     with pytest.raises(ValueError, match=message):
-        interop.to_nir(snn, snnjax.ann_to_snn_variables(variables), input_shape, v0=V0, lossy=True)
+        interop.export_nir(snn, snnjax.convert_variables(variables), input_shape, v0=V0, lossy=True)

@@ -81,32 +81,32 @@ def hand_tiny_cnn_snn(variables, x, num_steps, v0=0.5, eps=1e-5):
 
 
 def tiny_cnn_setup(threshold=0.5):
-    model = snnjax.TinyCNN(num_classes=5, activation=QCFS4)
+    model = snnjax.nn.models.TinyCNN(num_classes=5, activation=QCFS4)
     variables = randomize_variables(init(model, IMAGE_SHAPE), threshold=threshold)
     return model, variables
 
 
 def test_layer_mode_equals_hand_written_numpy_simulation():
     model, variables = tiny_cnn_setup()
-    snn_vars = snnjax.ann_to_snn_variables(variables)
+    snn_vars = snnjax.convert_variables(variables)
     logits = snnjax.spiking_apply(snnjax.spiking_model(model), snn_vars, images(), 12)
     expected = hand_tiny_cnn_snn(snn_vars, images(), 12)
     assert np.ptp(expected, axis=0).max() > 0.1, "test needs spikes that change over time"
     np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("build", [tiny_resnet, functools.partial(snnjax.TinyCNN, num_classes=3)])
+@pytest.mark.parametrize("build", [tiny_resnet, functools.partial(snnjax.nn.models.TinyCNN, num_classes=3)])
 @pytest.mark.parametrize("v0", [0.0, 0.5])
 def test_layer_mode_equals_per_timestep_loop(build, v0):
     model = build(activation=QCFS4)
-    snn_vars = snnjax.ann_to_snn_variables(randomize_variables(init(model, IMAGE_SHAPE), threshold=0.7))
+    snn_vars = snnjax.convert_variables(randomize_variables(init(model, IMAGE_SHAPE), threshold=0.7))
     layer_mode = snnjax.spiking_apply(snnjax.spiking_model(model, v0=v0), snn_vars, images(), 10)
     looped = per_timestep_loop(model, snn_vars, images(), 10, v0=v0)
     assert np.ptp(np.asarray(looped), axis=0).max() > 0.1, "test needs spikes that change over time"
     np.testing.assert_allclose(layer_mode, looped, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("build", [tiny_resnet, functools.partial(snnjax.TinyCNN, num_classes=3)])
+@pytest.mark.parametrize("build", [tiny_resnet, functools.partial(snnjax.nn.models.TinyCNN, num_classes=3)])
 def test_bn_folding_preserves_ann_and_snn_outputs(build):
     model = build(activation=QCFS4)
     variables = randomize_variables(init(model, IMAGE_SHAPE), seed=3, threshold=0.7)
@@ -120,11 +120,11 @@ def test_bn_folding_preserves_ann_and_snn_outputs(build):
         atol=1e-5,
     )
     snn_plain = snnjax.spiking_apply(
-        snnjax.spiking_model(model), snnjax.ann_to_snn_variables(variables), images(), 8
+        snnjax.spiking_model(model), snnjax.convert_variables(variables), images(), 8
     )
     snn_folded = snnjax.spiking_apply(
         snnjax.spiking_model(model, fold_bn=True),
-        snnjax.ann_to_snn_variables(variables, fold_bn=True),
+        snnjax.convert_variables(variables, fold_bn=True),
         images(),
         8,
     )
@@ -133,11 +133,11 @@ def test_bn_folding_preserves_ann_and_snn_outputs(build):
 
 def test_conversion_maps_softplus_parameter_to_threshold():
     activation = functools.partial(QCFS4, threshold_init=3.0, parameterization="softplus")
-    model = snnjax.TinyCNN(num_classes=3, activation=activation)
+    model = snnjax.nn.models.TinyCNN(num_classes=3, activation=activation)
     variables = init(model, IMAGE_SHAPE)
     raw = float(variables["params"]["act0"]["threshold"])
     assert raw != pytest.approx(3.0)
-    snn_vars = snnjax.ann_to_snn_variables(variables, threshold_parameterization="softplus")
+    snn_vars = snnjax.convert_variables(variables, threshold_parameterization="softplus")
     assert float(snn_vars["params"]["act0"]["threshold"]) == pytest.approx(3.0, rel=1e-6)
     assert float(snn_vars["params"]["act0"]["threshold"]) == pytest.approx(np.log1p(np.exp(raw)))
     # Everything but the thresholds is carried over unchanged.
@@ -145,10 +145,10 @@ def test_conversion_maps_softplus_parameter_to_threshold():
 
 
 def test_relu_ann_needs_calibration_and_calibration_uses_percentiles():
-    model = snnjax.TinyCNN(num_classes=3, activation=RELU)
+    model = snnjax.nn.models.TinyCNN(num_classes=3, activation=RELU)
     variables = randomize_variables(init(model, IMAGE_SHAPE))
     with pytest.raises(ValueError, match="calibrate_thresholds"):
-        snnjax.ann_to_snn_variables(variables)
+        snnjax.convert_variables(variables)
     calibrated = snnjax.calibrate_thresholds(model, variables, images(16), percentile=100.0)
     # Independent: ReLU of the captured pre-activation (the ConvBN output), reduced by hand.
     _, state = model.apply(variables, images(16), capture_intermediates=True, mutable=["intermediates"])
@@ -175,22 +175,22 @@ def test_bad_num_steps_rejected(num_steps):
 
 def test_per_channel_thresholds_convert():
     activation = functools.partial(QCFS4, per_channel=True)
-    model = snnjax.TinyCNN(num_classes=5, activation=activation)
+    model = snnjax.nn.models.TinyCNN(num_classes=5, activation=activation)
     variables = randomize_variables(init(model, IMAGE_SHAPE), threshold=0.5)
     variables["params"]["act0"]["threshold"] = jnp.array([0.3, 0.6, 0.9, 1.2])
-    snn_vars = snnjax.ann_to_snn_variables(variables)
+    snn_vars = snnjax.convert_variables(variables)
     logits = snnjax.spiking_apply(snnjax.spiking_model(model, per_channel=True), snn_vars, images(), 12)
     np.testing.assert_allclose(logits, hand_tiny_cnn_snn(snn_vars, images(), 12), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("build", [tiny_resnet, functools.partial(snnjax.TinyCNN, num_classes=3)])
+@pytest.mark.parametrize("build", [tiny_resnet, functools.partial(snnjax.nn.models.TinyCNN, num_classes=3)])
 @pytest.mark.parametrize(
     "fold_bn, per_channel, v0", [(False, False, 0.5), (True, False, 0.0), (False, True, 0.5)]
 )
 def test_step_mode_equals_layer_mode(build, fold_bn, per_channel, v0):
     model = build(activation=functools.partial(QCFS4, per_channel=per_channel))
     variables = randomize_variables(init(model, IMAGE_SHAPE), seed=5, threshold=0.6)
-    snn_vars = snnjax.ann_to_snn_variables(variables, fold_bn=fold_bn)
+    snn_vars = snnjax.convert_variables(variables, fold_bn=fold_bn)
 
     def run(mode, num_steps):
         snn = snnjax.spiking_model(model, v0=v0, fold_bn=fold_bn, per_channel=per_channel, mode=mode)
@@ -208,9 +208,7 @@ def test_step_mode_equals_layer_mode(build, fold_bn, per_channel, v0):
 def test_unrolled_step_mode_is_identical_to_the_rolled_scan(num_steps, monkeypatch):
     # STEP_UNROLL only changes how XLA schedules the time loop; T = 9 leaves a remainder step.
     model = tiny_resnet(activation=QCFS4)
-    variables = snnjax.ann_to_snn_variables(
-        randomize_variables(init(model, IMAGE_SHAPE), seed=6, threshold=0.6)
-    )
+    variables = snnjax.convert_variables(randomize_variables(init(model, IMAGE_SHAPE), seed=6, threshold=0.6))
     snn = snnjax.spiking_model(model, mode="step")
     outputs = {}
     for unroll in (1, 2, 4):
@@ -225,4 +223,4 @@ def test_unrolled_step_mode_is_identical_to_the_rolled_scan(num_steps, monkeypat
 
 def test_unknown_simulation_mode_rejected():
     with pytest.raises(ValueError, match="allowed: layer, step"):
-        snnjax.spiking_model(snnjax.TinyCNN(num_classes=3, activation=QCFS4), mode="event")
+        snnjax.spiking_model(snnjax.nn.models.TinyCNN(num_classes=3, activation=QCFS4), mode="event")
