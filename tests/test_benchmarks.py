@@ -142,3 +142,19 @@ def test_nir_readers_compares_snnjax_with_sinabs_on_a_trained_network(tmp_path, 
     else:
         assert "sinabs is not installed" in out
     assert json.loads((tmp_path / "nir_readers_t.json").read_text())[-1]["test_images"] == 360
+
+
+def test_hardware_bits_runs_each_variant_against_float32(trained_tiny, tmp_path, capsys):
+    from benchmarks import hardware_bits
+
+    assert hardware_bits.parse_variant("8c/16") == (8, "channel", 16)
+    assert hardware_bits.parse_variant("6") == (6, "layer", 0)
+    workdir, _ = trained_tiny
+    rows = hardware_bits.main(
+        [f"--workdir={workdir}", "--steps=2", "--variants=8/16,4", "--name=t", f"--results_dir={tmp_path}"]
+    )
+    assert [r["variant"] for r in rows] == ["float32", "8/16", "4"]
+    assert [r["neuron"] for r in rows] == ["if", "fixed_point_if", "if"]
+    assert rows[0]["hardware"] is None and rows[1]["hardware"]["state_bits"] == 16
+    assert json.loads((tmp_path / "hardware_bits_t.json").read_text()) == rows
+    assert "Δ float at T=2" in capsys.readouterr().out

@@ -237,8 +237,8 @@ def convert_and_evaluate(
     """The conversion run: restore → convert → simulate → analyse → write, for the ANN trained in ``workdir``.
 
     Every check that needs no computation runs first: the config (read from ``workdir``'s
-    ``config.json`` plus ``overrides`` when ``config`` is None; otherwise its fields outside
-    `snnjax.experiment.workdir.CONVERSION_FIELDS` must equal the recorded ones), the checkpoint's
+    ``config.json`` plus ``overrides`` when ``config`` is None; otherwise its network fields must equal
+    the recorded ones: `snnjax.experiment.workdir.conversion_config`), the checkpoint's
     presence, that ``workdir`` can be written to (it is created for an imported .pth), that no other
     process holds its lock, and that ``config.export`` names no workdir record. Runs under
     ``jax.default_matmul_precision(config.eval_precision)`` (``"highest"`` by default: true float32
@@ -287,8 +287,9 @@ class ConversionPlan:
     """What a conversion run does, read once from the config; the stages read this, never the config.
 
     Attributes:
-      config: the trained config, frozen; only `build` reads it (the network's architecture and
-        activation), and `record` writes it into ``snn_eval.json``.
+      config: the resolved config, frozen. Read where a stage needs a detail no decision depends on:
+        the network's architecture and activation (`build`), the data and checkpoint to restore, a
+        calibration's sample sizes, the printed header; `record` writes it into ``snn_eval.json``.
       method, levels: the training method and its L (None for unquantized methods).
       v0: the initial membrane as a fraction of θ.
       neuron: the plain SNN's neuron (the method's, or ``config.snn_neuron``); the layer report,
