@@ -1,4 +1,4 @@
-"""Converts a trained ANN to an SNN: ``python convert.py --config configs/quickstart.py --workdir DIR``.
+"""Converts a trained ANN to an SNN: ``python convert.py --workdir DIR`` (reads the config from DIR).
 
 The checkout's spelling of ``snnjax-convert`` / ``python -m snnjax.convert`` (see snnjax/convert.py).
 """

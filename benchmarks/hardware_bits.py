@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             workdir_lib.conversion_config(args.workdir, None, base | fields)[0]
         )
         start = time.perf_counter()
-        converted = pipeline.convert(variant_plan, restored)
+        converted = pipeline.convert(variant_plan, restored, mesh)
         accuracy = pipeline.snn_accuracy_by_step(
             variant_plan.snn(restored.model),
             converted.simulated_variables,

@@ -60,7 +60,8 @@ def get_config() -> config_dict.ConfigDict:
     config.test_examples = 0
     config.snn_mode = "layer"  # layer (time-batched, one scan per IF layer) | step (one scan, O(1) in T)
     config.snn_v0 = config_dict.placeholder(float)  # v(0)/θ; unset = method default (φ, shift2, ½)
-    # Neuron: if | integrate_then_fire | signed_if; unset = integrate_then_fire for spikeconverter, else if.
+    # Neuron: if | integrate_then_fire | signed_if | multi_spike_if; unset = integrate_then_fire for
+    # spikeconverter, else if.
     config.snn_neuron = config_dict.placeholder(str)
     config.snn_max_pool = "avg"  # a max-pool ANN's SNN: avg (replace, reference) | max_gate (spiking gate)
     config.snn_dtype = "float32"  # float32 | bfloat16 (SNN variables, input and membranes)

@@ -67,16 +67,39 @@ def test_state_bits_cap_the_grid_and_saturate_the_bias():
     assert info["layers"][0]["exponent"] == 2 and info["state_bits"] == 6
 
 
-def test_per_channel_grids_share_the_finest_units():
-    _, info = hardware.quantize_for_hardware(
-        dense_chain_variables(),
-        model=DenseChain(),
+class DenseChainPerChannel(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = QCFS4(per_channel=True, name="act")(nn.Dense(2, name="fc")(x))
+        return nn.Dense(1, name="head")(x)
+
+
+def test_per_channel_grids_give_each_channel_its_integer_threshold():
+    variables = dense_chain_variables()
+    variables["params"]["act"]["threshold"] = jnp.asarray([2.0, 2.0])
+    out, info = hardware.quantize_for_hardware(
+        variables,
+        model=DenseChainPerChannel(),
         inputs=jnp.zeros((1, 2)),
         weight_bits=4,
         weight_scale="channel",
     )
-    # Channel maxima 0.5 and 0.25: p_c = [3, 4]; the layer runs in units of 2^−4.
-    assert info["layers"][0]["exponents"] == [3, 4] and info["layers"][0]["exponent"] == 4
+    p = out["params"]
+    # Channel maxima of W' = W/θ: 0.5 and 0.25, so p_c = [3, 4]: k = round([8·W'_0, 16·W'_1]).
+    assert info["layers"][0]["exponents"] == [3, 4]
+    np.testing.assert_array_equal(p["fc"]["kernel"], [[4, -4], [2, 2]])  # 2.5 → 2; 0.125·16 = 2
+    np.testing.assert_array_equal(p["act"]["threshold"], [8, 16])
+    np.testing.assert_array_equal(p["fc"]["bias"], [0, -2])  # round([0.4, −1.6])
+    # The head reads channel c's spikes valued 2^p_c: its rows carry 2^−p_c.
+    np.testing.assert_array_equal(p["head"]["kernel"], np.asarray([[3], [-6]]) / 2 / np.asarray([[8], [16]]))
+    with pytest.raises(ValueError, match="holds one threshold: build the model with per-channel"):
+        hardware.quantize_for_hardware(
+            dense_chain_variables(),
+            model=DenseChain(),
+            inputs=jnp.zeros((1, 2)),
+            weight_bits=4,
+            weight_scale="channel",
+        )
 
 
 def test_fixed_point_neuron_by_hand():
@@ -86,59 +109,86 @@ def test_fixed_point_neuron_by_hand():
     # m: 4 + 2 (2.5 rounds to even) = 6 → silent; 6 + 30 = 36 → 31 (saturated) → fires, v = 23;
     # 23 − 70 = −47 → −32; −32 + 8 = −24 → silent.
     np.testing.assert_array_equal(out[:, 0], [0, 8, 0, 0])
+    # v(0) = round(0.3·5) = round(1.5) = 2 (an integer register): 2 + 3 = 5 fires at t = 1.
+    np.testing.assert_array_equal(
+        neurons.fixed_point_if_neuron(jnp.asarray([[3.0]]), 5.0, 0.3, bits=8), [[5]]
+    )
     with pytest.raises(ValueError, match="bits must be an int in 2..24"):
         neurons.fixed_point_if_neuron(z, 8.0, bits=32)
 
 
 class ConvChain(nn.Module):
+    """conv → IF → 2×2 average pool → conv → IF → flatten → dense: a pool feeds a spiking layer."""
+
     @nn.compact
     def __call__(self, x):
-        x = QCFS4(name="act")(nn.Conv(3, (3, 3), padding="VALID", name="conv")(x))
-        x = nn.avg_pool(x, (2, 2), (2, 2)).reshape(x.shape[0], -1)
-        return nn.Dense(4, name="head")(x)
+        x = QCFS4(name="act0")(nn.Conv(3, (3, 3), padding="VALID", name="conv0")(x))
+        x = nn.avg_pool(x, (2, 2), (2, 2))
+        x = QCFS4(name="act1")(nn.Conv(4, (2, 2), padding="VALID", name="conv1")(x))
+        return nn.Dense(5, name="head")(x.reshape(x.shape[0], -1))
+
+
+def _grid(weights, cap=None):
+    """Independent: the power-of-two exponent and 8-bit integers of ``weights``."""
+    p = np.floor(np.log2(127 / np.abs(weights).max()))
+    p = min(p, cap) if cap is not None else p
+    return p, np.clip(np.round(weights * 2.0**p), -127, 127).astype(np.int64)
+
+
+def _conv_valid(x, k):
+    """``[B, H, W, C] ⊛ [kh, kw, C, O]`` in integer (or float64) arithmetic, no padding."""
+    kh, kw = k.shape[:2]
+    out = np.zeros((x.shape[0], x.shape[1] - kh + 1, x.shape[2] - kw + 1, k.shape[-1]), np.result_type(x, k))
+    for i in range(out.shape[1]):
+        for j in range(out.shape[2]):
+            out[:, i, j] = np.einsum("bhwc,hwco->bo", x[:, i : i + kh, j : j + kw], k)
+    return out
 
 
 def integer_simulation(x, params, num_steps, state_bits):
-    """The chip's computation, in NumPy integers: conv → saturating IF → 2×2 sum pool → dense head."""
-    conv, head = params["conv"], params["head"]
-    weights = np.asarray(conv["kernel"], np.float64) / float(params["act"]["threshold"])  # balanced
-    p = np.floor(np.log2(127 / np.abs(weights).max()))
-    p = min(p, state_bits - 4)
-    k = np.clip(np.round(weights * 2.0**p), -127, 127).astype(np.int64)
-    theta, v0 = int(2**p), int(2 ** (p - 1))
-    bias = np.round(np.asarray(conv["bias"], np.float64) / float(params["act"]["threshold"]) * 2.0**p)
-    head_w = np.asarray(head["kernel"], np.float64) * float(params["act"]["threshold"])
-    p_head = np.floor(np.log2(127 / np.abs(head_w).max()))
-    k_head = np.clip(np.round(head_w * 2.0**p_head), -127, 127).astype(np.int64)
-    batch, size = x.shape[0], x.shape[1] - 2
-    current = np.zeros((batch, size, size, k.shape[-1]))
-    for i in range(size):
-        for j in range(size):
-            current[:, i, j] = np.einsum("bhwc,hwco->bo", x[:, i : i + 3, j : j + 3].astype(np.float64), k)
-    current = np.round(current + bias).astype(np.int64)  # the first layer's analog current, rounded
+    """The chip's computation in NumPy integers: saturating integer IF layers reading spike counts."""
+    cap = state_bits - 4
+    theta0, theta1 = float(params["act0"]["threshold"]), float(params["act1"]["threshold"])
+    p0, k0 = _grid(np.asarray(params["conv0"]["kernel"], np.float64) / theta0, cap)
+    b0 = np.round(np.asarray(params["conv0"]["bias"], np.float64) / theta0 * 2.0**p0).astype(np.int64)
+    # conv1 reads a 2×2 sum pool of act0's spikes: its balanced weights W·θ0/θ1 divided by the area 4.
+    p1, k1 = _grid(np.asarray(params["conv1"]["kernel"], np.float64) * theta0 / theta1 / 4, cap)
+    b1 = np.round(np.asarray(params["conv1"]["bias"], np.float64) / theta1 * 2.0**p1).astype(np.int64)
+    p2, k2 = _grid(np.asarray(params["head"]["kernel"], np.float64) * theta1)
     low, high = -(2 ** (state_bits - 1)), 2 ** (state_bits - 1) - 1
-    v = np.full(current.shape, v0, np.int64)
+    current0 = np.round(_conv_valid(x.astype(np.float64), k0.astype(np.float64)) + b0).astype(np.int64)
+    v0 = np.full(current0.shape, int(2 ** (p0 - 1)))
+    v1 = None
     logits = []
     for _ in range(num_steps):
-        m = np.clip(v + current, low, high)
-        spikes = (m >= theta).astype(np.int64)
-        v = m - spikes * theta
-        pooled = spikes.reshape(batch, size // 2, 2, size // 2, 2, -1).sum(axis=(2, 4)).reshape(batch, -1)
-        logits.append((pooled @ k_head) / 4 * 2.0**-p_head + np.asarray(head["bias"], np.float64))
+        m = np.clip(v0 + current0, low, high)
+        s0 = (m >= 2**p0).astype(np.int64)
+        v0 = m - s0 * int(2**p0)
+        b, h, w, c = s0.shape
+        counts = s0.reshape(b, h // 2, 2, w // 2, 2, c).sum(axis=(2, 4))
+        current1 = _conv_valid(counts, k1) + b1
+        v1 = np.full(current1.shape, int(2 ** (p1 - 1))) if v1 is None else v1
+        m = np.clip(v1 + current1, low, high)
+        s1 = (m >= 2**p1).astype(np.int64)
+        v1 = m - s1 * int(2**p1)
+        logits.append((s1.reshape(b, -1) @ k2) * 2.0**-p2 + np.asarray(params["head"]["bias"], np.float64))
     return np.stack(logits)
 
 
 @pytest.mark.parametrize("state_bits", [16, 8])
 def test_int8_network_equals_an_independent_integer_simulation(state_bits):
     model = ConvChain()
-    images = jax.random.uniform(jax.random.key(0), (5, 6, 6, 2))
+    images = jax.random.uniform(jax.random.key(0), (5, 8, 8, 2))
     variables = model.init(jax.random.key(1), images)
-    variables["params"]["act"]["threshold"] = jnp.asarray(0.6)
-    variables["params"]["conv"]["bias"] = jax.random.normal(jax.random.key(2), (3,)) * 0.3
+    variables["params"]["act0"]["threshold"] = jnp.asarray(0.6)
+    variables["params"]["act1"]["threshold"] = jnp.asarray(0.3)
+    variables["params"]["conv0"]["bias"] = jax.random.normal(jax.random.key(2), (3,)) * 0.3
+    variables["params"]["conv1"]["bias"] = jax.random.normal(jax.random.key(3), (4,)) * 0.1
     snn_variables = snnjax.convert_variables(variables)
-    quantized, _ = hardware.quantize_for_hardware(
+    quantized, info = hardware.quantize_for_hardware(
         snn_variables, model=model, inputs=images, weight_bits=8, state_bits=state_bits
     )
+    assert [layer["pool_area"] for layer in info["layers"]] == [1, 4, 1]
     snn = snnjax.spiking_model(model, neuron="fixed_point_if", neuron_options={"bits": state_bits})
     logits = snnjax.spiking_apply(snn, quantized, images, 6)
     expected = integer_simulation(np.asarray(images), jax.device_get(snn_variables["params"]), 6, state_bits)
@@ -163,6 +213,8 @@ def test_a_residual_model_is_refused_by_name():
         ({"hardware_weight_bits": 8, "fold_bn": False}, "fold_bn=True"),
         ({"hardware_weight_bits": 8, "fold_bn": True, "balancing": "weights"}, "balancing='threshold'"),
         ({"hardware_weight_bits": 1}, "must be 0 .float. or 2..16"),
+        ({"hardware_weight_bits": 8, "fold_bn": True, "snn_dtype": "bfloat16"}, "snn_dtype='float32'"),
+        ({"snn_neuron": "fixed_point_if"}, "config.snn_neuron='fixed_point_if' is invalid"),
         (
             {"hardware_weight_bits": 8, "fold_bn": True, "hardware_weight_scale": "tensor"},
             "hardware_weight_scale",

@@ -122,8 +122,6 @@ def test_renamed_public_names_warn_and_resolve():
         (snnjax, "ann_to_snn_variables", "convert_variables"),
         (snnjax, "load_exported", "import_snn"),
         (snnjax, "from_torch_state_dict", "import_torch_state_dict"),
-        (snnjax.io, "to_nir", "export_nir"),
-        (snnjax.io, "from_nir", "import_nir"),
         (snnjax.conversion, "ann_to_snn_variables", "convert_variables"),
     ]
     for module, old, new in renamed:

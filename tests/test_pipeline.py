@@ -54,7 +54,7 @@ def stages(trained_tiny):
     plan = pipeline.ConversionPlan.from_config(tiny_config(snn_num_steps=4, report_examples=16))
     mesh = parallel.data_mesh()
     restored = pipeline.restore(plan, str(workdir), mesh)
-    converted = pipeline.convert(plan, restored)
+    converted = pipeline.convert(plan, restored, mesh)
     return plan, mesh, restored, converted, final
 
 
@@ -127,6 +127,21 @@ def test_conversion_config_reads_the_record_and_takes_conversion_fields(tiny_wor
         workdir_lib.conversion_config(str(workdir), None, {"levels": 8})
 
 
+def test_what_convert_cannot_read_is_named(tiny_workdir, tmp_path, capsys):
+    workdir, _ = tiny_workdir
+    with pytest.raises(ValueError, match=r"importing a PyTorch checkpoint .* needs --config"):
+        pipeline.convert_and_evaluate(None, str(tmp_path / "new"), {"torch_checkpoint": "x.pth"})
+    recorded = json.loads((workdir / "config.json").read_text())
+    (workdir / "config.json").write_text(json.dumps({**recorded, "levels": "four"}))
+    with pytest.raises(ValueError, match=r"records config.levels='four', which this snnjax cannot read"):
+        workdir_lib.conversion_config(str(workdir))
+    del recorded["qcfs_order"]  # a field an older snnjax did not record: the default, with a note
+    (workdir / "config.json").write_text(json.dumps(recorded))
+    config, _ = workdir_lib.conversion_config(str(workdir))
+    assert config.qcfs_order == default.get_config().qcfs_order
+    assert "does not record qcfs_order" in capsys.readouterr().err
+
+
 def test_a_whole_config_must_agree_on_every_network_field(tiny_workdir):
     """qcfs_order (missing from the old hand-kept NETWORK_FIELDS) is caught like any other field.
 
@@ -161,7 +176,8 @@ def run_convert(*args):
 @pytest.mark.slow
 def test_convert_command_needs_only_the_workdir(tiny_workdir):
     workdir, _ = tiny_workdir
-    result = run_convert(f"--workdir={workdir}", "--config.snn_num_steps=2", "--config.report_examples=8")
+    # Any spelling ml_collections reads counts as an override (here one dash).
+    result = run_convert(f"--workdir={workdir}", "-config.snn_num_steps=2", "--config.report_examples=8")
     assert result.returncode == 0, result.stderr[-3000:]
     written = json.loads((workdir / "snn_eval.json").read_text())
     assert written["T"] == 2 and written["config"]["model"] == "tiny_cnn"

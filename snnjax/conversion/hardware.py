@@ -2,27 +2,28 @@
 
 Neuromorphic chips hold weights in few bits (Speck, Xylo, Loihi 2: 8; Innatera T1: 6) and membranes
 and thresholds as integers in the weights' units (Speck, Xylo: 16 bits). `quantize_for_hardware`
-turns a plain chain's SNN variables (threshold form, BatchNorm folded) into that form, and the
-simulation then runs exactly what such a chip computes:
+turns a plain chain's SNN variables (threshold form, BatchNorm folded) into that form:
 
 1. Weight balancing (`snnjax.conversion.transforms.balance_weights`): every θ becomes 1 and each
-   layer's weights ``W'`` read unit spikes.
+   layer's weights ``W'`` read unit spikes. Average pooling between two layers is taken as a sum pool
+   whose ``1/area`` goes into the next layer's ``W'``, so every layer reads spike counts.
 2. Per layer (or per output channel), the symmetric grid ``2^−p`` with the largest ``p`` for which
    ``max|W'| ≤ Q·2^−p``, ``Q = 2^(bits−1) − 1``: ``k = clip(round(W'·2^p), −Q, Q)`` (round half to
    even). A power-of-two step costs at most one bit against a free scale and keeps every product
    exact in float32. With a membrane of ``state_bits``, ``p ≤ state_bits − 4`` so that the
-   membrane holds ±8θ.
-3. The layer runs in units of its finest grid ``2^−p_l`` (``p_l = max_c p_c``): integer weights
-   ``k·2^(p_l − p_c)``, θ = ``2^p_l``, ``v(0) = v0·θ``, biases rounded to integers. These are
-   written back in snnjax's threshold form: a spike carries θ = ``2^p_l`` to the next layer, whose
-   kernel holds ``k·2^−p_l`` so that the product is its integer ``k`` exactly; the head keeps the
-   original logits' units (``k·2^−(p_c + p_l)``, float bias).
+   membrane holds ±8θ; ``p ≥ 1`` is required (θ of at least 2 units).
+3. Each neuron runs in units of its grid: integer weights ``k``, θ = ``2^p`` (per channel with
+   ``weight_scale="channel"``, which needs per-channel thresholds), integer biases (saturated to the
+   state width), ``v(0) = round(v0·θ)``. This is written back in snnjax's threshold form: a spike
+   carries θ = ``2^p`` to the next layer, whose kernel holds ``k·area·2^−p`` so that each product is its
+   integer ``k`` times a spike count; the head keeps the original logits' units.
 
-Every value a spiking layer computes is then an integer below 2^24, which float32 represents
-exactly, so the simulation is the integer computation (a test checks it against an independent
-integer simulation); 2×2 average pooling divides by 4, also exact. With ``state_bits`` the SNN runs
-`snnjax.core.neurons.fixed_point_if_neuron` (the input current of the first layer, analog pixels
-times integer weights, is rounded to an integer there; deeper layers' currents are integers already).
+The currents of every spiking layer but the first are then integer sums below 2^24, which float32
+computes exactly when the pooling areas are powers of two (2×2: the simulation is the integer
+computation; a test checks it against an independent integer simulation); with other areas they are
+integers up to float rounding, which `snnjax.core.neurons.fixed_point_if_neuron` (used with
+``state_bits``) rounds away. The first layer reads analog pixels: its current is real-valued, and
+rounded to an integer by the fixed-point neuron.
 
 Plain chains only (`snnjax.conversion.structure.linear_chain`): an identity shortcut would add spikes
 of another layer's units, which needs the two layers to share a grid (not implemented).
@@ -39,7 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from snnjax.conversion.transforms import _structure_chain, balance_weights
+from snnjax.conversion.structure import INPUT, linear_chain, trace_structure
+from snnjax.conversion.transforms import balance_weights
 
 __all__ = ["STATE_HEADROOM_BITS", "WEIGHT_SCALES", "quantize_for_hardware"]
 
@@ -62,6 +64,35 @@ def _exponents(weights: np.ndarray, bits: int, per_channel: bool, cap: int | Non
     safe = np.where(amax > 0, amax, 1.0)
     p = np.where(amax > 0, np.floor(np.log2(levels / safe)), 0.0)
     return np.minimum(p, cap) if cap is not None else p
+
+
+def _pool_area(calls, index: int) -> int:
+    """The product of the average-pooling windows between ``calls[index]`` and the layer before it.
+
+    Raises:
+      ValueError: for a max pool, a padded average pool, or any operation that scales the input on
+        the way (a global mean, a multiplication): the integer form needs spike counts summed.
+    """
+    area, node = 1, calls[index]
+    while True:
+        if len(node.sources) != 1 or any(op != "reshape" for op in node.ops):
+            raise ValueError(
+                f"the integer hardware form reads spike counts: {node.name!r} reads its input through "
+                f"{list(node.ops) or node.sources} (plain chains with average pooling only)."
+            )
+        (source,) = node.sources
+        if source is INPUT:
+            return area
+        previous = calls[source]
+        if previous.kind == "activation":
+            return area
+        if previous.kind != "avg_pool" or previous.module["padding"] != "VALID":
+            raise ValueError(
+                f"the integer hardware form supports unpadded average pooling only, not {previous.kind!r} "
+                f"({previous.module}) before {node.name!r}."
+            )
+        area *= int(np.prod(previous.module["window"]))
+        node = previous
 
 
 def quantize_for_hardware(
@@ -104,44 +135,68 @@ def quantize_for_hardware(
             raise ValueError(f"state_bits must be an int in 6..24 (or None), got {state_bits!r}.")
         cap = state_bits - 1 - STATE_HEADROOM_BITS
     balanced = balance_weights(snn_variables, model=model, inputs=inputs)
-    chain = _structure_chain(balanced, model, inputs)
+    calls = trace_structure(model, balanced, inputs)
+    chain = linear_chain(calls)
     params = {k: np.asarray(v, np.float64) for k, v in traverse_util.flatten_dict(balanced["params"]).items()}
     if not all(np.all(np.isfinite(v)) for v in params.values()):
         raise ValueError("quantize_for_hardware: the variables hold non-finite values.")
     levels = 2 ** (weight_bits - 1) - 1
     state_limit = 2.0 ** (state_bits - 1) - 1 if state_bits is not None else None
-    input_exponent = 0.0  # the image reaches the first layer as is (value 1 per unit)
+    # What one unit of each input channel of the next layer is worth in that layer's threshold form:
+    # the image reaches the first layer as is; a spiking layer's channel c sends spikes valued 2^p_c.
+    in_scale = np.ones(1)
     layers = []
     out = dict(params)
-    for path, bias_paths, activation in chain:
-        weights = params[path + ("kernel",)]
+    for linear, norms, activation in chain:
+        path = linear.path
+        # Average pooling between the previous layer and this one is a sum pool whose 1/area goes into
+        # these weights (quantized with them), so that this layer reads spike counts.
+        area = _pool_area(calls, calls.index(linear))
+        weights = params[path + ("kernel",)] / area
+        per_channel = weight_scale == "channel"
         # [C_out]; the head's logits are no membrane: its grid is not capped by the state's width.
-        p_c = _exponents(weights, weight_bits, weight_scale == "channel", cap if activation else None)
+        p_c = _exponents(weights, weight_bits, per_channel, cap if activation is not None else None)
         k = np.clip(np.round(weights * 2.0**p_c), -levels, levels)  # numpy rounds half to even
         quantized = k * 2.0**-p_c
         amax = np.abs(weights).max()
-        name = "/".join(path)
         layer = {
-            "name": name,
+            "name": linear.name,
+            "pool_area": area,
             "max_level": int(np.abs(k).max()),
             "relative_error": float(np.abs(quantized - weights).max() / amax) if amax > 0 else 0.0,
+            "exponents": p_c.astype(int).tolist(),
         }
-        biases = [b for b in bias_paths if b in params]
+        # Undo the previous layer's spike value (per input channel; after a flatten, NHWC channels
+        # repeat over the positions) and the pooling's 1/area: both powers of two, or exact integers.
+        in_features = weights.shape[-2]
+        unit = np.tile(in_scale, in_features // in_scale.size).reshape(-1, 1)
         if activation is None:  # the head: logits in the original units
-            out[path + ("kernel",)] = quantized * 2.0**-input_exponent
-            layer["exponents"] = p_c.astype(int).tolist()
+            out[path + ("kernel",)] = quantized * area / unit
             layers.append(layer)
             break
-        p_l = float(p_c.max())
-        out[path + ("kernel",)] = k * 2.0 ** (p_l - p_c) * 2.0**-input_exponent  # integers in layer units
-        for bias_path in biases:
-            bias = np.round(params[bias_path] * 2.0**p_l)
-            out[bias_path] = np.clip(bias, -state_limit, state_limit) if state_limit is not None else bias
-        threshold = params[activation + ("threshold",)]
-        out[activation + ("threshold",)] = np.full_like(threshold, 2.0**p_l)
-        layer.update(exponent=int(p_l), exponents=p_c.astype(int).tolist())
+        if p_c.min() < 1:
+            raise ValueError(
+                f"quantize_for_hardware: {linear.name!r} has weights too large for {weight_bits}-bit "
+                f"levels at θ = 1 (grid exponent {int(p_c.min())} < 1: θ under 2 units): use more bits."
+            )
+        threshold = params[activation.path + ("threshold",)]
+        if per_channel and threshold.ndim == 0:
+            raise ValueError(
+                f"weight_scale='channel' gives each output channel its own integer θ = 2^p_c, but "
+                f"{activation.name!r} holds one threshold: build the model with per-channel thresholds "
+                "(config.per_channel_threshold=True), or use weight_scale='layer'."
+            )
+        p_out = p_c if per_channel else np.full_like(p_c, p_c.max())  # per layer: one grid, p = max p_c
+        out[path + ("kernel",)] = k * area / unit  # integers per unit spike
+        for bias_path in [linear.path + ("bias",)] + [norm.path + ("bias",) for norm in norms]:
+            if bias_path in params:
+                bias = np.round(params[bias_path] * 2.0**p_out)
+                out[bias_path] = np.clip(bias, -state_limit, state_limit) if state_limit is not None else bias
+        theta = 2.0**p_out  # [C_out]
+        out[activation.path + ("threshold",)] = theta if threshold.ndim else np.asarray(theta[0])
+        layer["exponent"] = int(p_out.max())
         layers.append(layer)
-        input_exponent = p_l
+        in_scale = 2.0**p_out
     dtype = jax.tree.leaves(snn_variables["params"])[0].dtype
     variables = dict(balanced)
     variables["params"] = traverse_util.unflatten_dict({k: jnp.asarray(v, dtype) for k, v in out.items()})

@@ -43,6 +43,8 @@ class Neuron:
       surrogate: whether it takes a surrogate gradient (`snnjax.core.surrogates`).
       low_latency: chosen through ``config.post_conversion`` (a training-free low-latency method), not
         ``config.snn_neuron``.
+      hardware_form: runs the integer units of `snnjax.conversion.hardware` (chosen through
+        ``config.hardware_state_bits``; on float variables its rounding would be meaningless).
       spike_quantum: the value of one spike as a fraction of θ, or the name of the option that divides
         θ (``"max_spikes"`` for group neurons: m members of threshold θ/m); reports count
         ``|output| / quantum`` spikes.
@@ -57,6 +59,7 @@ class Neuron:
     prerun: Literal["none", "layer", "network"] = "none"
     surrogate: bool = False
     low_latency: bool = False
+    hardware_form: bool = False
     spike_quantum: float | str = 1.0
 
     @property
@@ -120,6 +123,7 @@ NEURONS: dict[str, Neuron] = {
             core.fixed_point_if_neuron,
             "binary {0, θ}",
             "a saturating integer membrane of `bits` bits (hardware form: snnjax.conversion.hardware)",
+            hardware_form=True,
         ),
         Neuron("burst", low_latency.burst_neuron, "up to m spikes {0, θ, …, m·θ}", "none", low_latency=True),
         Neuron(

@@ -279,10 +279,10 @@ def fixed_point_if_neuron(
 
     Per step: ``m = clip(v + round(z[t]), −2^(bits−1), 2^(bits−1) − 1)`` (a saturating add of the
     input current rounded to an integer, half to even); a spike if ``m ≥ θ``; ``v = m − s·θ``; the
-    output is ``s·θ``. Starts at ``v(0) = v0·θ``. Everything is in the layer's integer units (the
-    weights' least significant bit, `snnjax.conversion.hardware`): θ and ``v0·θ`` are integers there,
-    so every value is an integer below 2^24 and float32 computes it exactly. With currents that are
-    already integers and a membrane that never reaches the bounds it equals `if_neuron`.
+    output is ``s·θ``. Starts at ``v(0) = round(v0·θ)`` (an integer register). Everything is in the
+    layer's integer units (the weights' least significant bit, `snnjax.conversion.hardware`), where θ is
+    an integer: every value is then an integer below 2^24, which float32 computes exactly. With integer
+    currents, an integer ``v0·θ`` and a membrane that never reaches the bounds it equals `if_neuron`.
 
     Args:
       z: input currents ``[T, ...]`` in the layer's integer units.
@@ -308,5 +308,6 @@ def fixed_point_if_neuron(
         output = jnp.where(fired, theta, jnp.zeros_like(theta))
         return potential - output, output
 
-    _, outputs = jax.lax.scan(step, initial_membrane(z.shape[1:], theta, v0, z.dtype), z)
+    start = jnp.round(initial_membrane(z.shape[1:], theta, v0, z.dtype))
+    _, outputs = jax.lax.scan(step, start, z)
     return outputs

@@ -111,12 +111,13 @@ def config_overrides() -> tuple[str, ...]:
     return _COMMAND_LINE["overrides"]
 
 
-def _override_names(argv: list[str]) -> tuple[str, ...]:
-    names = []
-    for arg in argv:
-        if arg.startswith("--config."):
-            names.append(arg.removeprefix("--config.").partition("=")[0].split(".")[0])
-    return tuple(dict.fromkeys(names))
+def _override_names() -> tuple[str, ...]:
+    """The top-level config fields the parsed command line overrides.
+
+    In any spelling ml_collections reads: ``--config.x=v``, ``-config.x v``, ``--noconfig.flag``.
+    """
+    overridden = config_flags.get_override_values(flags.FLAGS["config"])
+    return tuple(dict.fromkeys(name.split(".")[0] for name in overridden))
 
 
 def resolve_config_argument(value: str) -> str:
@@ -140,12 +141,13 @@ def resolve_config_argument(value: str) -> str:
 
 
 def _config_file(argv: list[str]) -> str | None:
-    """The file ``--config`` names in ``argv`` (already resolved), without its ``:CONFIG_STRING``."""
+    """The file ``--config`` (or ``-config``) names in ``argv``, without its ``:CONFIG_STRING``."""
     for i, arg in enumerate(argv):
-        if arg.startswith("--config="):
-            return arg.removeprefix("--config=").partition(":")[0]
-        if arg == "--config" and i + 1 < len(argv):
-            return argv[i + 1].partition(":")[0]
+        name, equals, value = arg.lstrip("-").partition("=") if arg.startswith("-") else ("", "", "")
+        if name == "config":
+            if not equals:
+                value = argv[i + 1] if i + 1 < len(argv) else ""
+            return value.partition(":")[0]
     return None
 
 
@@ -165,9 +167,10 @@ def _config_file_error(error: BaseException, file: str | None) -> str | None:
 def _resolve_config_arguments(argv: list[str]) -> list[str]:
     argv = list(argv)
     for i, arg in enumerate(argv):
-        if arg.startswith("--config="):
-            argv[i] = "--config=" + resolve_config_argument(arg.removeprefix("--config="))
-        elif arg == "--config" and i + 1 < len(argv):
+        dashes = arg[: len(arg) - len(arg.lstrip("-"))]
+        if arg.startswith("-") and arg.lstrip("-").startswith("config="):
+            argv[i] = f"{dashes}config=" + resolve_config_argument(arg.lstrip("-").removeprefix("config="))
+        elif arg in ("--config", "-config") and i + 1 < len(argv):
             argv[i + 1] = resolve_config_argument(argv[i + 1])
     return argv
 
@@ -197,9 +200,9 @@ def _parser(
         if any(arg in HELP_FLAGS for arg in argv[1:]):
             print(_help_text(config_fields, doc))
             sys.exit(0)
-        argv = _resolve_config_arguments(argv)
+        argv = _resolve_config_arguments(flags.FLAGS.read_flags_from_files(argv, force_gnu=False))
         given = _config_file(argv) is not None
-        _COMMAND_LINE.update(config_given=given, overrides=_override_names(argv))
+        _COMMAND_LINE.update(config_given=given)
         if not given and not _COMMAND_LINE["config_required"]:
             # The packaged defaults stand in for the file, so --config.FIELD overrides still parse.
             argv = [argv[0], f"--config={configs.path('default.py')}", *argv[1:]]
@@ -207,6 +210,7 @@ def _parser(
             rest = flags.FLAGS(argv)
             if "config" in flags.FLAGS and flags.FLAGS.config is not None:
                 flags.FLAGS.config.keys()  # a config file that failed to load raises only when used
+                _COMMAND_LINE["overrides"] = _override_names()
         except flags.Error as error:
             _fail(f"{_clean(str(error))} (see --help)", 2)
         except Exception as error:

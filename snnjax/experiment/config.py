@@ -128,6 +128,8 @@ def _check_hardware(config: ml_collections.ConfigDict) -> None:
         reasons.append("config.post_conversion='none'")
     if snn_neuron(config) != "if":
         reasons.append("the 'if' neuron (config.snn_neuron)")
+    if config.snn_dtype != "float32":
+        reasons.append("config.snn_dtype='float32' (bfloat16 holds integers exactly only up to 256)")
     if state_bits and config.snn_mode != "layer":
         reasons.append(
             "config.snn_mode='layer' with hardware_state_bits (fixed_point_if runs a whole window)"
@@ -181,8 +183,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         config, "param_init", ("flax", "pytorch")
     )  # snnjax.experiment.training.PARAM_INITS (it imports this)
     if config.snn_neuron is not None:
-        # Low-latency neurons are chosen with config.post_conversion, which sets their options.
-        _choice(config, "snn_neuron", [n.name for n in NEURONS.values() if not n.low_latency])
+        # Low-latency neurons come with config.post_conversion and the fixed-point IF with the hardware
+        # fields, which set their options (and, for the latter, the integer variables it needs).
+        _choice(
+            config, "snn_neuron", [n.name for n in NEURONS.values() if not (n.low_latency or n.hardware_form)]
+        )
     if config.snn_mode == "step" and not NEURONS[snn_neuron(config)].step:
         raise ValueError(
             f"config.snn_mode='step' runs the 'if' neuron only; method {config.method!r} uses "

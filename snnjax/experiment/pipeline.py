@@ -180,6 +180,11 @@ def _check_conversion_inputs(
     """
     if config is not None:
         validate_config(config)  # a bad value is named before anything about the workdir
+    if config is None and (overrides or {}).get("torch_checkpoint") is not None:
+        raise ValueError(
+            "importing a PyTorch checkpoint (config.torch_checkpoint) needs --config: the workdir records "
+            "no training config to say which network the checkpoint holds."
+        )
     if config is None or config.torch_checkpoint is None:
         if os.path.exists(workdir) and not os.path.isdir(workdir):
             raise NotADirectoryError(f"--workdir={workdir!r} is a file, not a folder.")
@@ -271,9 +276,9 @@ def convert_and_evaluate(
         jax.default_matmul_precision(config.eval_precision),
     ):
         mesh = parallel.data_mesh()
-        start = time.perf_counter()
         restored = restore(plan, workdir, mesh)
-        converted = convert(plan, restored)
+        converted = convert(plan, restored, mesh)
+        start = time.perf_counter()  # as before: the evaluations and reports, not loading or converting
         accuracy = simulate(plan, restored, converted, mesh)
         analysis = analyse(plan, restored, converted, mesh)
         print(f"(evaluation took {time.perf_counter() - start:.1f}s)")
@@ -476,8 +481,12 @@ class Converted:
     spiking_layers: int
 
 
-def convert(plan: ConversionPlan, restored: Restored) -> Converted:
-    """Stage 2: thresholds (data-based for ReLU), λ → θ with BatchNorm folded, balancing, calibration."""
+def convert(plan: ConversionPlan, restored: Restored, mesh: jax.sharding.Mesh) -> Converted:
+    """Stage 2: thresholds (data-based for ReLU), λ → θ with BatchNorm folded, balancing, calibration.
+
+    Before balancing, calibration or the hardware form (and before any evaluation), the memory check:
+    a T or batch the device cannot hold fails here, not after minutes of work (`_check_memory`).
+    """
     model, dataset = restored.model, restored.dataset
     ann_variables = restored.variables
     if plan.relu_calibration is not None:
@@ -493,6 +502,7 @@ def convert(plan: ConversionPlan, restored: Restored) -> Converted:
         model=model,
         inputs=example,
     )
+    _check_memory(plan, plan.snn(model), snn_variables, dataset.image_shape, mesh.size)
     simulated = snn_variables
     if plan.balancing == "weights":
         simulated = conversion.balance_weights(snn_variables, model=model, inputs=example)
@@ -529,8 +539,6 @@ def simulate(plan: ConversionPlan, restored: Restored, converted: Converted, mes
       ``{"ann": {"accuracy", "top5_accuracy"}, "snn": {"top1": [T], "top5": [T]}, "latency": {t: steps}}``.
     """
     dataset, model = restored.dataset, restored.model
-    # Before any evaluation: a T or batch the device cannot hold fails here, not after the ANN's pass.
-    _check_memory(plan, plan.snn(model), converted.snn_variables, dataset.image_shape, mesh.size)
     ann = training.evaluate(
         training.inference_state(model, restored.variables), dataset.test_batches(plan.batch_size), mesh
     )
@@ -576,6 +584,7 @@ def simulate(plan: ConversionPlan, restored: Restored, converted: Converted, mes
             + (f"{info['state_bits']}-bit saturating membrane" if info["state_bits"] else "float membrane")
             + "; grid exponents p (θ = 2^p): "
             + ", ".join(f"{layer['name']} {layer.get('exponent', 'head')}" for layer in info["layers"])
+            + " (the layer report below is the float SNN's)"
         )
     prerun = plan.neuron_options.get("prerun", 0)
     latency = {
@@ -741,6 +750,10 @@ def write(
     with workdir_lib.OutputSet() as outputs:
         result["run_id"] = outputs.run_id
         title = f"{config.dataset} / {config.model} / {plan.method} ({plan.run_neuron})"
+        if plan.hardware is not None:
+            title += f", {plan.hardware[0]}-bit weights" + (
+                f", {plan.hardware[2]}-bit state" if plan.hardware[2] else ""
+            )
         outputs.stage(
             os.path.join(workdir, "snn_accuracy.png"),
             lambda path: summaries.plot_accuracy(
@@ -799,6 +812,8 @@ def write(
     if not plan.export_nir and os.path.exists(os.path.join(workdir, "snn.nir")):
         print(f"note: snn.nir in {workdir} is from an earlier conversion, not from this run.")
     run = f"snn_{plan.method}_{config.post_conversion}_{plan.run_neuron}_{plan.mode}_{plan.dtype}"
+    if plan.hardware is not None:  # each bit-width variant keeps its own curves
+        run += f"_w{plan.hardware[0]}{plan.hardware[1][0]}_s{plan.hardware[2] or 'float'}"
     # Derived from snn_eval.json (rewritten from it by any later conversion): written after the set.
     wrote_curves = metrics_writer.write_curves(
         os.path.join(workdir, "tensorboard", run),
@@ -902,7 +917,7 @@ def _check_memory(
     if need <= 0.75 * available:
         return
     hint = ""
-    if snn_model.mode == "layer" and snn_model.spec.step:
+    if snn_model.mode == "layer" and snn_model.spec.step and plan.post is None:
         step = simulation_memory_bytes(
             snn_model.clone(mode="step"), snn_variables, image_shape, batch, plan.num_steps, dtype
         )

@@ -261,8 +261,22 @@ def conversion_config(
 
     config = default.get_config()
     for field, value in recorded.items():
-        if field in config:  # a field a later snnjax dropped is no longer read
+        if field not in config:  # a field a later snnjax dropped is no longer read
+            continue
+        try:
             config[field] = tuple(value) if isinstance(config[field], tuple) else value
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"{path} records config.{field}={value!r}, which this snnjax cannot read ({error}); pass "
+                "the config the workdir was trained with (--config FILE)."
+            ) from None
+    missing = sorted(set(config) - set(recorded) - CONVERSION_FIELDS)  # conversion fields take defaults
+    if missing:
+        print(
+            f"note: {path} does not record {', '.join(missing)} (trained by an older snnjax): using the "
+            "defaults.",
+            file=sys.stderr,
+        )
     fixed = sorted(set(overrides or {}) - CONVERSION_FIELDS)
     if fixed:
         raise ValueError(

@@ -10,7 +10,6 @@
 Importing `snnjax.io` loads neither Orbax nor tensorflow-datasets; their modules load them.
 """
 
-from snnjax.core import deprecation
 from snnjax.io.export import (
     ExportedSNN as ExportedSNN,
     export_snn as export_snn,
@@ -42,15 +41,3 @@ __all__ = [
     "target_difference",
     "TorchLayout",
 ]
-
-# Renamed for one grammar (IO pairs export_X / import_X); the old names warn.
-__getattr__ = deprecation.renamed(
-    "snnjax.io",
-    {
-        "to_nir": "export_nir",
-        "from_nir": "import_nir",
-        "load_exported": "import_snn",
-        "from_torch_state_dict": "import_torch_state_dict",
-    },
-    globals(),
-)
