@@ -303,10 +303,10 @@ def fixed_point_if_neuron(
     low, high = -(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1
 
     def step(membrane, z_t):
-        potential = jnp.clip(membrane + jnp.round(z_t), low, high)
-        fired = potential >= theta
-        output = jnp.where(fired, theta, jnp.zeros_like(theta))
-        return potential - output, output
+        # The saturating integer add, then the reference firing and reset of `if_step` (adding a zero
+        # current there is exact).
+        saturated = jnp.clip(membrane + jnp.round(z_t), low, high)
+        return if_step(saturated, jnp.zeros_like(saturated), theta)
 
     start = jnp.round(initial_membrane(z.shape[1:], theta, v0, z.dtype))
     _, outputs = jax.lax.scan(step, start, z)
