@@ -20,7 +20,13 @@ def get_config() -> config_dict.ConfigDict:
     config.cutout_size = 16  # Cutout square side in pixels
 
     # Model and ANN activation.
-    config.model = "small_cnn"  # tiny_cnn | small_cnn | vgg16 | resnet18 | resnet20 | resnet34
+    config.model = "small_cnn"  # tiny_cnn | small_cnn | vgg16 | resnet18 | resnet20 | resnet34 | vit
+    # vit (snnjax.nn.vit.ViT, method qcfs: every activation a SignedQCFS quantizer with config.levels):
+    config.vit_patch = 4  # patch side in pixels (the image side divisible by it)
+    config.vit_dim = 64  # token width D
+    config.vit_depth = 4  # blocks
+    config.vit_heads = 4  # attention heads (D divisible by them)
+    config.vit_mlp_dim = 128  # MLP hidden width
     config.method = "qcfs"  # qcfs | slip_relu | spikeconverter | threshold_relu | relu
     config.levels = 4  # L, quantization steps of QCFS / SlipReLU; SpikeConverter's window T
     config.qcfs_shift = 0.5  # φ of QCFS, in [0, 1)
@@ -40,6 +46,7 @@ def get_config() -> config_dict.ConfigDict:
     config.param_init = "flax"
 
     # Optimization: PyTorch SGD with coupled weight decay on all parameters, cosine per epoch.
+    config.optimizer = "sgd"  # sgd (momentum, coupled decay: the reference) | adamw (decoupled decay)
     config.num_epochs = 300
     config.batch_size = 128
     config.eval_batch_size = 256

@@ -10,6 +10,8 @@ Where to start:
   `snnjax.nnx.ThresholdActivation`), or run a config: `snnjax-train --config quickstart --workdir W`,
   then `snnjax-convert --workdir W`.
 * The pure functions: `snnjax.qcfs`, `snnjax.if_neuron` (`lax.scan` over `[T, B, ...]`).
+* Transformers: `snnjax.ViT` quantizes with `snnjax.SignedQCFS`; `snnjax.spiking_transformer(ann)`
+  and `snnjax.transformer_apply` run it as an SNN whose accumulated output equals the ANN's.
 
 The namespaces, from the bottom up (each imports only the ones before it): `snnjax.core` (activations,
 neurons, surrogates), `snnjax.nn` (layers, models; `snnjax.nnx` for Flax NNX), `snnjax.conversion`
@@ -32,6 +34,10 @@ from snnjax.conversion.simulation import (
     spiking_apply as spiking_apply,
     spiking_apply_sequence as spiking_apply_sequence,
     spiking_model as spiking_model,
+)
+from snnjax.conversion.transformer import (
+    spiking_transformer as spiking_transformer,
+    transformer_apply as transformer_apply,
 )
 from snnjax.conversion.transforms import (
     balance_weights as balance_weights,
@@ -67,6 +73,7 @@ from snnjax.nn.layers import (
     BatchNorm as BatchNorm,
     ConvBN as ConvBN,
     FoldedBatchNorm as FoldedBatchNorm,
+    SignedQCFS as SignedQCFS,
     ThresholdActivation as ThresholdActivation,
     ThresholdParameterization as ThresholdParameterization,
 )
@@ -80,6 +87,7 @@ from snnjax.nn.models import (
     SmallCNN as SmallCNN,
     create_model as create_model,
 )
+from snnjax.nn.vit import ViT as ViT
 
 __all__ = [
     "Activation",
@@ -119,17 +127,21 @@ __all__ = [
     "ResNet34",
     "signed_if_neuron",
     "slip_relu",
+    "SignedQCFS",
     "SmallCNN",
     "spiking_apply",
     "spiking_apply_sequence",
     "spiking_layer_report",
     "spiking_model",
     "SpikingNetwork",
+    "spiking_transformer",
     "surrogates",
     "threshold_relu",
     "ThresholdActivation",
     "ThresholdParameterization",
+    "transformer_apply",
     "VGG16",
+    "ViT",
 ]
 
 __version__ = "0.1.0"

@@ -9,6 +9,8 @@
   time (layer mode: one `lax.scan` per layer; step mode: one scan over the network).
 * `snnjax.conversion.recording`: each activation site's input and output while a model runs.
 * `snnjax.conversion.calibration`, `low_latency`: training-free low-latency neurons and calibration.
+* `snnjax.conversion.transformer`: a quantized transformer run as an SNN of increments (ST-BIF
+  neurons, spike-train products, analog softmax / LayerNorm), exact once settled.
 """
 
 from snnjax.conversion.calibration import calibrate_snn as calibrate_snn
@@ -21,6 +23,12 @@ from snnjax.conversion.simulation import (
     spiking_model as spiking_model,
 )
 from snnjax.conversion.structure import LayerCall as LayerCall, trace_structure as trace_structure
+from snnjax.conversion.transformer import (
+    SpikingTransformer as SpikingTransformer,
+    accumulated_outputs as accumulated_outputs,
+    spiking_transformer as spiking_transformer,
+    transformer_apply as transformer_apply,
+)
 from snnjax.conversion.transforms import (
     balance_weights as balance_weights,
     calibrate_thresholds as calibrate_thresholds,
@@ -30,6 +38,7 @@ from snnjax.conversion.transforms import (
 from snnjax.core import deprecation
 
 __all__ = [
+    "accumulated_outputs",
     "balance_weights",
     "calibrate_snn",
     "calibrate_thresholds",
@@ -42,7 +51,10 @@ __all__ = [
     "spiking_apply_sequence",
     "spiking_model",
     "SpikingNetwork",
+    "SpikingTransformer",
+    "spiking_transformer",
     "trace_structure",
+    "transformer_apply",
 ]
 
 # Renamed for one grammar (verbs); the old name warns.

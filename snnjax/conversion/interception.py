@@ -43,6 +43,7 @@ __all__ = [
     "SITES",
     "SiteKey",
     "call_input",
+    "function_sites",
     "nnx_module_paths",
     "relu_sites",
     "site_name",
@@ -82,6 +83,7 @@ class _ThreadState(threading.local):
         self.layer_handlers: list[Callable[..., Any]] = []
         self.wrappers: list[Callable[..., Any] | None] = []
         self.call_watchers: list[Callable[..., Any]] = []
+        self.function_handlers: list[tuple[Callable[..., Any], dict[tuple, int]]] = []
         self.busy = False  # inside a handler: calls pass through
 
 
@@ -263,3 +265,70 @@ def nnx_module_paths(
                     cls.__call__ = original
                 else:
                     _patched_classes[cls] = (original, count - 1)
+
+
+# Functions `function_sites` intercepts, by name, and the modules whose attribute of that name a model
+# calls (``jax.nn.softmax``, ``nn.softmax``, ``nnx.softmax``: one function object under three names).
+SITE_FUNCTIONS = ("softmax", "gelu")
+_FUNCTION_NAMESPACES = (jax.nn, nn, nnx)
+_function_installs: dict[str, tuple[Callable[..., Any], int]] = {}
+
+
+def _function_site(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def call(*args, **kwargs):
+        if _state.function_handlers and not _state.busy:
+            scope = _scope()
+            if scope is not None:
+                handler, counts = _state.function_handlers[-1]
+                index = counts.get((scope, name), 0)
+                counts[(scope, name)] = index + 1
+                _state.busy = True
+                try:
+                    with jax.disable_jit(False):
+                        return handler((*scope, f"{name}_{index}"), original, *args, **kwargs)
+                finally:
+                    _state.busy = False
+        return original(*args, **kwargs)
+
+    return call
+
+
+@contextlib.contextmanager
+def function_sites(handler: Callable[..., Any]) -> Iterator[None]:
+    """Within the block, each `SITE_FUNCTIONS` call ``f(x, ...)`` returns ``handler(key, f, x, ...)``.
+
+    The functions are found as the attributes ``jax.nn.NAME``, ``flax.linen.NAME`` and
+    ``flax.nnx.NAME`` (how models call them; a name imported into a model's own module before the block
+    is not seen). Keys are as `relu_sites`' (``("block0", "attention", "softmax_0")``); the patch acts
+    on this thread's calls only, and inside ``handler`` the functions are the originals.
+
+    Args:
+      handler: ``(site key, original function, *args, **kwargs) -> output``.
+
+    Yields:
+      Nothing; sites are numbered from 0 on every entry.
+    """
+    with _lock:
+        for name in SITE_FUNCTIONS:
+            original, count = _function_installs.get(name, (getattr(jax.nn, name), 0))
+            if count == 0:
+                patched = _function_site(name, original)
+                for namespace in _FUNCTION_NAMESPACES:
+                    if getattr(namespace, name, None) is original:
+                        setattr(namespace, name, patched)
+            _function_installs[name] = (original, count + 1)
+    _state.function_handlers.append((handler, {}))
+    try:
+        yield
+    finally:
+        _state.function_handlers.pop()
+        with _lock:
+            for name in SITE_FUNCTIONS:
+                original, count = _function_installs.pop(name)
+                if count == 1:
+                    for namespace in _FUNCTION_NAMESPACES:
+                        if getattr(getattr(namespace, name, None), "__wrapped__", None) is original:
+                            setattr(namespace, name, original)
+                else:
+                    _function_installs[name] = (original, count - 1)

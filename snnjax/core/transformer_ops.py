@@ -104,7 +104,9 @@ def st_bif_neuron(
     return outputs
 
 
-def temporal_difference(fn: Callable[[jax.Array], jax.Array], z: jax.Array) -> jax.Array:
+def temporal_difference(
+    fn: Callable[[jax.Array], jax.Array], z: jax.Array, per_step: bool = True
+) -> jax.Array:
     """``y_t = fn(S_t) − fn(S_{t−1})`` with ``S_t`` the running sum of ``z`` and ``fn(S_0) := 0``.
 
     For a nonlinearity with no spiking form (softmax, LayerNorm, GELU): the accumulated output is
@@ -112,14 +114,18 @@ def temporal_difference(fn: Callable[[jax.Array], jax.Array], z: jax.Array) -> j
     each step's running sum (it may act on trailing axes, e.g. softmax over the keys).
 
     Args:
-      fn: the nonlinearity, ``[...] → [...]`` (shape-preserving).
+      fn: the nonlinearity (shape-preserving): of one step's ``[...]``, or with ``per_step=False`` of
+        all steps' ``[T, ...]`` at once (it must act on each step alone, e.g. a layer run with time
+        folded into the batch).
       z: inputs ``[T, ...]``.
+      per_step: whether ``fn`` takes one step (mapped over T) or all of them.
 
     Returns:
       ``[T, ...]`` increments (multi-valued floats: an analog operator).
     """
     z = _time_major(z, "temporal_difference")
-    values = jax.vmap(fn)(jnp.cumsum(z, axis=0))
+    sums = jnp.cumsum(z, axis=0)
+    values = jax.vmap(fn)(sums) if per_step else fn(sums)
     previous = jnp.concatenate([jnp.zeros_like(values[:1]), values[:-1]], axis=0)
     return values - previous
 

@@ -23,6 +23,9 @@ from snnjax.io.data import DATASETS
 from snnjax.io.torch_checkpoints import LAYOUTS
 from snnjax.nn.layers import CONV_IMPLEMENTATIONS, ThresholdParameterization
 from snnjax.nn.models import ANN_POOLINGS, MODELS, SNN_MAX_POOLS
+from snnjax.nn.vit import TRANSFORMERS
+
+OPTIMIZERS = ("sgd", "adamw")  # config.optimizer (snnjax.experiment.training.build_model_and_optimizer)
 
 __all__ = ["validate_config"]
 
@@ -102,6 +105,46 @@ def _check_post_conversion(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.prerun_steps=0 switches {method!r} off: set it to 1 or more.")
 
 
+def _check_transformer(config: ml_collections.ConfigDict) -> None:
+    """Refuses what a transformer's conversion (`snnjax.conversion.transformer`) does not do."""
+    for field in ("vit_patch", "vit_dim", "vit_depth", "vit_heads", "vit_mlp_dim"):
+        _positive_int(config, field)
+    if config.model not in TRANSFORMERS:
+        return
+    if config.vit_dim % config.vit_heads:
+        raise ValueError(
+            f"config.vit_dim={config.vit_dim} is not divisible by config.vit_heads={config.vit_heads}."
+        )
+    if config.method != "qcfs":
+        raise ValueError(
+            f"config.model={config.model!r} trains with SignedQCFS quantizers: config.method must be "
+            f"'qcfs', not {config.method!r}."
+        )
+    # Each field that the CNN conversion reads and the transformer's does not, with its default.
+    unsupported = {
+        "snn_neuron": None,
+        "snn_mode": "layer",
+        "snn_v0": None,
+        "post_conversion": "none",
+        "hardware_weight_bits": 0,
+        "balancing": "threshold",
+        "fold_bn": False,
+        "per_channel_threshold": False,
+        "threshold_parameterization": "identity",
+        "export_nir": False,
+        "export": None,
+        "torch_checkpoint": None,
+        "snn_dtype": "float32",
+    }
+    for field, default_value in unsupported.items():
+        if config[field] != default_value:
+            raise ValueError(
+                f"config.{field}={config[field]!r}: a transformer ({config.model}) converts to ST-BIF "
+                f"neurons in layer mode only (snnjax.conversion.transformer); leave config.{field} at "
+                f"{default_value!r}."
+            )
+
+
 def _check_hardware(config: ml_collections.ConfigDict) -> None:
     """Refuses hardware bit widths where the integer form is not defined, with the reason."""
     _int_at_least(config, "hardware_weight_bits", 0)
@@ -166,7 +209,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raises ValueError naming the first invalid field of ``config`` (unknown fields included)."""
     _check_fields(config)
     _choice(config, "dataset", DATASETS)
-    _choice(config, "model", MODELS)
+    _choice(config, "model", [*MODELS, *TRANSFORMERS])
+    _choice(config, "optimizer", OPTIMIZERS)
     _choice(config, "method", [m.value for m in Method])
     _choice(config, "qcfs_order", [o.value for o in QCFSOrder])
     _choice(config, "threshold_parameterization", [p.value for p in ThresholdParameterization])
@@ -198,6 +242,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.snn_max_pool == "max_gate" and config.snn_mode == "step":
         raise ValueError("config.snn_max_pool='max_gate' needs config.snn_mode='layer'.")
     _check_hardware(config)
+    _check_transformer(config)
     if config.balancing == "weights" and not config.fold_bn:
         raise ValueError(
             "config.balancing='weights' needs config.fold_bn=True (BN would undo the rescaling)."

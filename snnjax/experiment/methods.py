@@ -16,6 +16,7 @@ import ml_collections
 from snnjax.core import activations
 from snnjax.nn.layers import Activation, ModuleDef, ThresholdActivation
 from snnjax.nn.models import create_model
+from snnjax.nn.vit import TRANSFORMERS
 
 __all__ = [
     "build_ann",
@@ -159,7 +160,21 @@ def post_conversion(config: ml_collections.ConfigDict) -> PostConversion | None:
 
 
 def build_ann(config: ml_collections.ConfigDict, num_classes: int) -> flax.linen.Module:
-    """The ANN named by ``config.model`` with the activation of ``config.method`` (`ann_activation`)."""
+    """The ANN named by ``config.model`` with the activation of ``config.method`` (`ann_activation`).
+
+    A transformer (``vit``) quantizes with `snnjax.nn.layers.SignedQCFS` at ``config.levels`` (its
+    method is ``qcfs``) and reads its shape from the ``vit_*`` fields.
+    """
+    if config.model in TRANSFORMERS:
+        return TRANSFORMERS[config.model](
+            num_classes=num_classes,
+            patch=config.vit_patch,
+            dim=config.vit_dim,
+            depth=config.vit_depth,
+            heads=config.vit_heads,
+            mlp_dim=config.vit_mlp_dim,
+            levels=config.levels,
+        )
     return create_model(
         config.model,
         num_classes,

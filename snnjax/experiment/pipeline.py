@@ -25,10 +25,11 @@ from snnjax import conversion, io as interop
 from snnjax.analysis import neurobench as neurobench_lib, reports, summaries
 from snnjax.conversion import calibration as calibration_lib, hardware, neuron_registry, recording
 from snnjax.core import parallel
-from snnjax.experiment import methods, metrics_writer, training, workdir as workdir_lib
+from snnjax.experiment import methods, metrics_writer, training, transformer_pipeline, workdir as workdir_lib
 from snnjax.experiment.config import validate_config
 from snnjax.io import checkpoints, data as data_lib, export as export_lib
 from snnjax.nn.layers import threshold_to_param
+from snnjax.nn.vit import TRANSFORMERS
 
 __all__ = [
     "available_memory_bytes",
@@ -277,6 +278,8 @@ def convert_and_evaluate(
     ):
         mesh = parallel.data_mesh()
         restored = restore(plan, workdir, mesh)
+        if config.model in TRANSFORMERS:  # its own SNN and reports; the variables are used as trained
+            return transformer_pipeline.run(plan, restored, trained_config, workdir, mesh)
         converted = convert(plan, restored, mesh)
         start = time.perf_counter()  # as before: the evaluations and reports, not loading or converting
         accuracy = simulate(plan, restored, converted, mesh)

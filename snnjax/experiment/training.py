@@ -165,7 +165,7 @@ def train_step(
             mutable=["batch_stats"],
         )
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-        return loss, (logits, updates["batch_stats"])
+        return loss, (logits, updates.get("batch_stats", {}))  # a model without BatchNorm has none
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
@@ -274,7 +274,10 @@ def build_model_and_optimizer(
 ) -> tuple[nn.Module, optax.GradientTransformation, optax.Schedule]:
     """The ANN, its optimizer and learning-rate schedule for ``config``."""
     schedule = epoch_cosine_schedule(config.learning_rate, config.num_epochs, steps_per_epoch)
-    tx = sgd_coupled_weight_decay(schedule, config.momentum, config.weight_decay)
+    if config.optimizer == "adamw":  # decoupled decay (Loshchilov & Hutter), as transformers train
+        tx = optax.adamw(schedule, weight_decay=config.weight_decay)
+    else:
+        tx = sgd_coupled_weight_decay(schedule, config.momentum, config.weight_decay)
     return methods.build_ann(config, num_classes), tx, schedule
 
 

@@ -140,6 +140,7 @@ TRAINING_ONLY_FIELDS = frozenset(
         "cutout_size",
         "param_init",
         "threshold_init",
+        "optimizer",
         "log_every_steps",
     }
 )

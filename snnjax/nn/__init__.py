@@ -3,6 +3,7 @@
 * `snnjax.nn.layers`: Linen activation layers (`ThresholdActivation` with a trainable λ, parameter-free
   `Activation`), BatchNorm and its folded form, the convolution implementations.
 * `snnjax.nn.models`: VGG-16, ResNet-18/20/34 and the small CNNs, built from those layers.
+* `snnjax.nn.vit`: a small vision transformer quantized for exact conversion (`SignedQCFS`, `Product`).
 * `snnjax.nn.nnx_layers`: the Flax NNX twins of the activation layers (public as `snnjax.nnx`).
 """
 
@@ -13,6 +14,8 @@ from snnjax.nn.layers import (
     Conv as Conv,
     ConvBN as ConvBN,
     FoldedBatchNorm as FoldedBatchNorm,
+    Product as Product,
+    SignedQCFS as SignedQCFS,
     ThresholdActivation as ThresholdActivation,
     ThresholdParameterization as ThresholdParameterization,
 )
@@ -27,6 +30,7 @@ from snnjax.nn.models import (
     SmallCNN as SmallCNN,
     create_model as create_model,
 )
+from snnjax.nn.vit import ViT as ViT
 
 __all__ = [
     "Activation",
@@ -42,8 +46,11 @@ __all__ = [
     "ResNet18",
     "ResNet20",
     "ResNet34",
+    "Product",
+    "SignedQCFS",
     "SmallCNN",
     "ThresholdActivation",
     "ThresholdParameterization",
     "VGG16",
+    "ViT",
 ]

@@ -17,13 +17,19 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from snnjax.core.transformer_ops import signed_quantizer
+
 __all__ = [
     "Activation",
     "BatchNorm",
+    "ClassToken",
     "Conv",
     "ConvBN",
     "FoldedBatchNorm",
     "ModuleDef",
+    "PositionEmbedding",
+    "Product",
+    "SignedQCFS",
     "ThresholdActivation",
     "ThresholdParameterization",
     "auto_conv_implementation",
@@ -107,6 +113,77 @@ class Activation(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         """Applies ``fn`` elementwise."""
         return self.fn(x)
+
+
+class SignedQCFS(nn.Module):
+    """The quantizer of a transformer trained for exact conversion: ``θ·clip(⌊x/θ + ½⌋, lower, levels)``.
+
+    QCFS with shift φ = ½ (`snnjax.core.transformer_ops.signed_quantizer`), extended to negative
+    counts for signed activations (``lower < 0``: queries, keys, values, block outputs). It owns a
+    trainable range λ (the ``threshold`` parameter, one per layer) and quantizes with the step
+    θ = λ/levels; λ learns with the straight-through (LSQ-form) gradient ``count − x/θ`` inside the
+    range and ``count`` outside. In the SNN (`snnjax.conversion.transformer`) it becomes an ST-BIF
+    neuron (`snnjax.core.transformer_ops.st_bif_neuron`) with threshold θ and the same count bounds.
+
+    Attributes:
+      levels: the largest count L ≥ 1.
+      lower: the smallest count: 0 (unsigned, a ReLU-like activation) or ``-levels`` (signed).
+      threshold_init: the initial range λ.
+    """
+
+    levels: int
+    lower: int = 0
+    threshold_init: float = 4.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Quantizes ``x`` (any shape) to ``θ·{lower, …, levels}``; same shape."""
+        threshold = self.param("threshold", lambda _: jnp.asarray(self.threshold_init, jnp.float32))
+        return signed_quantizer(x, threshold.astype(x.dtype) / self.levels, self.levels, self.lower)
+
+
+class Product(nn.Module):
+    """A product of two activations, ``jnp.einsum(equation, a, b)`` (QKᵀ, attention·V).
+
+    A layer of its own so that the SNN finds it: there it multiplies two spike trains
+    incrementally (`snnjax.core.transformer_ops.spike_train_product`).
+
+    Attributes:
+      equation: the einsum equation of one batch, e.g. ``"bqhd,bkhd->bhqk"``.
+    """
+
+    equation: str
+
+    def __call__(self, a: jax.Array, b: jax.Array) -> jax.Array:
+        """``einsum(equation, a, b)``; both inputs batch-major."""
+        return jnp.einsum(self.equation, a, b)
+
+
+class ClassToken(nn.Module):
+    """Prepends a learned token to a token sequence: ``[B, N, D] → [B, N + 1, D]``.
+
+    Affine in its input (``f(x) = concat(c, x)``): the SNN adds the token once, at the first step.
+    """
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """``x``: ``[B, N, D]``."""
+        token = self.param("token", nn.initializers.zeros_init(), (1, 1, x.shape[-1]))
+        return jnp.concatenate([jnp.broadcast_to(token.astype(x.dtype), (x.shape[0], 1, x.shape[-1])), x], 1)
+
+
+class PositionEmbedding(nn.Module):
+    """Adds a learned embedding to every token position: ``[B, N, D] → [B, N, D]``.
+
+    Affine in its input: the SNN adds the embedding once, at the first step.
+    """
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """``x``: ``[B, N, D]``."""
+        init = nn.initializers.normal(stddev=0.02)
+        embedding = self.param("embedding", init, x.shape[1:])
+        return x + embedding.astype(x.dtype)[None]
 
 
 class FoldedBatchNorm(nn.Module):

@@ -1,0 +1,30 @@
+"""Spiking transformer, CI-sized: a quantized ViT on the scikit-learn digits (8×8, patch 2), exact conversion.
+
+Command: ``python train.py --config configs/digits_vit_qcfs.py --workdir runs/digits_vit && python
+convert.py --workdir runs/digits_vit``.
+Runtime and expected result: see the "Spiking transformers" section of the README (measured there).
+"""
+
+from snnjax.configs import default
+
+
+def get_config():
+    config = default.get_config()
+    config.dataset = "digits"
+    config.model = "vit"
+    config.method = "qcfs"
+    config.levels = 8
+    config.vit_patch = 2
+    config.vit_dim = 32
+    config.vit_depth = 2
+    config.vit_heads = 2
+    config.vit_mlp_dim = 64
+    config.optimizer = "adamw"
+    config.learning_rate = 3e-3
+    config.weight_decay = 0.05
+    config.num_epochs = 30
+    config.batch_size = 64
+    config.eval_batch_size = 128
+    config.snn_num_steps = 64
+    config.report_steps = (8, 64)
+    return config

@@ -1,0 +1,31 @@
+"""Spiking transformer on MNIST: a quantized ViT (patch 4, dim 64, depth 4, 4 heads, MLP 128, L = 16), exact conversion.
+
+Command: ``python train.py --config configs/mnist_vit_qcfs.py --workdir runs/mnist_vit
+--config.data_dir=../shared/data/mnist && python convert.py --workdir runs/mnist_vit``.
+Runtime and expected result: see the "Spiking transformers" section of the README (measured there).
+"""
+
+from snnjax.configs import default
+
+
+def get_config():
+    config = default.get_config()
+    config.dataset = "mnist"
+    config.model = "vit"
+    config.method = "qcfs"
+    config.levels = 16
+    config.vit_patch = 4
+    config.vit_dim = 64
+    config.vit_depth = 4
+    config.vit_heads = 4
+    config.vit_mlp_dim = 128
+    config.optimizer = "adamw"
+    config.learning_rate = 2e-3
+    config.weight_decay = 0.05
+    config.num_epochs = 5
+    config.batch_size = 128
+    config.eval_batch_size = 100  # the SNN holds T·B token maps at once
+    config.snn_num_steps = 64
+    config.report_steps = (8, 64)
+    config.report_examples = 128
+    return config
