@@ -25,7 +25,7 @@ def get_config():
     config.num_epochs = 5
     config.batch_size = 128
     config.eval_batch_size = 100  # the SNN holds T·B token maps at once
-    config.snn_num_steps = 64
-    config.report_steps = (8, 64)
+    config.snn_num_steps = 48  # T* ≈ 31 on this run's first 1,000 test images
+    config.report_steps = (8, 48)
     config.report_examples = 128
     return config

@@ -310,6 +310,32 @@ def test_refusals():
         transformer.transformer_apply(transformer.spiking_transformer(mixed), {}, x, 0)
 
 
+class _RawAttention(nn.Module):
+    """Linear-between-sites violations: a bare einsum of two activations, a max, an added constant."""
+
+    @nn.compact
+    def __call__(self, x):
+        q = SignedQCFS(4, -4, name="q")(nn.Dense(4, name="fq")(x))
+        k = SignedQCFS(4, -4, name="k")(nn.Dense(4, name="fk")(x))
+        scores = jnp.einsum("bi,bj->bij", q, k).sum(-1)
+        return scores + jnp.maximum(q, 0.0) + self.param("b", nn.initializers.ones, (1, 4))
+
+
+def test_nonlinear_operations_between_sites_are_refused_by_name():
+    model, x = _RawAttention(), jnp.ones((2, 3))
+    variables = model.init(jax.random.key(0), x)
+    found = transformer.nonlinear_between_sites(model, variables, x)
+    assert found == [
+        "bi,bj->bij: dot_general of two activations (make it a snnjax.nn.layers.Product layer)",
+        "the top level: max (not linear)",
+        "the top level: add of a constant to an activation (it would enter every step)",
+    ]
+    with pytest.raises(ValueError, match=r"_RawAttention computes 3 operation\(s\).*dot_general of two"):
+        transformer.transformer_apply(transformer.spiking_transformer(model), variables, x, 2)
+    vit, images = ViT(**TINY), jnp.ones((1, 4, 4, 1))
+    assert transformer.nonlinear_between_sites(vit, vit.init(jax.random.key(0), images), images) == []
+
+
 def test_signed_qcfs_layer_quantizes_with_its_step_and_learns_lsq_gradient():
     layer = SignedQCFS(4, -4, threshold_init=2.0)  # θ = ½
     x = jnp.array([-3.0, -0.3, 0.2, 0.26, 1.9, 5.0])

@@ -68,15 +68,33 @@ def test_temporal_difference_accumulates_to_the_function_of_the_accumulated_inpu
     np.testing.assert_allclose(y[0], fn(z[0]), rtol=1e-6)  # f(S_0) counts as 0, not f(0)
 
 
-def test_spike_train_product_accumulates_to_the_product_of_the_sums():
+@pytest.mark.parametrize("form", ["events", "difference"])
+def test_spike_train_product_accumulates_to_the_product_of_the_sums(form):
     a = dyadic((5, 2, 3, 4), 3, 1.0)  # [T, B, n, d]
     b = dyadic((5, 2, 4, 3), 4, 1.0)  # [T, B, d, n]
-    y = spike_train_product(a, b)
+    y = spike_train_product(a, b, form=form)
     for t in range(5):
         want = jnp.matmul(jnp.sum(a[: t + 1], 0), jnp.sum(b[: t + 1], 0))
         np.testing.assert_array_equal(jnp.sum(y[: t + 1], axis=0), want)  # dyadic: exact
     with pytest.raises(ValueError, match="a has 5 steps, b 4"):
-        spike_train_product(a, b[:4])
+        spike_train_product(a, b[:4], form=form)
+
+
+def test_spike_train_product_forms_agree_and_the_event_form_is_three_products():
+    a = dyadic((4, 2, 3), 5, 1.0)
+    b = dyadic((4, 3, 2), 6, 1.0)
+    np.testing.assert_array_equal(spike_train_product(a, b), spike_train_product(a, b, form="difference"))
+    calls = []
+
+    def counted(x, y):
+        calls.append(1)
+        return x @ y
+
+    spike_train_product(a, b, counted)
+    spike_train_product(a, b, counted, form="difference")
+    assert len(calls) == 4  # vmapped: one trace per product, 3 + 1
+    with pytest.raises(ValueError, match="form='dense'"):
+        spike_train_product(a, b, form="dense")
 
 
 def test_primitives_compose_with_jit_vmap_and_grad():

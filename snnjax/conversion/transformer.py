@@ -63,6 +63,7 @@ __all__ = [
     "SpikingTransformer",
     "accumulated_outputs",
     "operator_report",
+    "nonlinear_between_sites",
     "settled_step",
     "spiking_transformer",
     "transformer_apply",
@@ -150,11 +151,6 @@ class SpikingTransformer:
                 return next_fun(*call_args, **call_kwargs)
             name = "/".join(module.path)
             operator = type(module).__name__
-            if isinstance(module, (ThresholdActivation, Activation)):
-                raise ValueError(
-                    f"{name!r} is a snnjax CNN activation layer ({operator}): a transformer's quantizers "
-                    "are snnjax.nn.layers.SignedQCFS layers (convert CNNs with snnjax.spiking_model)."
-                )
             if isinstance(module, SignedQCFS):
                 x = interception.call_input(next_fun, call_args, call_kwargs)[1]
                 theta = module.get_variable("params", "threshold").astype(x.dtype) / module.levels
@@ -167,7 +163,9 @@ class SpikingTransformer:
             if isinstance(module, Product):
                 a, b = call_args
                 product = functools.partial(jnp.einsum, module.equation)
-                y = fold(spike_train_product(unfold(a), unfold(b), product))
+                # One product per step (the event form's three give the same increments): the
+                # report still counts the event form's operations.
+                y = fold(spike_train_product(unfold(a), unfold(b), product, form="difference"))
                 per_example = math.prod(y.shape[1:]) * _summed_length(module.equation, a, b)
                 return note(name, "product", operator, (a, b), y, macs_per_example=per_example)
             if isinstance(module, ANALOG_MODULES):
@@ -195,6 +193,14 @@ class SpikingTransformer:
         def relu_site(key, x):
             return note(interception.site_name(key), "analog", "relu", (x,), analog(jax.nn.relu, x))
 
+        problems = nonlinear_between_sites(self.ann, variables, inputs[0], *args, **kwargs)
+        if problems:
+            raise ValueError(
+                f"{type(self.ann).__name__} computes {len(problems)} operation(s) between its sites that "
+                "are not linear in its activations, which the SNN would get wrong (it feeds them "
+                "increments): " + "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "") + ". "
+                "See snnjax.conversion.transformer.nonlinear_between_sites."
+            )
         flat = inputs.reshape(num_steps * inputs.shape[1], *inputs.shape[2:])
         with (
             nn.intercept_methods(interceptor),
@@ -224,6 +230,116 @@ class SpikingTransformer:
         """`apply` that also returns every intercepted site's inputs and output (`Site`), in call order."""
         sites: list[Site] = []
         return self._run(variables, inputs, args, kwargs, sites), sites
+
+
+# The scope every function site (softmax, gelu, relu) runs in while `nonlinear_between_sites` traces.
+_SITE_SCOPE = "snnjax_analog_site"
+# Primitives linear in their one input (or in each: reduce_sum, add/sub of two activations).
+_LINEAR = frozenset(
+    {
+        "add", "sub", "neg", "reshape", "transpose", "broadcast_in_dim", "squeeze", "expand_dims",
+        "reduce_sum", "convert_element_type", "copy", "copy_p", "rev", "cumsum", "slice",
+        "dynamic_slice", "gather", "concatenate", "pad", "reduce_precision", "select_n",
+    }
+)  # fmt: skip
+# Linear in each operand: fine while at most one operand is an activation.
+_BILINEAR = frozenset({"mul", "dot_general", "conv_general_dilated"})
+
+
+def nonlinear_between_sites(
+    ann: nn.Module, variables: Variables, x: jax.Array, *args: Any, **kwargs: Any
+) -> list[str]:
+    """The operations of ``ann`` outside its sites that are not linear in its input (what the SNN gets wrong).
+
+    The SNN feeds every operation between sites the increments of its inputs, which is right only for
+    linear ones. Traces ``ann`` on ``x`` and follows what depends on ``x``: outside the module sites
+    (`SignedQCFS`, `Product`, `ANALOG_MODULES`, `AFFINE_MODULES`) and the function sites, each
+    operation on it must be linear: a product of two activations is not (use a `Product` layer), nor
+    a constant added (``x + b``: use an affine layer, e.g. `ClassToken`, `PositionEmbedding`,
+    ``nn.Dense``), nor any other nonlinearity (``jnp.maximum``, ``exp``, comparisons). Loops and
+    conditionals on an activation are reported too (not followed).
+
+    Args:
+      ann: the Linen ANN.
+      variables: its variables.
+      x: one example batch ``[B, ...]``.
+      *args: the ANN's other call arguments.
+      **kwargs: likewise.
+
+    Returns:
+      ``"block0/attention: mul of two activations"``-style descriptions, in program order.
+    """
+    module_sites: set[str] = set()
+    top = type(ann).__name__
+
+    def interceptor(next_fun, call_args, call_kwargs, context):
+        module = context.module
+        if isinstance(module, (ThresholdActivation, Activation)):
+            raise ValueError(
+                f"{'/'.join(module.path)!r} is a snnjax CNN activation layer ({type(module).__name__}): a "
+                "transformer's quantizers are snnjax.nn.layers.SignedQCFS layers (convert CNNs with "
+                "snnjax.spiking_model)."
+            )
+        if context.method_name == "__call__" and isinstance(
+            module, (SignedQCFS, Product, *ANALOG_MODULES, *AFFINE_MODULES)
+        ):
+            module_sites.add("/".join((top, *module.path)))
+        return next_fun(*call_args, **call_kwargs)
+
+    def function_site(key, original, *call_args, **call_kwargs):
+        with jax.named_scope(_SITE_SCOPE):
+            return original(*call_args, **call_kwargs)
+
+    def relu_site(key, z):
+        with jax.named_scope(_SITE_SCOPE):
+            return jax.nn.relu(z)
+
+    with (
+        nn.intercept_methods(interceptor),
+        interception.relu_sites(relu_site),
+        interception.function_sites(function_site),
+    ):
+        closed = jax.make_jaxpr(lambda v: ann.apply(variables, v, *args, **kwargs))(x)
+    found: list[str] = []
+
+    def inside_site(stack: str) -> bool:
+        return _SITE_SCOPE in stack.split("/") or any(
+            stack == site or stack.startswith(site + "/") for site in module_sites
+        )
+
+    def walk(jaxpr, tainted: set, outer: str) -> None:
+        for eqn in jaxpr.eqns:
+            stack = "/".join(filter(None, (outer, str(eqn.source_info.name_stack))))
+            hot = [not isinstance(v, jax.extend.core.Literal) and v in tainted for v in eqn.invars]
+            if not any(hot):
+                continue
+            tainted.update(eqn.outvars)
+            if inside_site(stack):
+                continue
+            name = eqn.primitive.name
+            inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
+            where = stack.removeprefix(top).removeprefix("/") or "the top level"
+            if inner is not None and name not in ("scan", "while", "cond"):
+                inner = getattr(inner, "jaxpr", inner)
+                walk(inner, {v for v, h in zip(inner.invars, hot, strict=False) if h}, stack)
+                continue
+            constant = [
+                isinstance(v, jax.extend.core.Literal) and v.val != 0 or not h
+                for v, h in zip(eqn.invars, hot, strict=True)
+            ]
+            if name in _BILINEAR and all(hot[:2]):
+                found.append(f"{where}: {name} of two activations (make it a snnjax.nn.layers.Product layer)")
+            elif name == "div" and hot[1]:
+                found.append(f"{where}: division by an activation")
+            elif name in ("add", "sub", "concatenate", "pad") and any(constant):
+                found.append(f"{where}: {name} of a constant to an activation (it would enter every step)")
+            elif name == "select_n" and (hot[0] or not all(hot[1:])):
+                found.append(f"{where}: select_n on an activation")
+            elif name not in _LINEAR | _BILINEAR | {"div"}:
+                found.append(f"{where}: {name} (not linear)")
+
+    walk(closed.jaxpr, set(closed.jaxpr.invars), "")
+    return found
 
 
 def spiking_transformer(ann: nn.Module) -> SpikingTransformer:

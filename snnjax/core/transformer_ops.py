@@ -131,18 +131,25 @@ def temporal_difference(
 
 
 def spike_train_product(
-    a: jax.Array, b: jax.Array, product: Callable[[jax.Array, jax.Array], jax.Array] = jnp.matmul
+    a: jax.Array,
+    b: jax.Array,
+    product: Callable[[jax.Array, jax.Array], jax.Array] = jnp.matmul,
+    form: str = "events",
 ) -> jax.Array:
     """The increments of a bilinear product of two spike trains: ``Σ_{s ≤ t} y_s = A_t·B_t``.
 
     ``y_t = A_{t−1}·b_t + a_t·B_{t−1} + a_t·b_t`` with ``A_t``, ``B_t`` the running sums of ``a``
     and ``b`` (``A_0 = B_0 = 0``): the product of what has arrived so far, made incremental (SpikeZIP's
-    ``A_acc·b_t + a_t·B_acc − a_t·b_t`` with its accumulators after the update).
+    ``A_acc·b_t + a_t·B_acc − a_t·b_t`` with its accumulators after the update). Each term has a
+    spike train as one factor, so hardware computes it event by event.
 
     Args:
       a: ``[T, ...]``, e.g. queries ``[T, B, heads, n, d]``.
       b: ``[T, ...]``, e.g. keys transposed ``[T, B, heads, d, n]``.
       product: a bilinear function of one step's ``a`` and ``b`` (default ``jnp.matmul``).
+      form: ``"events"``: the three terms above (the reference form); ``"difference"``:
+        ``A_t·B_t − A_{t−1}·B_{t−1}``, one product per step instead of three (the same increments up
+        to float rounding; what a dense simulation runs faster).
 
     Returns:
       ``[T, ...]`` increments of ``product(A_t, B_t)``.
@@ -150,8 +157,13 @@ def spike_train_product(
     a, b = _time_major(a, "spike_train_product"), _time_major(b, "spike_train_product")
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"spike_train_product: a has {a.shape[0]} steps, b {b.shape[0]}; both need T.")
-    before_a, before_b = _sums_before(a), _sums_before(b)  # A_{t−1}, B_{t−1}
     step = jax.vmap(product)
+    if form == "difference":
+        totals = step(jnp.cumsum(a, axis=0), jnp.cumsum(b, axis=0))  # A_t·B_t
+        return totals - jnp.concatenate([jnp.zeros_like(totals[:1]), totals[:-1]], axis=0)
+    if form != "events":
+        raise ValueError(f"spike_train_product: form={form!r}; use 'events' or 'difference'.")
+    before_a, before_b = _sums_before(a), _sums_before(b)  # A_{t−1}, B_{t−1}
     return step(before_a, b) + step(a, before_b) + step(a, b)
 
 
