@@ -384,3 +384,24 @@ def test_digits_vit_trains_and_converts_end_to_end(tmp_path):
     assert row["settled_step"] == result["settled_step"]
     assert row["snn_accuracy"] == pytest.approx(result["snn_accuracy"])
     assert json.loads((tmp_path / "transformer_speed_t.json").read_text()) == [row]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("method", "slip_relu", "config.method must be 'qcfs'"),
+        ("snn_mode", "step", "config.snn_mode='step': a transformer"),
+        ("export_nir", True, "config.export_nir=True"),
+        ("vit_heads", 3, "config.vit_dim=32 is not divisible by config.vit_heads=3"),
+        ("vit_depth", 0, "config.vit_depth"),
+        ("optimizer", "adam", "config.optimizer"),
+    ],
+)
+def test_transformer_configs_refuse_what_the_conversion_does_not_do(field, value, message):
+    from snnjax.configs import digits_vit_qcfs
+    from snnjax.experiment.config import validate_config
+
+    config = digits_vit_qcfs.get_config()
+    config[field] = value
+    with pytest.raises(ValueError, match=message):
+        validate_config(config)
