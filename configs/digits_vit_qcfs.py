@@ -2,7 +2,9 @@
 
 Command: ``python train.py --config configs/digits_vit_qcfs.py --workdir runs/digits_vit && python
 convert.py --workdir runs/digits_vit``.
-Runtime and expected result: see the "Spiking transformers" section of the README (measured there).
+Runtime (2-core AVX-512 CPU, 2026-12-06): 49 s for both commands. Expected result (seed 42, 360 test
+images): quantized ANN 88.33 %; SNN 11.11 / 13.33 / 39.17 / 88.06 / 88.33 / 88.33 / 88.33 % at t = 1 /
+2 / 4 / 8 / 16 / 32 / 64; T* = 13. More in the README's "Spiking transformers".
 """
 
 from snnjax.configs import default

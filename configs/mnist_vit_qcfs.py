@@ -2,7 +2,11 @@
 
 Command: ``python train.py --config configs/mnist_vit_qcfs.py --workdir runs/mnist_vit
 --config.data_dir=../shared/data/mnist && python convert.py --workdir runs/mnist_vit``.
-Runtime and expected result: see the "Spiking transformers" section of the README (measured there).
+Runtime (2-core AVX-512 CPU, 2026-12-06): training 11 min (~540 img/s), the conversion at T = 48 on
+all 10,000 test images 19 min (the SNN at T = 32 alone: 537 s, `benchmarks/transformer_speed.py`).
+Expected result (seed 42): quantized ANN 97.22 %; SNN 8.96 / 9.80 / 13.82 / 46.09 / 93.93 / 97.22 /
+97.22 % at t = 1 / 2 / 4 / 8 / 16 / 32 / 48; T* = 32 (the ANN's prediction on every test image from
+t = 32 on). More in the README's "Spiking transformers".
 """
 
 from snnjax.configs import default

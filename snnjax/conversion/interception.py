@@ -301,7 +301,8 @@ def function_sites(handler: Callable[..., Any]) -> Iterator[None]:
     The functions are found as the attributes ``jax.nn.NAME``, ``flax.linen.NAME`` and
     ``flax.nnx.NAME`` (how models call them; a name imported into a model's own module before the block
     is not seen). Keys are as `relu_sites`' (``("block0", "attention", "softmax_0")``); the patch acts
-    on this thread's calls only, and inside ``handler`` the functions are the originals.
+    on this thread's calls only, and inside ``handler`` the functions are the originals. Inner
+    ``jax.jit`` functions are inlined within the block, as in `relu_sites`.
 
     Args:
       handler: ``(site key, original function, *args, **kwargs) -> output``.
@@ -320,7 +321,8 @@ def function_sites(handler: Callable[..., Any]) -> Iterator[None]:
             _function_installs[name] = (original, count + 1)
     _state.function_handlers.append((handler, {}))
     try:
-        yield
+        with jax.disable_jit():  # a jit cache would serve a trace made without the patch (see relu_sites)
+            yield
     finally:
         _state.function_handlers.pop()
         with _lock:

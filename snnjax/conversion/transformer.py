@@ -60,10 +60,11 @@ from snnjax.nn.layers import (
 __all__ = [
     "AFFINE_MODULES",
     "ANALOG_MODULES",
+    "Site",
     "SpikingTransformer",
     "accumulated_outputs",
-    "operator_report",
     "nonlinear_between_sites",
+    "operator_report",
     "settled_step",
     "spiking_transformer",
     "transformer_apply",
@@ -120,14 +121,15 @@ class SpikingTransformer:
     ann: nn.Module
 
     def _run(self, variables: Variables, inputs: jax.Array, args, kwargs, sites: list[Site] | None):
-        num_steps = inputs.shape[0]
+        num_steps, batch = inputs.shape[0], inputs.shape[1]
         spike_outputs: list[jax.Array] = []  # ST-BIF outputs (kept alive): an input that is one is spikes
 
         def unfold(x):
-            if x.ndim == 0 or x.shape[0] % num_steps:
+            if x.ndim == 0 or x.shape[0] != num_steps * batch:
                 raise ValueError(
                     f"a transformer site got an input of shape {x.shape}, whose leading axis is not "
-                    f"T·B (T = {num_steps}): sites must see batch-major activations."
+                    f"T·B = {num_steps}·{batch}: keep the batch axis first at every site (no vmap over "
+                    "examples, no transposes that move the batch axis)."
                 )
             return x.reshape(num_steps, -1, *x.shape[1:])
 
@@ -161,17 +163,17 @@ class SpikingTransformer:
                     name, "st_bif", operator, (x,), y, theta=theta, lower=module.lower, levels=module.levels
                 )
             if isinstance(module, Product):
-                a, b = call_args
+                a, b = (*call_args, *call_kwargs.values())  # Product(a, b), positional or by name
                 product = functools.partial(jnp.einsum, module.equation)
                 # One product per step (the event form's three give the same increments): the
                 # report still counts the event form's operations.
                 y = fold(spike_train_product(unfold(a), unfold(b), product, form="difference"))
                 per_example = math.prod(y.shape[1:]) * _summed_length(module.equation, a, b)
                 return note(name, "product", operator, (a, b), y, macs_per_example=per_example)
-            if isinstance(module, ANALOG_MODULES):
+            if type(module) in ANALOG_MODULES:  # exact type: a subclass may compute something else
                 run, x = interception.call_input(next_fun, call_args, call_kwargs)
                 return note(name, "analog", operator, (x,), analog(run, x))
-            if isinstance(module, AFFINE_MODULES):
+            if type(module) in AFFINE_MODULES:
                 run, x = interception.call_input(next_fun, call_args, call_kwargs)
                 # f(0), what enters once (at the first step), from one more row of the same call (a
                 # Linen layer is called once per apply).
@@ -181,7 +183,9 @@ class SpikingTransformer:
                 y = fold(jnp.concatenate([y[:1], later], axis=0))
                 macs = 0.0
                 if module.has_variable("params", "kernel"):  # a constant added is no MAC
-                    fan_in = math.prod(module.get_variable("params", "kernel").shape[:-1])
+                    kernel = module.get_variable("params", "kernel")
+                    features = getattr(module, "features", kernel.shape[-1])  # int, or DenseGeneral's tuple
+                    fan_in = int(kernel.size // math.prod(np.atleast_1d(features)))
                     macs = math.prod(y.shape[1:]) * fan_in  # fan_in per output element
                 return note(name, "affine", operator, (x,), y, macs_per_example=macs)
             return next_fun(*call_args, **call_kwargs)
@@ -199,7 +203,9 @@ class SpikingTransformer:
                 f"{type(self.ann).__name__} computes {len(problems)} operation(s) between its sites that "
                 "are not linear in its activations, which the SNN would get wrong (it feeds them "
                 "increments): " + "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "") + ". "
-                "See snnjax.conversion.transformer.nonlinear_between_sites."
+                "A softmax, GELU or ReLU is a site only when called as jax.nn.NAME, flax.linen.NAME or "
+                "flax.nnx.NAME (not imported by name). See "
+                "snnjax.conversion.transformer.nonlinear_between_sites."
             )
         flat = inputs.reshape(num_steps * inputs.shape[1], *inputs.shape[2:])
         with (
@@ -232,8 +238,20 @@ class SpikingTransformer:
         return self._run(variables, inputs, args, kwargs, sites), sites
 
 
-# The scope every function site (softmax, gelu, relu) runs in while `nonlinear_between_sites` traces.
+# The scope every function site (softmax, gelu, relu) runs in while `nonlinear_between_sites` traces,
+# and the one that marks each site's activation inputs there.
 _SITE_SCOPE = "snnjax_analog_site"
+_INPUT_SCOPE = "snnjax_site_input"
+
+
+def _marked(x: Any) -> Any:
+    """``x`` through an identity the check can find (an array input of a site), else ``x`` unchanged."""
+    if not isinstance(x, jax.Array):
+        return x
+    with jax.named_scope(_INPUT_SCOPE):
+        return jax.lax.optimization_barrier(x)
+
+
 # Primitives linear in their one input (or in each: reduce_sum, add/sub of two activations).
 _LINEAR = frozenset(
     {
@@ -256,8 +274,12 @@ def nonlinear_between_sites(
     (`SignedQCFS`, `Product`, `ANALOG_MODULES`, `AFFINE_MODULES`) and the function sites, each
     operation on it must be linear: a product of two activations is not (use a `Product` layer), nor
     a constant added (``x + b``: use an affine layer, e.g. `ClassToken`, `PositionEmbedding`,
-    ``nn.Dense``), nor any other nonlinearity (``jnp.maximum``, ``exp``, comparisons). Loops and
-    conditionals on an activation are reported too (not followed).
+    ``nn.Dense``), nor any other nonlinearity (``jnp.maximum``, ``exp``, comparisons, a cast to
+    integers). A site whose input the image does not reach (a learned query fed to a quantizer) is
+    reported too: that constant would enter every step. Loops and conditionals on an activation are
+    reported (not followed). Not checked: operations that mix examples (a mean over the batch axis),
+    which are linear but would mix steps too; the SNN refuses a site input whose leading axis is not
+    T·B.
 
     Args:
       ann: the Linen ANN.
@@ -270,7 +292,7 @@ def nonlinear_between_sites(
       ``"block0/attention: mul of two activations"``-style descriptions, in program order.
     """
     module_sites: set[str] = set()
-    top = type(ann).__name__
+    top = ann.name or type(ann).__name__  # the name stack's first part
 
     def interceptor(next_fun, call_args, call_kwargs, context):
         module = context.module
@@ -280,17 +302,23 @@ def nonlinear_between_sites(
                 "transformer's quantizers are snnjax.nn.layers.SignedQCFS layers (convert CNNs with "
                 "snnjax.spiking_model)."
             )
-        if context.method_name == "__call__" and isinstance(
-            module, (SignedQCFS, Product, *ANALOG_MODULES, *AFFINE_MODULES)
+        if context.method_name == "__call__" and (
+            isinstance(module, (SignedQCFS, Product)) or type(module) in (*ANALOG_MODULES, *AFFINE_MODULES)
         ):
             module_sites.add("/".join((top, *module.path)))
+            if isinstance(module, Product):  # both inputs are activations
+                return next_fun(*map(_marked, call_args), **{k: _marked(v) for k, v in call_kwargs.items()})
+            run, x = interception.call_input(next_fun, call_args, call_kwargs)  # e.g. not a mask
+            return run(_marked(x))
         return next_fun(*call_args, **call_kwargs)
 
-    def function_site(key, original, *call_args, **call_kwargs):
+    def function_site(key, original, x, *call_args, **call_kwargs):
+        x = _marked(x)
         with jax.named_scope(_SITE_SCOPE):
-            return original(*call_args, **call_kwargs)
+            return original(x, *call_args, **call_kwargs)
 
     def relu_site(key, z):
+        z = _marked(z)
         with jax.named_scope(_SITE_SCOPE):
             return jax.nn.relu(z)
 
@@ -311,6 +339,15 @@ def nonlinear_between_sites(
         for eqn in jaxpr.eqns:
             stack = "/".join(filter(None, (outer, str(eqn.source_info.name_stack))))
             hot = [not isinstance(v, jax.extend.core.Literal) and v in tainted for v in eqn.invars]
+            if eqn.primitive.name == "optimization_barrier" and _INPUT_SCOPE in stack.split("/"):
+                if not all(hot):  # a site's input that the image does not reach
+                    where = stack.split(f"/{_INPUT_SCOPE}")[0].removeprefix(top).removeprefix("/")
+                    found.append(
+                        f"{where or 'the top level'}: a site input that does not depend on the image (a "
+                        "constant would enter every step: add it through an affine layer)"
+                    )
+                tainted.update(v for v, h in zip(eqn.outvars, hot, strict=True) if h)
+                continue
             if not any(hot):
                 continue
             tainted.update(eqn.outvars)
@@ -324,7 +361,7 @@ def nonlinear_between_sites(
                 walk(inner, {v for v, h in zip(inner.invars, hot, strict=False) if h}, stack)
                 continue
             constant = [
-                isinstance(v, jax.extend.core.Literal) and v.val != 0 or not h
+                bool(np.any(v.val != 0)) if isinstance(v, jax.extend.core.Literal) else not h
                 for v, h in zip(eqn.invars, hot, strict=True)
             ]
             if name in _BILINEAR and all(hot[:2]):
@@ -335,6 +372,8 @@ def nonlinear_between_sites(
                 found.append(f"{where}: {name} of a constant to an activation (it would enter every step)")
             elif name == "select_n" and (hot[0] or not all(hot[1:])):
                 found.append(f"{where}: select_n on an activation")
+            elif name == "convert_element_type" and not jnp.issubdtype(eqn.params["new_dtype"], jnp.floating):
+                found.append(f"{where}: an activation cast to {eqn.params['new_dtype']} (not linear)")
             elif name not in _LINEAR | _BILINEAR | {"div"}:
                 found.append(f"{where}: {name} (not linear)")
 
@@ -412,8 +451,9 @@ def operator_report(
       ann_outputs: the quantized ANN's outputs ``[B, ...]`` on ``images`` (for the error at T).
 
     Returns:
-      ``{"operators": [...], "spikes_per_image", "synaptic_ops_per_image", "macs_per_image",
-      "ann_macs_per_image", "output_error"}``. Each operator: ``name``, ``kind``, ``operator``,
+      ``{"images", "steps", "operators": [...], "spikes_per_image", "synaptic_ops_per_image",
+      "macs_per_image", "ann_macs_per_image", "output_max_abs_error"}``. Each operator: ``name``,
+      ``kind``, ``operator``,
       ``output`` (``"spikes {−θ, 0, +θ}"`` / ``"spikes {0, +θ}"`` / ``"analog"``), ``spikes_per_image``
       (ST-BIF layers), ``input`` (``"spikes"`` or ``"analog"``), ``ops_per_image`` (event-driven: each
       nonzero input increment times the elements it reaches: SOP for spike inputs, MAC for analog
@@ -465,6 +505,11 @@ def operator_report(
 
 def _summed_length(equation: str, a: jax.Array, b: jax.Array) -> int:
     """The length of an einsum's summed indices (in both operands, not in the output), one step's shapes."""
+    if "->" not in equation or "..." in equation:
+        raise ValueError(
+            f"Product equation {equation!r}: write it with explicit indices and an output, e.g. "
+            "'bqhd,bkhd->bhqk' (no '...')."
+        )
     inputs, output = equation.replace(" ", "").split("->")
     spec_a, spec_b = inputs.split(",")
     sizes = dict(zip(spec_a, a.shape, strict=True)) | dict(zip(spec_b, b.shape, strict=True))

@@ -131,6 +131,10 @@ def _check_transformer(config: ml_collections.ConfigDict) -> None:
         "fold_bn": False,
         "per_channel_threshold": False,
         "threshold_parameterization": "identity",
+        # SignedQCFS has φ = ½ and its own λ inits (4 for the signed quantizers, ¼ for probabilities).
+        "qcfs_shift": 0.5,
+        "qcfs_order": "floor_clip",
+        "threshold_init": 8.0,
         "export_nir": False,
         "export": None,
         "torch_checkpoint": None,

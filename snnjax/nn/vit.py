@@ -50,6 +50,7 @@ class Attention(nn.Module):
         # The 1/√d scale is linear: it commutes with the spike-train product.
         scores = Product("bqhd,bkhd->bhqk", name="scores")(query, key) * (1.0 / math.sqrt(head_dim))
         probabilities = nn.softmax(scores, axis=-1)
+        # λ = ¼: the first step θ = ¼/L resolves probabilities near 1/N (a larger λ rounds them to 0).
         probabilities = SignedQCFS(self.levels, 0, threshold_init=0.25, name="probs_quant")(probabilities)
         mixed = Product("bhqk,bkhd->bqhd", name="mix")(probabilities, value)
         return nn.Dense(self.dim, name="out")(mixed.reshape(batch, tokens, self.dim))
