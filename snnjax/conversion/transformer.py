@@ -425,7 +425,7 @@ def accumulated_outputs(increments: jax.Array) -> jax.Array:
 
 
 def settled_step(snn_predictions: np.ndarray, ann_predictions: np.ndarray) -> int | None:
-    """T*: the first t from which the SNN's prediction equals the ANN's on every example, or None.
+    """T*: the first t from which (up to T) the SNN's prediction equals the ANN's on every example, or None.
 
     Args:
       snn_predictions: ``[T, N]`` class indices of the accumulated output at every t.

@@ -175,15 +175,15 @@ def run(
     settled = accuracy["settled_step"]
     agreement = accuracy["agreement"]
     print(
-        "T* (the SNN's prediction equals the quantized ANN's on every test image from t = T* on): "
+        "T* (the SNN's prediction equals the quantized ANN's on every test image from t = T* to T): "
         + (
             f"{settled}"
             if settled
             else f"not reached by T={plan.num_steps} ({100 * agreement[-1]:.2f}% agree at T)"
         )
         + f"; logits at T within 1e-3 of the ANN's on {100 * accuracy['logits_match_fraction']:.2f}% of the "
-        f"images (largest difference {accuracy['max_abs_logit_error']:.2e}: float32 rounding at a quantizer "
-        "boundary moves a count)"
+        f"images (largest difference {accuracy['max_abs_logit_error']:.2e}: neurons not yet settled at T, or "
+        "a count moved by float32 rounding at a quantizer boundary)"
     )
     print(f"time: ANN {ann_seconds:.1f}s, SNN T={plan.num_steps} {snn_seconds:.1f}s (both with compilation)")
     images = next(iter(dataset.test_batches(min(plan.report_examples, plan.batch_size))))[0]
