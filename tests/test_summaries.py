@@ -51,6 +51,22 @@ def test_accuracy_plot_marks_l_at_its_total_latency(tmp_path, figures):
     assert [tuple(line.get_xdata()) for line in vertical] == [(5, 5)]
 
 
+def test_accuracy_plot_names_the_readout_and_marks_t_star(tmp_path, figures):
+    summaries.plot_accuracy(
+        str(tmp_path / "a.png"),
+        0.9,
+        np.full(8, 0.9),
+        "t",
+        readout="output accumulated over 1..t",
+        settled_step=6,
+    )
+    (ax,) = figures[0].axes
+    marked = [line for line in ax.lines if line.get_linestyle() == "-."]
+    assert [tuple(line.get_xdata()) for line in marked] == [(6, 6)]
+    assert "SNN (output accumulated over 1..t)" in ax.get_legend_handles_labels()[1]
+    assert "output accumulated over 1..t" in texts(figures[0])
+
+
 def test_layer_plot_has_separate_axes_a_single_theta_and_the_t_equals_l_note(tmp_path, figures):
     layer = {"name": "act0", "mean_rate": 0.3, "fraction_silent": 0.5, "errors": {"4": {"relative_l2": 0.0}}}
     report = {"layers": [layer, {**layer, "name": "act1"}], "firing_steps": 32}

@@ -78,6 +78,8 @@ def plot_accuracy(
     latency: Mapping[int, int] | None = None,
     levels: int | None = None,
     num_test: int | None = None,
+    readout: str = "logits averaged over 1..t",
+    settled_step: int | None = None,
 ) -> None:
     """Accuracy vs T: the SNN curve (simulated t only), the ANN as a dashed line, T = L marked.
 
@@ -94,6 +96,9 @@ def plot_accuracy(
       latency: ``{t: total latency}`` of each readout t, or None to plot against t.
       levels: the ANN's L (marked as T = L), or None.
       num_test: the number of test images (the ±1 image band), or None.
+      readout: what the SNN's prediction at t is read from (the legend and caption say it).
+      settled_step: T*, the first t from which the SNN predicts as the ANN on every image (marked),
+        or None.
     """
     plt = _pyplot()
     steps = np.arange(1, len(snn_accuracy) + 1)
@@ -105,7 +110,7 @@ def plot_accuracy(
         100 * snn_accuracy[simulated],
         marker="o",
         markersize=3,
-        label="SNN (mean logits over 1..t)",
+        label=f"SNN ({readout})",
     )
     one_image = None
     if num_test:
@@ -122,6 +127,10 @@ def plot_accuracy(
         at = levels if latency is None else latency.get(levels, np.nan)
         if np.isfinite(at):
             ax.axvline(at, color="tab:red", linestyle=":", label=f"T = L = {levels}")
+    if settled_step is not None:
+        ax.axvline(
+            settled_step, color="tab:green", linestyle="-.", label=f"T* = {settled_step}: SNN = ANN after"
+        )
     ax.set_xscale("log", base=2)
     ticks = [t for t in REPORTED_STEPS if t <= np.nanmax(x[simulated])]
     ax.set_xticks(ticks, [str(t) for t in ticks])
@@ -130,7 +139,7 @@ def plot_accuracy(
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    caption = "Top-1 test accuracy of the SNN's prediction after t steps (logits averaged over 1..t)"
+    caption = f"Top-1 test accuracy of the SNN's prediction after t steps ({readout})"
     caption += "; dashed: the ANN it was converted from." if one_image is None else ", ANN dashed."
     fig.text(0.5, 0.01, caption, ha="center", va="bottom", fontsize=7, wrap=True)
     fig.tight_layout(rect=(0, 0.04, 1, 1))

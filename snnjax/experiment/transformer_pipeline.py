@@ -236,6 +236,8 @@ def run(
                 f"{config.dataset} / {config.model} / SignedQCFS → ST-BIF, {dataset.num_test} test images",
                 levels=plan.levels,
                 num_test=dataset.num_test,
+                readout="output accumulated over 1..t",
+                settled_step=settled,
             ),
         )
         result["outputs"] = ["snn_accuracy.png"]
