@@ -429,7 +429,7 @@ def test_digits_vit_trains_and_converts_end_to_end(tmp_path):
 
     config = digits_vit_qcfs.get_config()
     config.num_epochs = 2
-    config.snn_num_steps = 48
+    config.snn_num_steps = 24
     config.report_examples = 16
     workdir = str(tmp_path / "vit")
     training.train_and_evaluate(config, workdir)
@@ -439,8 +439,8 @@ def test_digits_vit_trains_and_converts_end_to_end(tmp_path):
     # Equal up to float32 rounding at a quantizer boundary, which may move a count on another CPU's
     # code (one image of 360 allowed to differ).
     one_image = 1 / result["num_test_images"] + 1e-9
-    assert result["agreement_with_ann"]["48"] >= 1 - one_image
-    assert result["snn_accuracy"]["48"] == pytest.approx(result["ann_accuracy"], abs=one_image)
+    assert result["agreement_with_ann"]["24"] >= 1 - one_image
+    assert result["snn_accuracy"]["24"] == pytest.approx(result["ann_accuracy"], abs=one_image)
     assert result["logits_match_fraction"] >= 0.95
     kinds = {row["kind"] for row in result["operators"]["operators"]}
     assert kinds == {"affine", "st_bif", "analog", "product"}
@@ -449,7 +449,7 @@ def test_digits_vit_trains_and_converts_end_to_end(tmp_path):
     from benchmarks import transformer_speed
 
     row = transformer_speed.main(
-        ["--workdir", workdir, "--steps=48", "--results_dir", str(tmp_path), "--name=t"]
+        ["--workdir", workdir, "--steps=24", "--results_dir", str(tmp_path), "--name=t"]
     )
     assert row["ann_accuracy"] == pytest.approx(result["ann_accuracy"])
     assert row["settled_step"] == result["settled_step"]
