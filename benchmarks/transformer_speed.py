@@ -20,18 +20,11 @@ import jax
 import numpy as np
 
 from benchmarks import RESULTS, write_rows
+from benchmarks.same_recipe import parse_overrides
 from snnjax.analysis import summaries
 from snnjax.conversion import transformer
 from snnjax.core import parallel
 from snnjax.experiment import pipeline, workdir as workdir_lib
-
-
-def _overrides(text: str) -> dict:
-    out = {}
-    for item in filter(None, text.split(",")):
-        field, _, value = item.partition("=")
-        out[field] = int(value) if value.lstrip("-").isdigit() else value
-    return out
 
 
 def _timed(fn, batches) -> tuple[list, float]:
@@ -52,7 +45,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--results_dir", default=RESULTS)
     args = parser.parse_args(argv)
     config, _ = workdir_lib.conversion_config(
-        args.workdir, None, {"snn_num_steps": args.steps, **_overrides(args.set)}
+        args.workdir,
+        None,
+        {"snn_num_steps": args.steps, **parse_overrides(list(filter(None, args.set.split(","))))},
     )
     plan = pipeline.ConversionPlan.from_config(config)
     mesh = parallel.data_mesh()
