@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from snnjax.conversion import interception
+from snnjax.conversion.simulation import inference_kwargs
 from snnjax.core.transformer_ops import spike_train_product, st_bif_neuron, temporal_difference
 from snnjax.nn.layers import (
     Activation,
@@ -414,8 +415,6 @@ def transformer_apply(
     """
     if not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}.")
-    from snnjax.conversion.simulation import inference_kwargs  # shared rule, imported late (heavy module)
-
     return snn.apply(variables, _first_step_only(images, num_steps), **inference_kwargs(snn.ann))
 
 
@@ -461,8 +460,6 @@ def operator_report(
       (the same operator in the ANN).
     """
     batch = images.shape[0]
-    from snnjax.conversion.simulation import inference_kwargs
-
     increments, sites = snn.apply_recorded(
         variables, _first_step_only(images, num_steps), **inference_kwargs(snn.ann)
     )

@@ -126,8 +126,7 @@ def temporal_difference(
     z = _time_major(z, "temporal_difference")
     sums = jnp.cumsum(z, axis=0)
     values = jax.vmap(fn)(sums) if per_step else fn(sums)
-    previous = jnp.concatenate([jnp.zeros_like(values[:1]), values[:-1]], axis=0)
-    return values - previous
+    return values - _one_step_before(values)
 
 
 def spike_train_product(
@@ -160,13 +159,14 @@ def spike_train_product(
     step = jax.vmap(product)
     if form == "difference":
         totals = step(jnp.cumsum(a, axis=0), jnp.cumsum(b, axis=0))  # A_t·B_t
-        return totals - jnp.concatenate([jnp.zeros_like(totals[:1]), totals[:-1]], axis=0)
+        return totals - _one_step_before(totals)
     if form != "events":
         raise ValueError(f"spike_train_product: form={form!r}; use 'events' or 'difference'.")
-    before_a, before_b = _sums_before(a), _sums_before(b)  # A_{t−1}, B_{t−1}
+    before_a = _one_step_before(jnp.cumsum(a, axis=0))  # A_{t−1}
+    before_b = _one_step_before(jnp.cumsum(b, axis=0))  # B_{t−1}
     return step(before_a, b) + step(a, before_b) + step(a, b)
 
 
-def _sums_before(x: jax.Array) -> jax.Array:
-    """``[X_0, X_1, ..., X_{T−1}]``: the running sums up to the step before (``X_0 = 0``)."""
-    return jnp.concatenate([jnp.zeros_like(x[:1]), jnp.cumsum(x, axis=0)[:-1]], axis=0)
+def _one_step_before(x: jax.Array) -> jax.Array:
+    """``[0, x_1, ..., x_{T−1}]``: each step's value of the step before (zero before the first)."""
+    return jnp.concatenate([jnp.zeros_like(x[:1]), x[:-1]], axis=0)
