@@ -11,6 +11,11 @@ snnjax's ``multi_spike_if`` and how many predictions differ; writes
     python -m benchmarks.nir_readers --config=configs/mnist_cnn_qcfs.py --workdir=runs/nir_mnist \
         --set=data_dir=../shared/data/mnist --name=mnist
 
+``--forms=float,hardware`` (the default runs both) adds the same pair on the integer hardware form
+(`snnjax.conversion.hardware`: ``--weight_bits`` weights per layer, images on the grid
+``2^−input_bits``), where every sum is exact in float32: there the two simulations must agree at every
+step, not only up to spikes flipped by float rounding at a threshold.
+
 Needs the sinabs extra (``pip install 'snnjax[sinabs]'`` beside the CPU PyTorch wheel); without it
 the two snnjax columns are still measured and the command says what is missing.
 """
@@ -31,10 +36,12 @@ import snnjax
 from benchmarks import RESULTS, write_rows
 from benchmarks.same_recipe import parse_overrides
 from snnjax import conversion, io as interop
+from snnjax.conversion import hardware
 from snnjax.experiment import methods, training
 from snnjax.io import data as data_lib
 
 STEPS = (1, 2, 4, 8, 16, 32)
+FORMS = ("float", "hardware")
 
 
 def cumulative_accuracy(per_step: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -67,6 +74,25 @@ def run_sinabs(graph, images: np.ndarray, num_steps: int, batch: int) -> np.ndar
     return np.concatenate(outputs, axis=1)
 
 
+def compare(theirs: np.ndarray, ours: np.ndarray, form: str) -> dict:
+    """How two per-step outputs ``[T, N, classes]`` differ.
+
+    Returns:
+      The largest |Δ|, the images and image-steps whose logits moved by more than rounding (1e-5), and
+      how many predictions of the running sums differ over all t.
+    """
+    diff = np.abs(theirs - ours)
+    touched = np.any(diff > 1e-5, axis=-1)  # [T, N]
+    differing = np.argmax(np.cumsum(theirs, 0), -1) != np.argmax(np.cumsum(ours, 0), -1)
+    return {
+        "form": form,
+        "max_abs_logit_difference": float(diff.max()),
+        "images_with_a_difference": int(np.sum(np.any(touched, axis=0))),
+        "steps_with_a_difference": int(np.sum(touched)),
+        "differing_predictions_all_t": int(np.sum(differing)),
+    }
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     """Runs the comparison (see the module docstring); returns the rows written."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -76,6 +102,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--name", default="quickstart")
+    parser.add_argument("--forms", default="float,hardware", help=f"comma-separated of {', '.join(FORMS)}")
+    parser.add_argument("--weight_bits", type=int, default=8, help="the hardware form's weight bits")
+    parser.add_argument("--input_bits", type=int, default=8, help="the hardware form's input grid 2^-bits")
     parser.add_argument("--results_dir", default=RESULTS)
     args = parser.parse_args(argv)
     spec = importlib.util.spec_from_file_location("benchmark_config", args.config)
@@ -99,22 +128,36 @@ def main(argv: list[str] | None = None) -> list[dict]:
         inputs=example,
     )
     images, labels = np.asarray(dataset.test_images), np.asarray(dataset.test_labels)
-    rows = []
-    per_step = {}
-    for neuron in ("if", "multi_spike_if"):
-        snn = snnjax.spiking_model(ann, neuron=neuron, v0=0.0, fold_bn=True)
+    forms = args.forms.split(",")
+    if not forms or any(form not in FORMS for form in forms):
+        raise SystemExit(f"--forms={args.forms!r}: a comma-separated list of {', '.join(FORMS)}.")
+
+    def simulate(neuron, variables, inputs):
+        snn, batch = snnjax.spiking_model(ann, neuron=neuron, v0=0.0, fold_bn=True), args.batch
         outputs = [
-            np.asarray(
-                snnjax.spiking_apply(snn, snn_variables, jnp.asarray(images[i : i + args.batch]), args.steps)
-            )
-            for i in range(0, len(images), args.batch)
+            np.asarray(snnjax.spiking_apply(snn, variables, jnp.asarray(inputs[i : i + batch]), args.steps))
+            for i in range(0, len(inputs), batch)
         ]
-        per_step[neuron] = np.concatenate(outputs, axis=1)
+        return np.concatenate(outputs, axis=1)
+
     ms_snn = snnjax.spiking_model(ann, neuron="multi_spike_if", v0=0.0, fold_bn=True)
-    graph = interop.export_nir(ms_snn, snn_variables, dataset.image_shape, v0=0.0, target="sinabs")
-    sinabs_out = run_sinabs(graph, images, args.steps, args.batch)
-    if sinabs_out is not None:
-        per_step["sinabs"] = sinabs_out
+    per_step, comparison, hardware_info = {}, {}, None
+    for form in forms:
+        if form == "float":
+            variables_f, inputs, prefix = snn_variables, images, ""
+            per_step["if"] = simulate("if", variables_f, inputs)
+        else:
+            variables_f, hardware_info = hardware.quantize_for_hardware(
+                snn_variables, model=ann, inputs=example, weight_bits=args.weight_bits
+            )
+            inputs = np.asarray(hardware.quantize_input(jnp.asarray(images), args.input_bits))
+            prefix = f"w{args.weight_bits}/x{args.input_bits} "
+        per_step[prefix + "multi_spike_if"] = simulate("multi_spike_if", variables_f, inputs)
+        graph = interop.export_nir(ms_snn, variables_f, dataset.image_shape, v0=0.0, target="sinabs")
+        sinabs_out = run_sinabs(graph, inputs, args.steps, args.batch)
+        if sinabs_out is not None:
+            per_step[prefix + "sinabs"] = sinabs_out
+            comparison[form] = compare(sinabs_out, per_step[prefix + "multi_spike_if"], form)
     ann_logits = ann.apply(variables, jnp.asarray(images), train=False)
     ann_accuracy = float(np.mean(np.argmax(np.asarray(ann_logits), -1) == labels))
     steps = [t for t in STEPS if t <= args.steps]
@@ -122,28 +165,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"{config.dataset} {config.model}, QCFS L={config.levels} φ=0, {len(images)} test images, "
         f"ANN {100 * ann_accuracy:.2f} %"
     )
-    print(f"{'run':>16} " + " ".join(f"{'T=' + str(t):>7}" for t in steps))
+    print(f"{'run':>22} " + " ".join(f"{'T=' + str(t):>7}" for t in steps))
+    rows = []
     for run, outputs in per_step.items():
         accuracy = cumulative_accuracy(outputs, labels)
-        print(f"{run:>16} " + " ".join(f"{100 * accuracy[t - 1]:7.2f}" for t in steps))
+        print(f"{run:>22} " + " ".join(f"{100 * accuracy[t - 1]:7.2f}" for t in steps))
         rows.append({"run": run, "accuracy": {t: float(accuracy[t - 1]) for t in steps}})
-    comparison = {}
-    if "sinabs" in per_step:
-        diff = np.abs(per_step["sinabs"] - per_step["multi_spike_if"])
-        means = {k: np.cumsum(v, 0) for k, v in per_step.items()}
-        differing = int(np.sum(np.argmax(means["sinabs"], -1) != np.argmax(means["multi_spike_if"], -1)))
-        touched = np.any(diff > 1e-5, axis=-1)  # [T, N]: a step's logits moved by more than rounding
-        comparison = {
-            "max_abs_logit_difference": float(diff.max()),
-            "images_with_a_difference": int(np.sum(np.any(touched, axis=0))),
-            "steps_with_a_difference": int(np.sum(touched)),
-            "differing_predictions_all_t": differing,
-        }
+    for form, numbers in comparison.items():
         print(
-            f"sinabs vs multi_spike_if: max |Δ logit| per step {diff.max():.3g}; "
-            f"{comparison['images_with_a_difference']} of {len(images)} images have a step whose logits "
-            f"differ by > 1e-5 ({comparison['steps_with_a_difference']} image-steps: spikes flipped by "
-            f"float rounding at the threshold); {differing} predictions differ over all t"
+            f"{form}: sinabs vs multi_spike_if: max |Δ logit| per step "
+            f"{numbers['max_abs_logit_difference']:.3g}; "
+            f"{numbers['images_with_a_difference']} of {len(images)} images have a step whose logits "
+            f"differ by > 1e-5 ({numbers['steps_with_a_difference']} image-steps"
+            + (": spikes flipped by float rounding at the threshold" if form == "float" else "")
+            + f"); {numbers['differing_predictions_all_t']} predictions differ over all t"
         )
     rows.append(
         {
@@ -153,7 +188,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
             "test_images": len(images),
             "ann_accuracy": ann_accuracy,
             "steps": args.steps,
-            **comparison,
+            "comparison": comparison,
+            "forms": forms,
+            "hardware": hardware_info and {**hardware_info, "input_bits": args.input_bits},
             "devices": str(jax.devices()[0].device_kind),
             "seconds": time.perf_counter() - start,
         }

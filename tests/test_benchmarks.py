@@ -133,14 +133,20 @@ def test_nir_readers_compares_snnjax_with_sinabs_on_a_trained_network(tmp_path, 
     rows = nir_readers.main(argv)
     out = capsys.readouterr().out
     runs = {row["run"]: row["accuracy"] for row in rows if "run" in row}
-    assert set(runs) >= {"if", "multi_spike_if"} and list(runs["if"]) == [1, 2, 4]
+    assert set(runs) >= {"if", "multi_spike_if", "w8/x8 multi_spike_if"} and list(runs["if"]) == [1, 2, 4]
+    comparison = rows[-1]["comparison"]
     if "sinabs" in runs:  # the sinabs extra is installed (CI installs it)
         # The same network: a spike flipped by float rounding at a threshold may move an image or two.
         for t, accuracy in runs["sinabs"].items():
             assert abs(accuracy - runs["multi_spike_if"][t]) * 360 <= 2
-        assert rows[-1]["max_abs_logit_difference"] < 10
+        assert comparison["float"]["max_abs_logit_difference"] < 10
+        # On the integer form every sum is exact: the same logits at every step, the same table.
+        assert runs["w8/x8 sinabs"] == runs["w8/x8 multi_spike_if"]
+        assert comparison["hardware"]["max_abs_logit_difference"] <= 1e-5
+        assert comparison["hardware"]["images_with_a_difference"] == 0
     else:
-        assert "sinabs is not installed" in out
+        assert "sinabs is not installed" in out and comparison == {}
+    assert all(64 <= layer["max_level"] <= 127 for layer in rows[-1]["hardware"]["layers"])
     assert json.loads((tmp_path / "nir_readers_t.json").read_text())[-1]["test_images"] == 360
 
 

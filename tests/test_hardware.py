@@ -241,3 +241,14 @@ def test_convert_reports_the_hardware_form(tiny_workdir):
     float_result = pipeline.convert_and_evaluate(None, str(workdir), {"fold_bn": True, "snn_num_steps": 4})
     # 8-bit weights and a 16-bit membrane on a trained network: within a few images of float32.
     assert abs(result["snn_accuracy"]["4"] - float_result["snn_accuracy"]["4"]) <= 0.03
+
+
+def test_quantize_input_rounds_to_the_dyadic_grid_half_to_even():
+    x = jnp.asarray([0.1, -0.3, 1.5 / 256, 2.5 / 256, 3.0, -1e-4], jnp.float32)
+    # 0.1·256 = 25.6 → 26; −76.8 → −77; 1.5 → 2 and 2.5 → 2 (half to even); 768 stays; −0.0256 → −0.
+    expected = np.asarray([26, -77, 2, 2, 768, 0]) / 256
+    np.testing.assert_array_equal(hardware.quantize_input(x, 8), expected)
+    assert hardware.quantize_input(x, 8).dtype == jnp.float32
+    np.testing.assert_array_equal(hardware.quantize_input(x, 0), [0, -0, 0, 0, 3, -0])
+    with pytest.raises(ValueError, match="fraction_bits must be an int in 0..16"):
+        hardware.quantize_input(x, 17)

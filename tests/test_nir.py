@@ -115,6 +115,14 @@ def test_export_is_strict_by_default():
         interop.export_nir(snn, variables, IMAGE_SHAPE, v0=0.5)
 
 
+def test_exported_arrays_are_writable():
+    # Readers pass them to torch.tensor, which warns on read-only memory (what np.asarray of a jax.Array is).
+    snn, variables = converted(snnjax.nn.models.TinyCNN)
+    graph = interop.export_nir(snn, variables, IMAGE_SHAPE, v0=0.5, lossy=True)
+    arrays = [v for node in graph.nodes.values() for v in vars(node).values() if isinstance(v, np.ndarray)]
+    assert len(arrays) > 10 and all(array.flags.writeable for array in arrays)
+
+
 @pytest.mark.parametrize("name, per_channel", [(name, False) for name in BUILDS] + [("cnn", True)])
 def test_round_trip_through_a_file_gives_identical_logits(tmp_path, name, per_channel):
     snn, variables = converted(BUILDS[name], per_channel)

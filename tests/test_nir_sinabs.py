@@ -14,6 +14,7 @@ import pytest
 from test_nir import BUILDS, IMAGE_SHAPE, converted
 
 from snnjax import conversion, io as interop
+from snnjax.conversion import hardware
 
 torch = pytest.importorskip("torch")
 sinabs = pytest.importorskip("sinabs", reason="the sinabs extra: pip install 'snnjax[sinabs]'")
@@ -67,3 +68,20 @@ def test_sinabs_runs_a_resnet_with_a_projection_shortcut():
     images = jax.random.uniform(jax.random.key(5), (BATCH, *IMAGE_SHAPE), minval=0.0, maxval=2.0)
     got = run_in_sinabs(graph, images)
     np.testing.assert_allclose(got, conversion.spiking_apply(snn, variables, images, STEPS), atol=1e-5)
+
+
+def test_sinabs_runs_the_integer_hardware_form_bit_for_bit():
+    # Float weights (θ in [0.6, 1.4]) in the 8-bit form, images on the grid 2^-8: every sum is exact in
+    # float32, so sinabs's products in PyTorch's order give snnjax's outputs exactly, at every step (the
+    # float form of this network differs by 1.2e-7 here: sums rounded in another order).
+    snn, variables = converted(BUILDS["cnn"])
+    snn = snn.clone(neuron="multi_spike_if", v0=0.0)
+    example = np.zeros((1, *IMAGE_SHAPE), np.float32)
+    quantized, _ = hardware.quantize_for_hardware(variables, model=snn.ann, inputs=example, weight_bits=8)
+    images = jax.random.uniform(jax.random.key(6), (8, *IMAGE_SHAPE), minval=-1.0, maxval=3.0)
+    images = hardware.quantize_input(images, 8)
+    expected = np.asarray(conversion.spiking_apply(snn, quantized, images, STEPS))
+    graph = interop.export_nir(snn, quantized, IMAGE_SHAPE, v0=0.0, target="sinabs")
+    got = run_in_sinabs(graph, images)
+    assert np.ptp(expected, axis=(0, 1)).min() > 0  # the outputs vary over steps and images
+    np.testing.assert_array_equal(got, expected)

@@ -25,6 +25,13 @@ integers up to float rounding, which `snnjax.core.neurons.fixed_point_if_neuron`
 ``state_bits``) rounds away. The first layer reads analog pixels: its current is real-valued, and
 rounded to an integer by the fixed-point neuron.
 
+`quantize_input` puts the image on a dyadic grid as well (multiples of ``2^−f``, what a chip's
+integer input is): then every current, the first layer's included, is an exact sum in float32 (while
+it stays below 2^24 grid units), so any framework that sums the same products in any order gets the
+same membranes, spikes and logits bit for bit. This is what makes an export to another simulator
+(`snnjax.io.export_nir` with ``target="sinabs"``) give the same numbers at every step, and not only
+up to spikes flipped by float rounding at a threshold.
+
 Plain chains only (`snnjax.conversion.structure.linear_chain`): an identity shortcut would add spikes
 of another layer's units, which needs the two layers to share a grid (not implemented).
 """
@@ -43,11 +50,37 @@ from flax import traverse_util
 from snnjax.conversion.structure import INPUT, linear_chain, trace_structure
 from snnjax.conversion.transforms import balance_weights
 
-__all__ = ["STATE_HEADROOM_BITS", "WEIGHT_SCALES", "quantize_for_hardware"]
+__all__ = ["STATE_HEADROOM_BITS", "WEIGHT_SCALES", "quantize_for_hardware", "quantize_input"]
 
 WEIGHT_SCALES = ("layer", "channel")
 # The membrane keeps this many bits above θ (saturation at ±2^3·θ): p ≤ state_bits − 1 − 3.
 STATE_HEADROOM_BITS = 3
+
+
+def quantize_input(images: jax.Array, fraction_bits: int) -> jax.Array:
+    """Rounds (normalized) images to the dyadic grid ``2^−fraction_bits``, half to even.
+
+    With the integer hardware form's weights (`quantize_for_hardware`: integers ``k`` in every spiking
+    layer, the first one included), the first layer's products are then multiples of
+    ``2^−fraction_bits`` too, so its current is exact in float32 whenever
+    ``Σ|k|·max|x|·2^fraction_bits < 2^24`` over a receptive field (e.g. 3×3×3 taps of |k| ≤ 127 and
+    |x| ≤ 3 at 8 bits: 2.6·10^6).
+
+    Args:
+      images: ``[..., H, W, C]`` float images as the model reads them (after normalization).
+      fraction_bits: f, 0..16: the grid is ``2^−f`` (8 keeps about an 8-bit pixel's resolution on
+        inputs of unit scale).
+
+    Returns:
+      ``round(images·2^f)·2^−f``, same shape and dtype.
+
+    Raises:
+      ValueError: for ``fraction_bits`` out of range.
+    """
+    if isinstance(fraction_bits, bool) or not isinstance(fraction_bits, int) or not 0 <= fraction_bits <= 16:
+        raise ValueError(f"fraction_bits must be an int in 0..16, got {fraction_bits!r}.")
+    scale = 2.0**fraction_bits  # a power of two: the products below are exact
+    return (jnp.round(images * scale) / scale).astype(images.dtype)
 
 
 def _exponents(weights: np.ndarray, bits: int, per_channel: bool, cap: int | None) -> np.ndarray:

@@ -374,6 +374,12 @@ def _graph(nir, nodes, edges, description, params, v0, fold_thresholds, image_sh
             **description,
         }
     }
+    # Arrays taken from jax.Arrays are read-only; readers hand them to torch.tensor, which warns on
+    # read-only memory (snnTorch does): every node gets writable copies.
+    for node in nodes.values():
+        for field, value in vars(node).items():
+            if isinstance(value, np.ndarray) and not value.flags.writeable:
+                setattr(node, field, value.copy())
     graph = nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
     graph.infer_types()
     return graph
