@@ -49,6 +49,9 @@ def get_config() -> config_dict.ConfigDict:
     config.optimizer = "sgd"  # sgd (momentum, coupled decay: the reference) | adamw (decoupled decay)
     config.num_epochs = 300
     config.batch_size = 128
+    # The last partial training batch of an epoch: drop (full batches only) | keep (PyTorch's
+    # DataLoader default, drop_last=False: ⌈N/B⌉ steps per epoch, one more compilation for its shape).
+    config.train_last_batch = "drop"
     config.eval_batch_size = 256
     config.learning_rate = 0.1
     config.momentum = 0.9

@@ -161,6 +161,9 @@ def test_train_batches_depend_only_on_seed_and_epoch():
     other = [b[1].tolist() for b in data.train_batches(x, y, 3, seed=1, epoch=3)]
     assert first == again and first != other
     assert len(first) == 3 and all(len(b) == 3 for b in first)  # remainder dropped
+    kept = [b[1].tolist() for b in data.train_batches(x, y, 3, seed=1, epoch=2, keep_last=True)]
+    assert kept[:3] == first and len(kept[3]) == 1  # the same full batches, then the remainder
+    assert sorted(sum(kept, [])) == list(range(10))  # every example once
 
 
 @pytest.mark.skipif(not (SHARED / "mnist").exists(), reason="../shared/data not present")

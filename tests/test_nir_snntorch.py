@@ -2,8 +2,8 @@
 
 Its ``import_from_nir`` maps ``nir.IF`` to ``snn.Leaky(beta=0.9, init_hidden=False)``: a leaky neuron
 (not an IF), which returns a ``(spikes, membrane)`` tuple that the next layer (here ``AvgPool2d``) is
-handed as its input. Fixed upstream after 1.0.0; when a release runs the graph, this expected failure
-passes and pytest reports it (``strict``), which is the signal to write the comparison test.
+handed as its input. Fixed upstream after 1.0.0 (other versions skip this test); should 1.0.0 ever run
+the graph, the strict expected failure reports it.
 
 Needs ``snntorch==1.0.0`` and PyTorch (``pip install --no-deps snntorch==1.0.0`` beside the CPU wheel);
 skipped otherwise.

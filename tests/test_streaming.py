@@ -58,6 +58,9 @@ def test_training_batches_are_seeded_and_normalized(tmp_path):
     again = list(ds.train_batches(4, seed=1, epoch=0))
     other = list(ds.train_batches(4, seed=1, epoch=1))
     assert len(first) == 18 // 4 and first[0][0].shape == (4, 16, 16, 3)
+    kept = list(ds.train_batches(4, seed=1, epoch=0, keep_last=True))
+    assert [len(labels) for _, labels in kept] == [4, 4, 4, 4, 2]
+    np.testing.assert_array_equal(kept[0][0], first[0][0])
     for (a, la), (b, lb) in zip(first, again, strict=True):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(la, lb)

@@ -166,6 +166,16 @@ def test_four_devices_match_one_device(tmp_path):
     )
 
 
+def test_kept_last_batch_adds_a_step_per_epoch_and_is_refused_when_it_does_not_shard(tmp_path):
+    config = ci_tiny.get_config()
+    config.num_epochs, config.train_last_batch = 1, "keep"
+    # 1437 digits training images in batches of 32: 44 full ones and one of 29.
+    state = training.train_and_evaluate(config, str(tmp_path / "keep"), devices=jax.devices()[:1])
+    assert int(state.step) == 45
+    with pytest.raises(ValueError, match="last batch of 29 examples .* not divisible by the device count 4"):
+        training.train_and_evaluate(config, str(tmp_path / "four"))
+
+
 def test_interrupted_run_resumes_to_identical_parameters(tmp_path, monkeypatch):
     config = ci_tiny.get_config()
     config.num_epochs = 3

@@ -230,6 +230,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _choice(
         config, "param_init", ("flax", "pytorch")
     )  # snnjax.experiment.training.PARAM_INITS (it imports this)
+    _choice(config, "train_last_batch", ("drop", "keep"))
     if config.snn_neuron is not None:
         # Low-latency neurons come with config.post_conversion and the fixed-point IF with the hardware
         # fields, which set their options (and, for the latter, the integer variables it needs).

@@ -356,6 +356,15 @@ def train_and_evaluate(
             raise ValueError(
                 f"config.batch_size={config.batch_size} exceeds the {dataset.num_train} training examples."
             )
+        remainder = dataset.num_train % config.batch_size
+        if config.train_last_batch == "keep" and remainder:
+            if remainder % mesh.size:
+                raise ValueError(
+                    f"config.train_last_batch='keep': the last batch of {remainder} examples "
+                    f"({dataset.num_train} mod config.batch_size={config.batch_size}) is not divisible by "
+                    f"the device count {mesh.size}; use 'drop' or another batch size."
+                )
+            steps_per_epoch += 1
         if "autoaugment" in config.augment and dataset.image_shape[-1] != 3:
             raise ValueError(
                 f"config.augment includes autoaugment, which needs RGB images; {config.dataset} has "
@@ -468,7 +477,9 @@ def _train(config, workdir, mesh, dataset, steps_per_epoch, latest, best) -> Tra
         for epoch in range(start_epoch, config.num_epochs):
             epoch_sums.clear()
             window, window_start = [], time.perf_counter()
-            batches = dataset.train_batches(config.batch_size, config.seed, epoch)
+            batches = dataset.train_batches(
+                config.batch_size, config.seed, epoch, keep_last=config.train_last_batch == "keep"
+            )
             for index, (images, labels) in enumerate(batches, start=1):
                 state, metrics = step_fn(state, *parallel.shard_batch(mesh, images, labels))
                 window.append(metrics)

@@ -132,6 +132,7 @@ TRAINING_ONLY_FIELDS = frozenset(
     {
         "num_epochs",
         "batch_size",
+        "train_last_batch",
         "learning_rate",
         "momentum",
         "weight_decay",

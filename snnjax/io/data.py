@@ -87,10 +87,10 @@ class Dataset:
         return len(self.test_images)
 
     def train_batches(
-        self, batch_size: int, seed: int, epoch: int
+        self, batch_size: int, seed: int, epoch: int, keep_last: bool = False
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Shuffled full training batches; see `train_batches`."""
-        return train_batches(self.train_images, self.train_labels, batch_size, seed, epoch)
+        """Shuffled training batches; see `train_batches`."""
+        return train_batches(self.train_images, self.train_labels, batch_size, seed, epoch, keep_last)
 
     def test_batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Every test example once: ``(images, labels, mask)``, the last batch padded."""
@@ -536,9 +536,9 @@ def subsample_test(
 
 
 def train_batches(
-    images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, epoch: int
+    images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, epoch: int, keep_last: bool = False
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yields shuffled full batches for one epoch (the remainder is dropped).
+    """Yields shuffled batches for one epoch: full ones, then the remainder if ``keep_last``.
 
     The permutation depends only on ``(seed, epoch)``, so a resumed run sees the same batches.
 
@@ -548,11 +548,13 @@ def train_batches(
       batch_size: examples per batch.
       seed: run seed.
       epoch: epoch index.
+      keep_last: also yield the last ``N mod batch_size`` examples as a smaller batch (PyTorch's
+        ``drop_last=False``), so that every example is seen each epoch.
 
     Yields:
-      ``(images [batch_size, H, W, C], labels [batch_size])``.
+      ``(images [batch_size, H, W, C], labels [batch_size])``; with ``keep_last`` the last batch
+      may hold fewer.
     """
     order = np.random.default_rng([seed, epoch]).permutation(len(images))
-    for start in range(0, len(images) - batch_size + 1, batch_size):
-        idx = order[start : start + batch_size]
+    for idx in streaming.batch_indices(order, batch_size, keep_last):
         yield images[idx], labels[idx]

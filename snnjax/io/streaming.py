@@ -28,7 +28,14 @@ from PIL import Image, UnidentifiedImageError
 
 from snnjax.core.parallel import pad_batch
 
-__all__ = ["ImageFolderSource", "StreamingDataset", "TfdsSource", "center_crop", "random_resized_crop"]
+__all__ = [
+    "ImageFolderSource",
+    "StreamingDataset",
+    "TfdsSource",
+    "batch_indices",
+    "center_crop",
+    "random_resized_crop",
+]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -69,6 +76,12 @@ def decode_image(source: str, file: str | BinaryIO) -> np.ndarray:
             f"{source}: not a readable image ({type(error).__name__}: {error}); remove the file or "
             "re-encode it."
         ) from None
+
+
+def batch_indices(order: np.ndarray, batch_size: int, keep_last: bool) -> list[np.ndarray]:
+    """``order`` cut into batches of ``batch_size``; the shorter remainder last if ``keep_last``."""
+    end = len(order) if keep_last else len(order) - len(order) % batch_size
+    return [order[start : min(start + batch_size, end)] for start in range(0, end, batch_size)]
 
 
 class ImageFolderSource:
@@ -386,11 +399,14 @@ class StreamingDataset:
         return images, np.asarray([e[1] for e in examples], np.int32), indices
 
     def train_batches(
-        self, batch_size: int, seed: int, epoch: int
+        self, batch_size: int, seed: int, epoch: int, keep_last: bool = False
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Shuffled full batches ``(images [B, S, S, 3], labels [B])``; depends only on (seed, epoch)."""
+        """Shuffled batches ``(images [B, S, S, 3], labels [B])``; depends only on (seed, epoch).
+
+        Full batches, then (``keep_last``) the remainder as a smaller one; see `snnjax.io.data.train_batches`.
+        """
         order = np.random.default_rng([seed, epoch]).permutation(self.num_train)
-        tasks = (order[s : s + batch_size] for s in range(0, self.num_train - batch_size + 1, batch_size))
+        tasks = iter(batch_indices(order, batch_size, keep_last))
         for images, labels, _ in self._prefetched(tasks, lambda i: self._train_example(int(i), seed, epoch)):
             yield images, labels
 
