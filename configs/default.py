@@ -44,6 +44,9 @@ def get_config() -> config_dict.ConfigDict:
     # Initial weights: flax (lecun_normal kernels, zero biases) | pytorch (kernels and biases
     # U(±1/√fan_in), PyTorch's Conv2d/Linear defaults, as the reference code trains).
     config.param_init = "flax"
+    # BatchNorm's running variance averages the batch variance biased (Flax) | unbiased (PyTorch, the
+    # reference code: × n/(n−1)); training is the same, evaluation and BN folding read the average.
+    config.bn_running_var = "biased"
 
     # Optimization: PyTorch SGD with coupled weight decay on all parameters, cosine per epoch.
     config.optimizer = "sgd"  # sgd (momentum, coupled decay: the reference) | adamw (decoupled decay)

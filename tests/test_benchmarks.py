@@ -164,3 +164,34 @@ def test_hardware_bits_runs_each_variant_against_float32(trained_tiny, tmp_path,
     assert rows[0]["hardware"] is None and rows[1]["hardware"]["state_bits"] == 16
     assert json.loads((tmp_path / "hardware_bits_t.json").read_text()) == rows
     assert "Δ float at T=2" in capsys.readouterr().out
+
+
+def test_bn_running_var_scaling_is_what_training_with_the_unbiased_variance_gives(tmp_path):
+    # The benchmark's premise: training with bn_running_var="unbiased" changes no parameter, and its
+    # running variance is c·v + (1 − c)·m^k of the biased run's (c = n/(n−1), m = 0.9, k steps).
+    import jax
+    import numpy as np
+
+    from benchmarks import bn_running_var
+    from snnjax.configs import ci_tiny
+    from snnjax.experiment import methods, training
+
+    config = ci_tiny.get_config()
+    config.num_epochs = 1
+    biased = training.train_and_evaluate(config, str(tmp_path / "biased"), devices=jax.devices()[:1])
+    config.bn_running_var = "unbiased"
+    unbiased = training.train_and_evaluate(config, str(tmp_path / "unbiased"), devices=jax.devices()[:1])
+    jax.tree.map(np.testing.assert_array_equal, biased.params, unbiased.params)
+    model = methods.build_ann(config, 10)
+    variables = {"params": biased.params, "batch_stats": biased.batch_stats}
+    factors = bn_running_var.unbiased_factors(model, variables, (8, 8, 1), config.batch_size)
+    assert factors == {"conv_bn0/bn": 2048 / 2047}  # 32 images × 8 × 8 positions
+    steps = int(biased.step)  # 44
+    scaled = bn_running_var.scaled_variances(variables, factors)["batch_stats"]["conv_bn0"]["bn"]["var"]
+    c = 2048 / 2047
+    np.testing.assert_allclose(
+        unbiased.batch_stats["conv_bn0"]["bn"]["var"], scaled + (1 - c) * 0.9**steps, rtol=2e-6
+    )
+    np.testing.assert_array_equal(
+        unbiased.batch_stats["conv_bn0"]["bn"]["mean"], biased.batch_stats["conv_bn0"]["bn"]["mean"]
+    )

@@ -78,3 +78,58 @@ def test_every_convolution_of_a_model_uses_the_chosen_implementation(name):
         jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     assert len(seen) == {"resnet20": 21, "vgg16": 13}[name]
     assert set(seen) == {"im2col"}
+
+
+def test_unbiased_running_variance_is_pytorchs_update():
+    # Three training batches [4, 3, 3, 2]: n = 36 values per channel; the running variance is the EMA
+    # (momentum 0.9 in Flax terms, PyTorch's 0.1) of the unbiased batch variance, by hand in NumPy.
+    from snnjax.nn.layers import BatchNorm, UnbiasedVarianceBatchNorm
+
+    module = BatchNorm(running_var="unbiased", use_running_average=False)
+    assert isinstance(module, UnbiasedVarianceBatchNorm)
+    batches = [jax.random.normal(jax.random.key(i), (4, 3, 3, 2)) * (i + 1) + i for i in range(3)]
+    variables = module.init(jax.random.key(9), batches[0])
+    expected_mean, expected_var = np.zeros(2), np.ones(2)
+    for x in batches:
+        y, updates = module.apply(variables, x, mutable=["batch_stats"])
+        variables = {**variables, **updates}
+        flat = np.asarray(x, np.float64).reshape(-1, 2)
+        expected_mean = 0.9 * expected_mean + 0.1 * flat.mean(0)
+        expected_var = 0.9 * expected_var + 0.1 * flat.var(0, ddof=1)
+        # Training output: normalized by the biased batch variance, as nn.BatchNorm (and PyTorch).
+        plain = BatchNorm(use_running_average=False).apply(variables, x, mutable=["batch_stats"])[0]
+        np.testing.assert_allclose(y, plain, rtol=0, atol=0)
+    np.testing.assert_allclose(variables["batch_stats"]["mean"], expected_mean, rtol=1e-6)
+    np.testing.assert_allclose(variables["batch_stats"]["var"], expected_var, rtol=1e-6)
+    # The biased default differs by the factor n/(n−1) = 36/35 on each update's batch term.
+    biased = BatchNorm(use_running_average=False)
+    stats = biased.init(jax.random.key(9), batches[0])
+    for x in batches:
+        stats = {**stats, **biased.apply(stats, x, mutable=["batch_stats"])[1]}
+    assert np.all(np.asarray(stats["batch_stats"]["var"]) < expected_var - 1e-3)
+    # Evaluation reads the running statistics and leaves them as they are.
+    evaluating = BatchNorm(running_var="unbiased", use_running_average=True)
+    out, updates = evaluating.apply(variables, batches[0], mutable=["batch_stats"])
+    np.testing.assert_allclose(
+        out[..., 0], (batches[0][..., 0] - expected_mean[0]) / np.sqrt(expected_var[0] + 1e-5), atol=1e-5
+    )
+    np.testing.assert_array_equal(updates["batch_stats"]["var"], variables["batch_stats"]["var"])
+    with pytest.raises(ValueError, match="running_var='mean' is unknown"):
+        BatchNorm(running_var="mean")
+
+
+def test_bn_running_var_option_reaches_the_model():
+    from snnjax.configs import ci_tiny
+    from snnjax.experiment import methods
+    from snnjax.nn.layers import UnbiasedVarianceBatchNorm
+
+    config = ci_tiny.get_config()
+    assert methods.build_ann(config, 10).norm is snnjax.nn.layers.BatchNorm
+    config.bn_running_var = "unbiased"
+    model = methods.build_ann(config, 10)
+    x = jnp.ones((2, 8, 8, 1))
+    variables = model.init(jax.random.key(0), x)
+    captured = []
+    with nn.intercept_methods(lambda f, a, k, c: captured.append(type(c.module)) or f(*a, **k)):
+        model.apply(variables, x)
+    assert UnbiasedVarianceBatchNorm in captured and nn.BatchNorm not in captured

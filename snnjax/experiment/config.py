@@ -21,7 +21,7 @@ from snnjax.io.augment import AUGMENTATIONS
 from snnjax.io.checkpoints import CHECKPOINT_KINDS
 from snnjax.io.data import DATASETS
 from snnjax.io.torch_checkpoints import LAYOUTS
-from snnjax.nn.layers import CONV_IMPLEMENTATIONS, ThresholdParameterization
+from snnjax.nn.layers import CONV_IMPLEMENTATIONS, RUNNING_VARIANCES, ThresholdParameterization
 from snnjax.nn.models import ANN_POOLINGS, MODELS, SNN_MAX_POOLS
 from snnjax.nn.vit import TRANSFORMERS
 
@@ -231,6 +231,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         config, "param_init", ("flax", "pytorch")
     )  # snnjax.experiment.training.PARAM_INITS (it imports this)
     _choice(config, "train_last_batch", ("drop", "keep"))
+    _choice(config, "bn_running_var", RUNNING_VARIANCES)
     if config.snn_neuron is not None:
         # Low-latency neurons come with config.post_conversion and the fixed-point IF with the hardware
         # fields, which set their options (and, for the latter, the integer variables it needs).

@@ -14,7 +14,7 @@ import flax.linen
 import ml_collections
 
 from snnjax.core import activations
-from snnjax.nn.layers import Activation, ModuleDef, ThresholdActivation
+from snnjax.nn.layers import Activation, BatchNorm, ModuleDef, ThresholdActivation
 from snnjax.nn.models import create_model
 from snnjax.nn.vit import TRANSFORMERS
 
@@ -159,6 +159,9 @@ def post_conversion(config: ml_collections.ConfigDict) -> PostConversion | None:
     return PostConversion(config.post_conversion, neuron, options, kind)
 
 
+_UNBIASED_BATCHNORM = functools.partial(BatchNorm, running_var="unbiased")
+
+
 def build_ann(config: ml_collections.ConfigDict, num_classes: int) -> flax.linen.Module:
     """The ANN named by ``config.model`` with the activation of ``config.method`` (`ann_activation`).
 
@@ -179,6 +182,8 @@ def build_ann(config: ml_collections.ConfigDict, num_classes: int) -> flax.linen
         config.model,
         num_classes,
         ann_activation(config),
+        # PyTorch's running variance is an option; the default model keeps the plain factory.
+        norm=BatchNorm if config.bn_running_var == "biased" else _UNBIASED_BATCHNORM,
         conv_implementation=config.conv_implementation,
         pooling=config.pooling,
     )

@@ -140,6 +140,7 @@ TRAINING_ONLY_FIELDS = frozenset(
         "crop_padding",
         "cutout_size",
         "param_init",
+        "bn_running_var",
         "threshold_init",
         "optimizer",
         "log_every_steps",
