@@ -4,8 +4,10 @@ r"""What PyTorch's unbiased BatchNorm running variance would change in trained w
 ``σ²_b·n/(n−1)`` into the running variance instead of ``σ²_b`` (n = batch × positions per channel).
 Training computes the same either way (a training batch is normalized by its own biased variance), so
 a run trained with it ends with the same parameters and a running variance of
-``c·v + (1 − c)·m^k`` (``c = n/(n−1)``, momentum m, k steps; ``m^k`` < 10⁻⁵⁰ after one CIFAR epoch):
-the trained workdir with every BatchNorm's running variance scaled by its c. This command converts each
+``c·v + (1 − c)·m^k`` (``c = n/(n−1)``, momentum m = 0.9, k steps; ``m^k`` ≈ 10⁻¹⁸ after one CIFAR
+epoch of 390 steps): the trained workdir with every BatchNorm's running variance scaled by its c. This
+needs one n per layer (every batch full: ``train_last_batch="drop"``) and a workdir trained with the
+biased variance; others are refused. This command converts each
 workdir both ways, on the same test images, and prints the ANN and SNN accuracy at each t of both::
 
     python -m benchmarks.bn_running_var \
@@ -61,9 +63,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     """Converts each workdir with the biased and the unbiased running variance; returns the rows."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdirs", required=True, help="comma-separated trained workdirs")
-    parser.add_argument(
-        "--set", default="", help="conversion overrides FIELD=VALUE,..."
-    )
+    parser.add_argument("--set", default="", help="conversion overrides FIELD=VALUE,...")
     parser.add_argument("--name", default="cpu")
     parser.add_argument("--results_dir", default=RESULTS)
     args = parser.parse_args(argv)
@@ -73,7 +73,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = []
     for workdir in args.workdirs.split(","):
         start = time.perf_counter()
-        config, _ = workdir_lib.conversion_config(workdir, None, overrides)
+        config, recorded = workdir_lib.conversion_config(workdir, None, overrides)
+        recorded = {**workdir_lib.UNRECORDED_TRAINING_DEFAULTS, **(recorded or {})}
+        if recorded["bn_running_var"] != "biased" or recorded["train_last_batch"] != "drop":
+            raise SystemExit(
+                f"{workdir} was trained with bn_running_var={recorded['bn_running_var']!r}, "
+                f"train_last_batch={recorded['train_last_batch']!r}: the scaling stands for training with "
+                "the unbiased variance only from a biased run with full batches."
+            )
         plan = pipeline.ConversionPlan.from_config(config)
         mesh = parallel.data_mesh()
         with jax.default_matmul_precision(config.eval_precision):

@@ -5,8 +5,8 @@ Its ``import_from_nir`` maps ``nir.IF`` to ``snn.Leaky(beta=0.9, init_hidden=Fal
 handed as its input. Fixed upstream after 1.0.0 (other versions skip this test); should 1.0.0 ever run
 the graph, the strict expected failure reports it.
 
-Needs ``snntorch==1.0.0`` and PyTorch (``pip install --no-deps snntorch==1.0.0`` beside the CPU wheel);
-skipped otherwise.
+Needs ``snntorch==1.0.0``, nirtorch and PyTorch (``pip install 'snnjax[sinabs,snntorch]'`` beside the
+CPU wheel); skipped otherwise.
 """
 
 import numpy as np
@@ -17,6 +17,7 @@ from snnjax import io as interop
 
 torch = pytest.importorskip("torch")
 snntorch = pytest.importorskip("snntorch", reason="pip install --no-deps snntorch==1.0.0")
+pytest.importorskip("nirtorch", reason="snnTorch's NIR import needs nirtorch (the sinabs extra brings it)")
 
 
 @pytest.mark.skipif(snntorch.__version__ != "1.0.0", reason="the known defect is snnTorch 1.0.0's")

@@ -107,6 +107,21 @@ def test_training_refuses_another_config_in_a_trained_workdir(tiny_workdir, fiel
     assert steps_in(workdir / "checkpoints") == [44, 88]
 
 
+@pytest.mark.parametrize("field, value", [("train_last_batch", "keep"), ("bn_running_var", "unbiased")])
+def test_a_record_from_before_a_field_existed_is_compared_with_what_that_run_did(
+    tiny_workdir, field, value, monkeypatch
+):
+    # An older snnjax recorded no train_last_batch / bn_running_var: it dropped the last batch and kept
+    # Flax's biased variance, so a resume with the other choice is refused, not silently mixed.
+    workdir, _ = tiny_workdir
+    record = json.loads((workdir / "config.json").read_text())
+    del record[field]
+    (workdir / "config.json").write_text(json.dumps(record))
+    monkeypatch.setattr(data_lib, "load_dataset", lambda *a, **k: pytest.fail("checked after loading data"))
+    with pytest.raises(ValueError, match=rf"these fields differ: {field}: trained with .*, now {value!r}"):
+        training.train_and_evaluate(tiny_config(**{field: value}), str(workdir))
+
+
 def test_free_fields_may_change_on_resume(tiny_workdir):
     workdir, final = tiny_workdir
     state = training.train_and_evaluate(tiny_config(log_every_steps=7, eval_batch_size=32), str(workdir))

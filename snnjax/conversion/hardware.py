@@ -26,11 +26,11 @@ integers up to float rounding, which `snnjax.core.neurons.fixed_point_if_neuron`
 rounded to an integer by the fixed-point neuron.
 
 `quantize_input` puts the image on a dyadic grid as well (multiples of ``2^−f``, what a chip's
-integer input is): then every current, the first layer's included, is an exact sum in float32 (while
-it stays below 2^24 grid units), so any framework that sums the same products in any order gets the
-same membranes, spikes and logits bit for bit. This is what makes an export to another simulator
-(`snnjax.io.export_nir` with ``target="sinabs"``) give the same numbers at every step, and not only
-up to spikes flipped by float rounding at a threshold.
+integer input is): then, with power-of-two pooling areas, every current, the first layer's included,
+is an exact sum in float32 (while it stays below 2^24 grid units), so any framework that sums the same
+products in any order gets the same membranes, spikes and logits bit for bit. This is what makes an
+export to another simulator (`snnjax.io.export_nir` with ``target="sinabs"``) give the same numbers at
+every step, and not only up to spikes flipped by float rounding at a threshold.
 
 Plain chains only (`snnjax.conversion.structure.linear_chain`): an identity shortcut would add spikes
 of another layer's units, which needs the two layers to share a grid (not implemented).
@@ -62,9 +62,9 @@ def quantize_input(images: jax.Array, fraction_bits: int) -> jax.Array:
 
     With the integer hardware form's weights (`quantize_for_hardware`: integers ``k`` in every spiking
     layer, the first one included), the first layer's products are then multiples of
-    ``2^−fraction_bits`` too, so its current is exact in float32 whenever
-    ``Σ|k|·max|x|·2^fraction_bits < 2^24`` over a receptive field (e.g. 3×3×3 taps of |k| ≤ 127 and
-    |x| ≤ 3 at 8 bits: 2.6·10^6).
+    ``2^−fraction_bits`` too (the integer bias as well), so its current is exact in float32 whenever
+    ``(Σ|k|·max|x| + |b|)·2^fraction_bits < 2^24`` over a receptive field (e.g. 3×3×3 taps of |k| ≤ 127,
+    |x| ≤ 3 and |b| ≤ 10^3 at 8 bits: 2.9·10^6).
 
     Args:
       images: ``[..., H, W, C]`` float images as the model reads them (after normalization).

@@ -476,19 +476,20 @@ def _train(config, workdir, mesh, dataset, steps_per_epoch, latest, best) -> Tra
     try:
         for epoch in range(start_epoch, config.num_epochs):
             epoch_sums.clear()
-            window, window_start = [], time.perf_counter()
+            window, window_images, window_start = [], 0, time.perf_counter()
             batches = dataset.train_batches(
                 config.batch_size, config.seed, epoch, keep_last=config.train_last_batch == "keep"
             )
             for index, (images, labels) in enumerate(batches, start=1):
                 state, metrics = step_fn(state, *parallel.shard_batch(mesh, images, labels))
                 window.append(metrics)
+                window_images += len(labels)  # the kept last batch (train_last_batch="keep") is shorter
                 if len(window) < config.log_every_steps and index < steps_per_epoch:
                     continue
                 step = epoch * steps_per_epoch + index
                 train = pull(window, step, epoch)
                 now = time.perf_counter()
-                speed = len(window) * config.batch_size / (now - window_start)
+                speed = window_images / (now - window_start)
                 eta = (now - start_time) / (step - resume_step) * (total_steps - step)
                 writer.write(
                     step,
@@ -502,7 +503,7 @@ def _train(config, workdir, mesh, dataset, steps_per_epoch, latest, best) -> Tra
                         f"acc {train['accuracy']:.4f} {speed:7.0f} img/s ETA {eta:6.0f}s",
                         flush=True,
                     )
-                window, window_start = [], time.perf_counter()
+                window, window_images, window_start = [], 0, time.perf_counter()
             test = evaluate(state, dataset.test_batches(config.eval_batch_size), mesh)
             step = int(state.step)
             writer.write(step, {f"test_{k}": v for k, v in test.items()})

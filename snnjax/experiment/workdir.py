@@ -177,7 +177,19 @@ def read_recorded_config(workdir: str) -> dict[str, Any] | None:
     return recorded
 
 
+# Training fields added after configs were first recorded, with what a run that does not record them
+# did: a resumed run is compared against these, so that an older workdir cannot silently continue with,
+# e.g., another number of steps per epoch.
+UNRECORDED_TRAINING_DEFAULTS = {
+    "train_last_batch": "drop",
+    "bn_running_var": "biased",
+    "param_init": "flax",
+    "optimizer": "sgd",
+}
+
+
 def _differences(current: dict, recorded: dict, fields) -> list[str]:
+    recorded = {**UNRECORDED_TRAINING_DEFAULTS, **recorded}
     return [
         f"{field}: trained with {recorded[field]!r}, now {current[field]!r}"
         for field in fields

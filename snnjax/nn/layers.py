@@ -81,10 +81,11 @@ class UnbiasedVarianceBatchNorm(nn.BatchNorm):
         old = self.get_variable("batch_stats", "var") if update else None
         y = super().__call__(x, use_running_average, mask=mask)
         if update:
-            if self.axis not in (-1, x.ndim - 1) or mask is not None:
+            if self.axis not in (-1, x.ndim - 1) or mask is not None or self.axis_name is not None:
                 raise ValueError(
-                    f"{self.name}: the unbiased running variance supports axis=-1 without a mask, got "
-                    f"axis={self.axis}, mask={'set' if mask is not None else None}."
+                    f"{self.name}: the unbiased running variance supports axis=-1 without a mask or a "
+                    f"cross-replica axis_name (n would be per replica), got axis={self.axis}, "
+                    f"mask={'set' if mask is not None else None}, axis_name={self.axis_name!r}."
                 )
             n = x.size // x.shape[-1]
             if n < 2:
