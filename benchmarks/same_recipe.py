@@ -56,6 +56,7 @@ def recipe(args: argparse.Namespace, epochs: int, seed: int, overrides: dict):
     config = importlib.import_module(args.base_config).get_config()
     if args.base_config.endswith("cifar10jpeg_resnet20_qcfs"):
         config.augment = "crop,flip"  # the recipe: no Cutout
+    if args.data_dir is not None:
         config.data_dir = args.data_dir
     config.num_epochs, config.seed = epochs, seed
     config.test_examples, config.snn_num_steps = args.test_examples, args.snn_num_steps
@@ -174,7 +175,7 @@ def table(rows: list[dict], num_steps: int) -> str:
 def main(argv: list[str] | None = None) -> list[dict]:
     """Runs the comparison (flags: ``--help``) and returns its rows."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data_dir", default=None, help="the CIFAR-10 (JPEG) folder")
+    parser.add_argument("--data_dir", default=None, help="the data folder (CIFAR-10 (JPEG) for the recipe)")
     parser.add_argument("--epochs", default="1", help="comma-separated epoch counts (a schedule each)")
     parser.add_argument("--seeds", default="42", help="comma-separated seeds; the spread is over these")
     parser.add_argument("--sides", default="snnjax,reference")
