@@ -184,8 +184,8 @@ def test_interrupted_run_resumes_to_identical_parameters(tmp_path, monkeypatch):
 
     original = data_lib.train_batches
 
-    def killed_in_second_epoch(images, labels, batch_size, seed, epoch):
-        for index, batch in enumerate(original(images, labels, batch_size, seed, epoch)):
+    def killed_in_second_epoch(images, labels, batch_size, seed, epoch, keep_last=False):
+        for index, batch in enumerate(original(images, labels, batch_size, seed, epoch, keep_last)):
             if epoch == 1 and index == 5:
                 raise KeyboardInterrupt("simulated kill in epoch 2")
             yield batch
