@@ -5,10 +5,10 @@ r"""What PyTorch's unbiased BatchNorm running variance would change in trained w
 Training computes the same either way (a training batch is normalized by its own biased variance), so
 a run trained with it ends with the same parameters and a running variance of
 ``c·v + (1 − c)·m^k`` (``c = n/(n−1)``, momentum m = 0.9, k steps; ``m^k`` ≈ 10⁻¹⁸ after one CIFAR
-epoch of 390 steps): the trained workdir with every BatchNorm's running variance scaled by its c. This
-needs one n per layer (every batch full: ``train_last_batch="drop"``) and a workdir trained with the
-biased variance; others are refused. This command converts each
-workdir both ways, on the same test images, and prints the ANN and SNN accuracy at each t of both::
+epoch of 390 steps): the trained workdir with every BatchNorm's running variance scaled by its c.
+This needs one n per layer (every batch full: ``train_last_batch="drop"``) and a workdir trained with
+the biased variance; others are refused. This command converts each workdir both ways, on the same
+test images, and prints the ANN and SNN accuracy at each t of both::
 
     python -m benchmarks.bn_running_var \
         --workdirs=runs/same_recipe/snnjax_e3_s42_qcfs_order-floor_clip,... --name=r20_e3
@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import RESULTS, write_rows
+from benchmarks.same_recipe import parse_overrides
 from snnjax.core import parallel
 from snnjax.experiment import pipeline, workdir as workdir_lib
 
@@ -67,10 +68,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--name", default="cpu")
     parser.add_argument("--results_dir", default=RESULTS)
     args = parser.parse_args(argv)
-    from benchmarks.same_recipe import parse_overrides  # noqa: PLC0415 (the shared parser)
-
     overrides = parse_overrides([s for s in args.set.split(",") if s])
-    rows = []
+    rows, mesh = [], parallel.data_mesh()
     for workdir in args.workdirs.split(","):
         start = time.perf_counter()
         config, recorded = workdir_lib.conversion_config(workdir, None, overrides)
@@ -82,7 +81,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 "the unbiased variance only from a biased run with full batches."
             )
         plan = pipeline.ConversionPlan.from_config(config)
-        mesh = parallel.data_mesh()
         with jax.default_matmul_precision(config.eval_precision):
             restored = pipeline.restore(plan, workdir, mesh)
             factors = unbiased_factors(
