@@ -118,6 +118,34 @@ def test_same_recipe_runs_snnjax_and_names_what_the_reference_side_lacks(tmp_pat
     assert same_recipe.main(argv) == rows
 
 
+def test_same_steps_names_what_it_lacks(tmp_path, capsys):
+    from benchmarks import same_steps
+
+    rows = same_steps.main(
+        [f"--reference={tmp_path / 'none'}", f"--pixels={tmp_path / 'none'}", f"--results_dir={tmp_path}"]
+    )
+    out = capsys.readouterr().out
+    assert rows == [] and "The comparison does not run; missing:" in out
+    assert "bash benchmarks/get_reference.sh" in out and "--data_dir" in out
+    assert not list(tmp_path.glob("*.json"))
+
+
+@pytest.mark.slow  # trains a ResNet-20 (10 s or more on 2 cores)
+# The reference checkout's code has invalid escape sequences, which Python warns about when compiling it.
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::SyntaxWarning")
+def test_same_steps_follows_the_reference_in_float64(tmp_path):
+    from benchmarks import same_steps
+
+    argv = ["--steps=2", "--batch=16", "--dtypes=float64", f"--results_dir={tmp_path}", "--name=t"]
+    rows = same_steps.main(argv)
+    if not rows:  # no PyTorch, reference checkout or decoded pixels here: the output says which
+        pytest.skip("benchmarks.same_steps lacks its inputs")
+    assert [r["step"] for r in rows] == [1, 2]
+    for row in rows:
+        assert row["loss_snnjax"] == pytest.approx(row["loss_reference"], rel=1e-12)
+        assert row["max_relative_update_difference"] < 1e-6  # float32 resolution of the importer
+
+
 @pytest.mark.slow  # trains or simulates a model (10 s or more on 2 cores)
 def test_nir_readers_compares_snnjax_with_sinabs_on_a_trained_network(tmp_path, capsys):
     from benchmarks import nir_readers

@@ -1,0 +1,206 @@
+r"""snnjax's training steps against the QCFS reference code's, from the same weights on the same batches.
+
+The reference's own ResNet-20 (``Models/ResNet.py``), ``MyFloor`` (``replace_activation_by_floor``),
+optimizer groups (``regular_set``) and ``SGD(lr, momentum 0.9, weight decay)`` take K steps on K batches
+of CIFAR-10 (JPEG) pixels (no augmentation); snnjax's ResNet-20 (QCFS ``floor_clip``, the unbiased
+running variance PyTorch keeps) starts from the reference's initial weights, rounded to float32 on both
+sides, and takes the same steps with `snnjax.experiment.training.train_step`. After each step the
+command prints both losses and the largest difference of the two codes' parameter updates (relative to
+the update's largest value, per variable), in float64 and in float32::
+
+    python -m benchmarks.same_steps --data_dir=../shared/data/cifar10-jpeg --steps=40 --name=cpu
+
+In float64 the two follow one trajectory (a difference at float32's resolution: the reference's
+variables pass through the float32 importer to be compared). In float32 the codes sum in different
+orders; a unit whose pre-activation lands on the other side of a QCFS level boundary moves the λ
+gradient, and within a few steps the runs are as far apart as two seeds. Same-recipe comparisons of
+the two codes (``benchmarks.same_recipe``) are therefore comparisons of seed distributions.
+
+Needs PyTorch and the reference checkout (``bash benchmarks/get_reference.sh``); says what is missing
+otherwise. Writes ``benchmarks/results/same_steps_<name>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import RESULTS, write_rows
+from snnjax.configs import cifar10jpeg_resnet20_qcfs
+from snnjax.experiment import methods, training
+from snnjax.io import import_torch_state_dict
+
+MEAN = np.array([0.4914, 0.4822, 0.4465])
+STD = np.array([0.2023, 0.1994, 0.2010])
+
+
+def missing(args: argparse.Namespace) -> list[str]:
+    """What keeps the comparison from running (empty when it can)."""
+    lacking = []
+    if importlib.util.find_spec("torch") is None:
+        lacking.append("PyTorch (pip install torch==2.13.0)")
+    if not os.path.isfile(os.path.join(args.reference, "modules.py")):
+        lacking.append(
+            f"a reference checkout at --reference={args.reference} (bash benchmarks/get_reference.sh)"
+        )
+    if not os.path.isfile(os.path.join(args.pixels, "train_y.npy")):
+        script = os.path.join(args.reference_tools, "cache_cifar10jpeg.py")
+        if not (args.data_dir and os.path.isfile(script)):
+            lacking.append(
+                f"decoded pixels in --pixels={args.pixels}, or --data_dir and {script} to make them"
+            )
+    return lacking
+
+
+def reference_code(directory: str):
+    """The reference's ``resnet20`` and ``utils`` module, imported from its checkout.
+
+    Its top-level ``Models``, ``utils`` and ``modules`` are names the other QCFS checkout
+    (``benchmarks.vs_reference``) uses too: earlier imports are dropped so that these are the ones read.
+    """
+    for name in [n for n in sys.modules if n.split(".")[0] in ("Models", "utils", "modules")]:
+        del sys.modules[name]
+    sys.path.insert(0, os.path.abspath(directory))
+    try:
+        return importlib.import_module("Models.ResNet").resnet20, importlib.import_module("utils")
+    finally:
+        sys.path.remove(os.path.abspath(directory))
+
+
+def update_differences(torch_update: dict, snnjax_update: dict) -> tuple[float, str]:
+    """The largest ``max|Δ_snnjax − Δ_ref| / max|Δ_ref|`` over variables, and that variable's path."""
+    reference, _ = import_torch_state_dict(torch_update, "resnet20", 10, "qcfs_original")
+    worst = (0.0, "")
+    for (path, a), (_, b) in zip(
+        jax.tree_util.tree_leaves_with_path(snnjax_update),
+        jax.tree_util.tree_leaves_with_path(reference),
+        strict=True,
+    ):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        worst = max(
+            worst, (float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30)), jax.tree_util.keystr(path))
+        )
+    return worst
+
+
+def run(args: argparse.Namespace, dtype: str) -> list[dict]:
+    """Both codes' ``args.steps`` steps in ``dtype``; one row per step."""
+    import torch
+
+    resnet20, utils = reference_code(args.reference)
+    regular_set, replace_activation_by_floor = utils.regular_set, utils.replace_activation_by_floor
+
+    np_dtype = np.float64 if dtype == "float64" else np.float32
+    torch.manual_seed(args.seed)
+    model = replace_activation_by_floor(resnet20(num_classes=10), t=args.levels)
+    # Both sides start from the float32 weights (the importer's dtype), copied: torch updates in place.
+    start = {
+        k: v.float().clone() if v.is_floating_point() else v.clone() for k, v in model.state_dict().items()
+    }
+    model.load_state_dict(start)
+    if dtype == "float64":
+        model = model.double()
+    groups = regular_set(model)  # λ, conv/linear, BN: the reference's three groups, weight decay on all
+    optimizer = torch.optim.SGD(
+        [{"params": p, "weight_decay": args.weight_decay} for p in groups], lr=args.lr, momentum=0.9
+    )
+    before = {k: v.detach().double().clone() for k, v in model.state_dict().items()}
+    x_train = np.load(os.path.join(args.pixels, "train_x.npy"), mmap_mode="r")
+    y_train = np.load(os.path.join(args.pixels, "train_y.npy"))
+    order = np.random.default_rng(args.seed).permutation(len(y_train))
+    rows = []
+    with jax.enable_x64(dtype == "float64"):
+        config = cifar10jpeg_resnet20_qcfs.get_config()
+        config.qcfs_order, config.levels, config.bn_running_var = "floor_clip", args.levels, "unbiased"
+        imported, _ = import_torch_state_dict(
+            {k: v.numpy() for k, v in start.items()}, "resnet20", 10, "qcfs_original"
+        )
+        initial = jax.tree.map(lambda a: jnp.asarray(a, np_dtype), imported)
+        state = training.TrainState.create(
+            apply_fn=methods.build_ann(config, 10).apply,
+            params=initial["params"],
+            batch_stats=initial["batch_stats"],
+            tx=training.sgd_coupled_weight_decay(args.lr, 0.9, args.weight_decay),
+        )
+        step = jax.jit(training.train_step)
+        for k in range(args.steps):
+            index = np.sort(order[k * args.batch : (k + 1) * args.batch])
+            images = ((x_train[index] / 255.0 - MEAN) / STD).astype(np_dtype)
+            labels = y_train[index].astype(np.int64)
+            model.train()
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(
+                model(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())), torch.from_numpy(labels)
+            )
+            loss.backward()
+            optimizer.step()
+            state, metrics = step(state, jnp.asarray(images), jnp.asarray(labels))
+            torch_update = {
+                k: (v.detach().double() - before[k]).numpy() for k, v in model.state_dict().items()
+            }
+            snnjax_update = jax.tree.map(
+                lambda a, b: np.asarray(a, np.float64) - np.asarray(b, np.float64),
+                {"params": state.params, "batch_stats": state.batch_stats},
+                initial,
+            )
+            difference, where = update_differences(torch_update, snnjax_update)
+            rows.append({
+                "dtype": dtype, "step": k + 1, "loss_reference": loss.item(),
+                "loss_snnjax": float(metrics["loss"]), "max_relative_update_difference": difference,
+                "where": where,
+            })  # fmt: skip
+            row = rows[-1]
+            print(
+                f"{dtype:>8} {k + 1:>4} {row['loss_reference']:>14.10f} {row['loss_snnjax']:>14.10f} "
+                f"{difference:>10.2e}  {where}",
+                flush=True,
+            )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Runs the comparison in each ``--dtypes``; returns the rows (empty when something is missing)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--dtypes", default="float64,float32")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="the reference's torch.manual_seed and batch order"
+    )
+    parser.add_argument("--levels", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--weight_decay", type=float, default=5e-4)
+    parser.add_argument("--pixels", default="runs/same_recipe/pixels", help="cache_cifar10jpeg.py's output")
+    parser.add_argument("--data_dir", default="", help="CIFAR-10 (JPEG) folder, to make --pixels")
+    parser.add_argument("--reference", default="benchmarks/reference/SNN_conversion_QCFS")
+    parser.add_argument(
+        "--reference_tools", default="../shared/reference", help="cache_cifar10jpeg.py's folder"
+    )
+    parser.add_argument("--name", default="cpu")
+    parser.add_argument("--results_dir", default=RESULTS)
+    args = parser.parse_args(argv)
+    lacking = missing(args)
+    if lacking:
+        print("The comparison does not run; missing: " + "; ".join(lacking))
+        return []
+    if not os.path.isfile(os.path.join(args.pixels, "train_y.npy")):
+        script = os.path.join(args.reference_tools, "cache_cifar10jpeg.py")
+        subprocess.run([sys.executable, script, args.data_dir, args.pixels], check=True)
+    start = time.perf_counter()
+    print(f"{'dtype':>8} {'step':>4} {'loss ref':>14} {'loss snnjax':>14} {'max Δupd':>10}  variable")
+    rows = [row for dtype in args.dtypes.split(",") for row in run(args, dtype)]
+    print(f"{time.perf_counter() - start:.0f} s")
+    write_rows(rows, args.results_dir, f"same_steps_{args.name}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
