@@ -223,3 +223,44 @@ def test_bn_running_var_scaling_is_what_training_with_the_unbiased_variance_give
     np.testing.assert_array_equal(
         unbiased.batch_stats["conv_bn0"]["bn"]["mean"], biased.batch_stats["conv_bn0"]["bn"]["mean"]
     )
+
+
+def test_level_fractions_by_hand():
+    from benchmarks import level_occupancy
+
+    # λ = 4, L = 4: levels 0, 1, 2, 3, 4; outputs of QCFS sit on them (rounded to absorb float error).
+    outputs = [0.0, 1.0, 0.9999999, 2.0, 4.0, 3.0]
+    assert level_occupancy.level_fractions(outputs, 4.0, 4) == [1 / 6, 2 / 6, 1 / 6, 1 / 6, 1 / 6]
+
+
+def test_level_occupancy_of_a_trained_workdir_and_its_first_step(trained_tiny, tmp_path, capsys):
+    import jax.numpy as jnp
+    import numpy as np
+
+    from benchmarks import level_occupancy
+    from snnjax.conversion import recording
+    from snnjax.core import parallel
+    from snnjax.experiment import pipeline, workdir as workdir_lib
+
+    workdir, _ = trained_tiny
+    rows = level_occupancy.main(
+        [f"--workdirs={workdir}", "--images=64", "--name=t", f"--results_dir={tmp_path}"]
+    )
+    assert json.loads((tmp_path / "level_occupancy_t.json").read_text()) == rows
+    sites = rows[0]["sites"]
+    for site in sites.values():
+        assert len(site["levels"]) == 5 and abs(sum(site["levels"]) - 1) < 1e-9
+    assert "fraction of ANN outputs on level" in capsys.readouterr().out
+    # The first site's input is the same conv of the same image in the ANN and the SNN, and v(0) = θ/2:
+    # a neuron fires at t = 1 iff that input reaches λ/2.
+    config, _ = workdir_lib.conversion_config(str(workdir), None, {"snn_num_steps": 1})
+    plan = pipeline.ConversionPlan.from_config(config)
+    restored = pipeline.restore(plan, str(workdir), parallel.data_mesh())
+    images = jnp.asarray(restored.dataset.test_images[:64])
+    first, (x, _) = next(
+        iter(recording.record_activations(restored.model, restored.variables, images).items())
+    )
+    expected = float((np.asarray(x) >= sites[first]["threshold"] / 2).mean())
+    assert (
+        abs(sites[first]["t1_firing"] - expected) * np.asarray(x).size <= 2
+    )  # rounding at λ/2, at most 2 units
