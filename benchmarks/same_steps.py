@@ -6,15 +6,17 @@ of CIFAR-10 (JPEG) pixels (no augmentation); snnjax's ResNet-20 (QCFS ``floor_cl
 running variance PyTorch keeps) starts from the reference's initial weights, rounded to float32 on both
 sides, and takes the same steps with `snnjax.experiment.training.train_step`. After each step the
 command prints both losses and the largest difference of the two codes' parameter updates (relative to
-the update's largest value, per variable), in float64 and in float32::
+the update's largest value, per variable), in float64 and in float32, and, as a control, the same for
+the reference against itself on one PyTorch thread instead of two (float32)::
 
     python -m benchmarks.same_steps --data_dir=../shared/data/cifar10-jpeg --steps=40 --name=cpu
 
 In float64 the two follow one trajectory (a difference at float32's resolution: the reference's
 variables pass through the float32 importer to be compared). In float32 the codes sum in different
 orders; a unit whose pre-activation lands on the other side of a QCFS level boundary moves the λ
-gradient, and within a few steps the runs are as far apart as two seeds. Same-recipe comparisons of
-the two codes (``benchmarks.same_recipe``) are therefore comparisons of seed distributions.
+gradient, and within a few steps the runs are as far apart as two seeds. The reference does the same
+to itself when PyTorch's thread count changes its summation order. Same-recipe comparisons of the two
+codes (``benchmarks.same_recipe``) are therefore comparisons of seed distributions.
 
 Needs PyTorch and the reference checkout (``bash benchmarks/get_reference.sh``); says what is missing
 otherwise. Writes ``benchmarks/results/same_steps_<name>.json``.
@@ -38,6 +40,7 @@ from snnjax.configs import cifar10jpeg_resnet20_qcfs
 from snnjax.experiment import methods, training
 from snnjax.io import import_torch_state_dict
 
+PAIRS = ("snnjax", "reference_1_thread")
 MEAN = np.array([0.4914, 0.4822, 0.4465])
 STD = np.array([0.2023, 0.1994, 0.2010])
 
@@ -75,12 +78,11 @@ def reference_code(directory: str):
         sys.path.remove(os.path.abspath(directory))
 
 
-def update_differences(torch_update: dict, snnjax_update: dict) -> tuple[float, str]:
-    """The largest ``max|Δ_snnjax − Δ_ref| / max|Δ_ref|`` over variables, and that variable's path."""
-    reference, _ = import_torch_state_dict(torch_update, "resnet20", 10, "qcfs_original")
+def update_differences(reference: dict, other: dict) -> tuple[float, str]:
+    """The largest ``max|Δ_other − Δ_ref| / max|Δ_ref|`` over variables, and that variable's path."""
     worst = (0.0, "")
     for (path, a), (_, b) in zip(
-        jax.tree_util.tree_leaves_with_path(snnjax_update),
+        jax.tree_util.tree_leaves_with_path(other),
         jax.tree_util.tree_leaves_with_path(reference),
         strict=True,
     ):
@@ -91,87 +93,126 @@ def update_differences(torch_update: dict, snnjax_update: dict) -> tuple[float, 
     return worst
 
 
-def run(args: argparse.Namespace, dtype: str) -> list[dict]:
-    """Both codes' ``args.steps`` steps in ``dtype``; one row per step."""
-    import torch
+class ReferenceTrainer:
+    """The reference's ResNet-20 and SGD from ``start`` (float32 weights), in ``dtype`` on ``threads``."""
 
-    resnet20, utils = reference_code(args.reference)
-    regular_set, replace_activation_by_floor = utils.regular_set, utils.replace_activation_by_floor
+    def __init__(self, args: argparse.Namespace, start: dict, dtype: str, threads: int):
+        import torch
 
-    np_dtype = np.float64 if dtype == "float64" else np.float32
-    torch.manual_seed(args.seed)
-    model = replace_activation_by_floor(resnet20(num_classes=10), t=args.levels)
-    # Both sides start from the float32 weights (the importer's dtype), copied: torch updates in place.
-    start = {
-        k: v.float().clone() if v.is_floating_point() else v.clone() for k, v in model.state_dict().items()
-    }
-    model.load_state_dict(start)
-    if dtype == "float64":
-        model = model.double()
-    groups = regular_set(model)  # λ, conv/linear, BN: the reference's three groups, weight decay on all
-    optimizer = torch.optim.SGD(
-        [{"params": p, "weight_decay": args.weight_decay} for p in groups], lr=args.lr, momentum=0.9
-    )
-    before = {k: v.detach().double().clone() for k, v in model.state_dict().items()}
-    x_train = np.load(os.path.join(args.pixels, "train_x.npy"), mmap_mode="r")
-    y_train = np.load(os.path.join(args.pixels, "train_y.npy"))
-    order = np.random.default_rng(args.seed).permutation(len(y_train))
-    rows = []
-    with jax.enable_x64(dtype == "float64"):
+        self.torch, self.threads = torch, threads
+        resnet20, utils = reference_code(args.reference)
+        model = utils.replace_activation_by_floor(resnet20(num_classes=10), t=args.levels)
+        model.load_state_dict(start)
+        self.model = model.double() if dtype == "float64" else model
+        groups = utils.regular_set(self.model)  # λ, conv/linear, BN: weight decay on all three
+        self.optimizer = torch.optim.SGD(
+            [{"params": p, "weight_decay": args.weight_decay} for p in groups], lr=args.lr, momentum=0.9
+        )
+        self.before = {k: v.detach().double().clone() for k, v in self.model.state_dict().items()}
+
+    def step(self, images: np.ndarray, labels: np.ndarray) -> float:
+        """One SGD step on ``images [B, H, W, C]``; returns the loss before it."""
+        torch = self.torch
+        torch.set_num_threads(self.threads)  # PyTorch's summation order depends on it
+        self.model.train()
+        self.optimizer.zero_grad()
+        logits = self.model(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()))
+        loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels))
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()
+
+    def update(self) -> dict:
+        """What the steps so far changed, in snnjax's layout (float64 differences, imported as float32)."""
+        change = {
+            k: (v.detach().double() - self.before[k]).numpy() for k, v in self.model.state_dict().items()
+        }
+        return import_torch_state_dict(change, "resnet20", 10, "qcfs_original")[0]
+
+
+class SnnjaxTrainer:
+    """snnjax's ResNet-20 (QCFS ``floor_clip``, unbiased running variance) from ``start``, in ``dtype``."""
+
+    def __init__(self, args: argparse.Namespace, start: dict, dtype: str):
+        self.x64 = dtype == "float64"
         config = cifar10jpeg_resnet20_qcfs.get_config()
         config.qcfs_order, config.levels, config.bn_running_var = "floor_clip", args.levels, "unbiased"
         imported, _ = import_torch_state_dict(
             {k: v.numpy() for k, v in start.items()}, "resnet20", 10, "qcfs_original"
         )
-        initial = jax.tree.map(lambda a: jnp.asarray(a, np_dtype), imported)
-        state = training.TrainState.create(
-            apply_fn=methods.build_ann(config, 10).apply,
-            params=initial["params"],
-            batch_stats=initial["batch_stats"],
-            tx=training.sgd_coupled_weight_decay(args.lr, 0.9, args.weight_decay),
+        with jax.enable_x64(self.x64):
+            self.initial = jax.tree.map(lambda a: jnp.asarray(a, jnp.dtype(dtype)), imported)
+            self.state = training.TrainState.create(
+                apply_fn=methods.build_ann(config, 10).apply,
+                params=self.initial["params"],
+                batch_stats=self.initial["batch_stats"],
+                tx=training.sgd_coupled_weight_decay(args.lr, 0.9, args.weight_decay),
+            )
+            self.train_step = jax.jit(training.train_step)
+
+    def step(self, images: np.ndarray, labels: np.ndarray) -> float:
+        """One `snnjax.experiment.training.train_step`; returns the loss before it."""
+        with jax.enable_x64(self.x64):
+            self.state, metrics = self.train_step(self.state, jnp.asarray(images), jnp.asarray(labels))
+            return float(metrics["loss"])
+
+    def update(self) -> dict:
+        """What the steps so far changed (float64 differences)."""
+        now = {"params": self.state.params, "batch_stats": self.state.batch_stats}
+        return jax.tree.map(
+            lambda a, b: np.asarray(a, np.float64) - np.asarray(b, np.float64), now, self.initial
         )
-        step = jax.jit(training.train_step)
-        for k in range(args.steps):
-            index = np.sort(order[k * args.batch : (k + 1) * args.batch])
-            images = ((x_train[index] / 255.0 - MEAN) / STD).astype(np_dtype)
-            labels = y_train[index].astype(np.int64)
-            model.train()
-            optimizer.zero_grad()
-            loss = torch.nn.functional.cross_entropy(
-                model(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())), torch.from_numpy(labels)
-            )
-            loss.backward()
-            optimizer.step()
-            state, metrics = step(state, jnp.asarray(images), jnp.asarray(labels))
-            torch_update = {
-                k: (v.detach().double() - before[k]).numpy() for k, v in model.state_dict().items()
-            }
-            snnjax_update = jax.tree.map(
-                lambda a, b: np.asarray(a, np.float64) - np.asarray(b, np.float64),
-                {"params": state.params, "batch_stats": state.batch_stats},
-                initial,
-            )
-            difference, where = update_differences(torch_update, snnjax_update)
-            rows.append({
-                "dtype": dtype, "step": k + 1, "loss_reference": loss.item(),
-                "loss_snnjax": float(metrics["loss"]), "max_relative_update_difference": difference,
-                "where": where,
-            })  # fmt: skip
-            row = rows[-1]
-            print(
-                f"{dtype:>8} {k + 1:>4} {row['loss_reference']:>14.10f} {row['loss_snnjax']:>14.10f} "
-                f"{difference:>10.2e}  {where}",
-                flush=True,
-            )
+
+
+def run(args: argparse.Namespace, pair: str, dtype: str) -> list[dict]:
+    """``args.steps`` steps of the reference (``args.threads``) and of ``pair``; one row per step.
+
+    ``pair``: ``"snnjax"``, or ``"reference_1_thread"`` (the reference against itself on one thread).
+    """
+    import torch
+
+    resnet20, utils = reference_code(args.reference)
+    torch.manual_seed(args.seed)
+    model = utils.replace_activation_by_floor(resnet20(num_classes=10), t=args.levels)
+    # Both sides start from the float32 weights (the importer's dtype), copied: torch updates in place.
+    start = {
+        k: v.float().clone() if v.is_floating_point() else v.clone() for k, v in model.state_dict().items()
+    }
+    reference = ReferenceTrainer(args, start, dtype, args.threads)
+    other = SnnjaxTrainer(args, start, dtype) if pair == "snnjax" else ReferenceTrainer(args, start, dtype, 1)
+    x_train = np.load(os.path.join(args.pixels, "train_x.npy"), mmap_mode="r")
+    y_train = np.load(os.path.join(args.pixels, "train_y.npy"))
+    order = np.random.default_rng(args.seed).permutation(len(y_train))
+    rows = []
+    for k in range(args.steps):
+        index = np.sort(order[k * args.batch : (k + 1) * args.batch])
+        images = ((x_train[index] / 255.0 - MEAN) / STD).astype(dtype)
+        labels = y_train[index].astype(np.int64)
+        losses = reference.step(images, labels), other.step(images, labels)
+        difference, where = update_differences(reference.update(), other.update())
+        rows.append({
+            "pair": pair, "dtype": dtype, "step": k + 1, "loss_reference": losses[0], "loss_other": losses[1],
+            "max_relative_update_difference": difference, "where": where,
+        })  # fmt: skip
+        print(
+            f"{pair:>18} {dtype:>8} {k + 1:>4} {losses[0]:>14.10f} {losses[1]:>14.10f} {difference:>10.2e}  "
+            f"{where}",
+            flush=True,
+        )
     return rows
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    """Runs the comparison in each ``--dtypes``; returns the rows (empty when something is missing)."""
+    """Runs each of ``--runs``; returns the rows (empty when something is missing)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--dtypes", default="float64,float32")
+    parser.add_argument(
+        "--runs",
+        default="snnjax:float64,snnjax:float32,reference_1_thread:float32",
+        help="PAIR:DTYPE,...: what the reference is stepped beside (snnjax, or itself on 1 thread)",
+    )
+    parser.add_argument("--threads", type=int, default=2, help="PyTorch threads of the reference")
     parser.add_argument(
         "--seed", type=int, default=0, help="the reference's torch.manual_seed and batch order"
     )
@@ -187,6 +228,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--name", default="cpu")
     parser.add_argument("--results_dir", default=RESULTS)
     args = parser.parse_args(argv)
+    runs = [run_spec.split(":") for run_spec in args.runs.split(",") if run_spec]
+    for run_spec in runs:
+        if len(run_spec) != 2 or run_spec[0] not in PAIRS or run_spec[1] not in ("float32", "float64"):
+            parser.error(
+                f"--runs: {':'.join(run_spec)!r} is not PAIR:DTYPE "
+                f"(PAIR one of {', '.join(PAIRS)}; DTYPE float32 or float64)"
+            )
     lacking = missing(args)
     if lacking:
         print("The comparison does not run; missing: " + "; ".join(lacking))
@@ -195,8 +243,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         script = os.path.join(args.reference_tools, "cache_cifar10jpeg.py")
         subprocess.run([sys.executable, script, args.data_dir, args.pixels], check=True)
     start = time.perf_counter()
-    print(f"{'dtype':>8} {'step':>4} {'loss ref':>14} {'loss snnjax':>14} {'max Δupd':>10}  variable")
-    rows = [row for dtype in args.dtypes.split(",") for row in run(args, dtype)]
+    header = f"{'beside':>18} {'dtype':>8} {'step':>4} {'loss ref':>14} {'loss other':>14} {'max Δupd':>10}"
+    print(header + "  variable")
+    rows = [row for pair, dtype in runs for row in run(args, pair, dtype)]
     print(f"{time.perf_counter() - start:.0f} s")
     write_rows(rows, args.results_dir, f"same_steps_{args.name}")
     return rows

@@ -128,6 +128,9 @@ def test_same_steps_names_what_it_lacks(tmp_path, capsys):
     assert rows == [] and "The comparison does not run; missing:" in out
     assert "bash benchmarks/get_reference.sh" in out and "--data_dir" in out
     assert not list(tmp_path.glob("*.json"))
+    with pytest.raises(SystemExit):  # a run that is not PAIR:DTYPE is refused before anything runs
+        same_steps.main(["--runs=snnjax:float16"])
+    assert "--runs: 'snnjax:float16' is not PAIR:DTYPE" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # trains a ResNet-20 (10 s or more on 2 cores)
@@ -136,13 +139,13 @@ def test_same_steps_names_what_it_lacks(tmp_path, capsys):
 def test_same_steps_follows_the_reference_in_float64(tmp_path):
     from benchmarks import same_steps
 
-    argv = ["--steps=2", "--batch=16", "--dtypes=float64", f"--results_dir={tmp_path}", "--name=t"]
+    argv = ["--steps=2", "--batch=16", "--runs=snnjax:float64", f"--results_dir={tmp_path}", "--name=t"]
     rows = same_steps.main(argv)
     if not rows:  # no PyTorch, reference checkout or decoded pixels here: the output says which
         pytest.skip("benchmarks.same_steps lacks its inputs")
     assert [r["step"] for r in rows] == [1, 2]
     for row in rows:
-        assert row["loss_snnjax"] == pytest.approx(row["loss_reference"], rel=1e-12)
+        assert row["loss_other"] == pytest.approx(row["loss_reference"], rel=1e-12)
         assert row["max_relative_update_difference"] < 1e-6  # float32 resolution of the importer
 
 
