@@ -33,6 +33,7 @@ import sys
 from absl import logging
 
 from benchmarks import RESULTS, write_rows
+from snnjax.configs import default as default_config
 from snnjax.experiment import pipeline as evaluation, training, workdir as workdir_lib
 
 REPORTED_STEPS = (1, 2, 4, 8, 16, 32)
@@ -66,6 +67,16 @@ def recipe(args: argparse.Namespace, epochs: int, seed: int, overrides: dict):
     return config
 
 
+def as_recorded_now(recorded: dict) -> dict:
+    """A recorded config with the fields an older snnjax did not record set to what that run did.
+
+    Training fields added since (`workdir.UNRECORDED_TRAINING_DEFAULTS`) take the behaviour before them;
+    any other new field its default, so a run finished before a field existed is read back, not redone.
+    """
+    defaults = workdir_lib.config_dict(default_config.get_config())
+    return {**defaults, **workdir_lib.UNRECORDED_TRAINING_DEFAULTS, **recorded}
+
+
 def snnjax_row(args: argparse.Namespace, epochs: int, seed: int, overrides: dict) -> dict:
     """Trains and converts one snnjax run; a finished one (same config in its ``snn_eval.json``) is read."""
     config = recipe(args, epochs, seed, overrides)
@@ -76,7 +87,7 @@ def snnjax_row(args: argparse.Namespace, epochs: int, seed: int, overrides: dict
     if os.path.isfile(recorded):  # a finished run with this very config is read, not repeated
         with open(recorded) as f:
             result = json.load(f)
-        if result.get("config") != workdir_lib.config_dict(config):
+        if as_recorded_now(result.get("config") or {}) != workdir_lib.config_dict(config):
             result = None
     if result is None:
         training.train_and_evaluate(config, workdir)  # resumes (a no-op) when already trained
