@@ -1,7 +1,7 @@
 r"""Where trained QCFS activations sit on their L levels, and which units fire at the SNN's first step.
 
 At t = 1 an IF neuron with v(0) = θ/2 fires iff its input reaches θ/2: the first step evaluates the ANN
-with one level (a unit whose QCFS output is λ/L, ..., λ/2 − λ/L is silent). A network whose activations
+with one level (a unit whose QCFS output is below λ/2 is silent). A network whose activations
 sit on the lowest levels therefore loses most at t = 1, whatever the simulation does. This command takes
 trained ANNs — snnjax workdirs, or a reference ``.pth`` imported with the config of a workdir — and
 prints, per QCFS site, λ, the fraction of the ANN's outputs on each level 0 … L, and the fraction of
