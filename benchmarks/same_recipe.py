@@ -103,15 +103,19 @@ def snnjax_row(args: argparse.Namespace, epochs: int, seed: int, overrides: dict
     }
 
 
-def reference_missing(args: argparse.Namespace) -> list[str]:
-    """What keeps the reference side from running (empty when it can)."""
+def torch_or_checkout_missing(reference: str) -> list[str]:
+    """PyTorch and the SNN_conversion_QCFS checkout at ``reference``, where absent (empty when present)."""
     missing = []
     if importlib.util.find_spec("torch") is None:
         missing.append("PyTorch (pip install torch==2.13.0)")
-    if not os.path.isfile(os.path.join(args.reference, "modules.py")):
-        missing.append(
-            f"a reference checkout at --reference={args.reference} (bash benchmarks/get_reference.sh)"
-        )
+    if not os.path.isfile(os.path.join(reference, "modules.py")):
+        missing.append(f"a reference checkout at --reference={reference} (bash benchmarks/get_reference.sh)")
+    return missing
+
+
+def reference_missing(args: argparse.Namespace) -> list[str]:
+    """What keeps the reference side from running (empty when it can)."""
+    missing = torch_or_checkout_missing(args.reference)
     for script in ("ref_train_qcfs.py", "cache_cifar10jpeg.py"):
         if not os.path.isfile(os.path.join(args.reference_tools, script)):
             missing.append(f"{script} in --reference_tools={args.reference_tools}")

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import RESULTS, write_rows
+from benchmarks import RESULTS, same_recipe, write_rows
 from snnjax.configs import cifar10jpeg_resnet20_qcfs
 from snnjax.experiment import methods, training
 from snnjax.io import data as data_lib, import_torch_state_dict
@@ -46,13 +46,7 @@ _, MEAN, STD = (np.asarray(v) for v in data_lib.NORMALIZATION["cifar10"])  # the
 
 def missing(args: argparse.Namespace) -> list[str]:
     """What keeps the comparison from running (empty when it can)."""
-    lacking = []
-    if importlib.util.find_spec("torch") is None:
-        lacking.append("PyTorch (pip install torch==2.13.0)")
-    if not os.path.isfile(os.path.join(args.reference, "modules.py")):
-        lacking.append(
-            f"a reference checkout at --reference={args.reference} (bash benchmarks/get_reference.sh)"
-        )
+    lacking = same_recipe.torch_or_checkout_missing(args.reference)
     if not os.path.isfile(os.path.join(args.pixels, "train_y.npy")):
         script = os.path.join(args.reference_tools, "cache_cifar10jpeg.py")
         if not (args.data_dir and os.path.isfile(script)):
@@ -93,13 +87,16 @@ def update_differences(reference: dict, other: dict) -> tuple[float, str]:
 
 
 class ReferenceTrainer:
-    """The reference's ResNet-20 and SGD from ``start`` (float32 weights), in ``dtype`` on ``threads``."""
+    """The reference's ResNet-20 and SGD from ``start`` (float32 weights), in ``dtype`` on ``threads``.
 
-    def __init__(self, args: argparse.Namespace, start: dict, dtype: str, threads: int):
+    ``code`` is `reference_code`'s ``(resnet20, utils)``.
+    """
+
+    def __init__(self, args: argparse.Namespace, code, start: dict, dtype: str, threads: int):
         import torch
 
         self.torch, self.threads = torch, threads
-        resnet20, utils = reference_code(args.reference)
+        resnet20, utils = code
         model = utils.replace_activation_by_floor(resnet20(num_classes=10), t=args.levels)
         model.load_state_dict(start)
         self.model = model.double() if dtype == "float64" else model
@@ -170,15 +167,19 @@ def run(args: argparse.Namespace, pair: str, dtype: str) -> list[dict]:
     """
     import torch
 
-    resnet20, utils = reference_code(args.reference)
+    code = reference_code(args.reference)
+    resnet20, utils = code
     torch.manual_seed(args.seed)
     model = utils.replace_activation_by_floor(resnet20(num_classes=10), t=args.levels)
     # Both sides start from the float32 weights (the importer's dtype), copied: torch updates in place.
     start = {
         k: v.float().clone() if v.is_floating_point() else v.clone() for k, v in model.state_dict().items()
     }
-    reference = ReferenceTrainer(args, start, dtype, args.threads)
-    other = SnnjaxTrainer(args, start, dtype) if pair == "snnjax" else ReferenceTrainer(args, start, dtype, 1)
+    reference = ReferenceTrainer(args, code, start, dtype, args.threads)
+    if pair == "snnjax":
+        other = SnnjaxTrainer(args, start, dtype)
+    else:
+        other = ReferenceTrainer(args, code, start, dtype, 1)
     x_train = np.load(os.path.join(args.pixels, "train_x.npy"), mmap_mode="r")
     y_train = np.load(os.path.join(args.pixels, "train_y.npy"))
     order = np.random.default_rng(args.seed).permutation(len(y_train))
